@@ -1,0 +1,68 @@
+"""Process-wide runtime policy: threads and device.
+
+Why: on a 2-core machine torch's default of one OpenMP thread per core spin-waits; any other busy
+process then makes torch 10-25x slower. We default to ONE thread with a passive wait policy and
+let the user raise it (``G2IS_THREADS`` or ``--threads``) on a machine they have to themselves.
+"""
+from __future__ import annotations
+
+import os
+
+# Must be set before the OpenMP runtime starts (i.e. before torch is first imported).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # model hubs are never reachable; fail fast
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+DEFAULT_THREADS = 1
+_applied: int | None = None
+
+
+def configured_threads() -> int:
+    """Threads to use: ``G2IS_THREADS`` if set (0 = all cores), else :data:`DEFAULT_THREADS`."""
+    raw = os.environ.get("G2IS_THREADS", "").strip()
+    if not raw:
+        return DEFAULT_THREADS
+    try:
+        n = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"G2IS_THREADS={raw!r} is not a whole number; set it to 1, 2, ... or 0 for all cores") from exc
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
+def apply_thread_policy(threads: int | None = None) -> int:
+    """Set torch's intra-op threads (idempotent). Returns the number in force."""
+    global _applied
+    import torch
+
+    n = configured_threads() if threads is None else max(1, int(threads))
+    if _applied != n:
+        torch.set_num_threads(n)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # can only be set once, before any parallel work
+            pass
+        _applied = n
+    return n
+
+
+def pick_device(device: str | None = None) -> str:
+    """"cuda" when present (unless told otherwise), else "cpu"."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA device is available; use --device cpu")
+    return device
+
+
+def torch_dtype(name: str):
+    import torch
+
+    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp16": torch.float16, "float16": torch.float16}
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"dtype {name!r} is not one of fp32, bf16, fp16") from None

@@ -1,0 +1,210 @@
+"""The workspace: where computed artefacts live, keyed by content, each with a sidecar.
+
+Layout (default root ``cache/`` next to the project, or ``G2IS_WORKSPACE``)::
+
+    <root>/<kind>/<key>/            one artefact (key = short content hash of what produced it)
+    <root>/<kind>/<key>/sidecar.json what produced it: kind, config, inputs' hashes, code version
+
+Rules kept here so every module follows them:
+- nothing is pickled; arrays are safetensors / numpy / parquet, metadata is JSON;
+- every write is atomic (write to a temp name in the same directory, fsync, rename), so a crash
+  never leaves a half-written file under the final name;
+- an artefact directory is complete only when its sidecar exists (the sidecar is written last).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import __version__
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SIDECAR = "sidecar.json"
+
+
+def default_root() -> Path:
+    env = os.environ.get("G2IS_WORKSPACE")
+    return Path(env).expanduser().resolve() if env else PROJECT_ROOT / "cache"
+
+
+def shared_data_root() -> Path | None:
+    """The shared real-data folder (``../shared/data`` beside the checkout), if present."""
+    env = os.environ.get("G2IS_SHARED_DATA")
+    cand = Path(env) if env else PROJECT_ROOT.parent / "shared" / "data"
+    return cand if cand.is_dir() else None
+
+
+# ----------------------------------------------------------------------------- hashing
+def _canonical(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _canonical(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and obj != obj:  # NaN is not valid JSON; hash its spelling
+        return "NaN"
+    return obj
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def hash_config(obj: Any, length: int = 16) -> str:
+    """Stable short hash of a JSON-able config (dict key order does not matter)."""
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()[:length]
+
+
+def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_strings(items: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for s in items:
+        b = s.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temp path next to ``final``; on success fsync and rename it over ``final``.
+
+    On any exception the temp file is removed and ``final`` is untouched (the previous version,
+    if any, survives: this is also what keeps a disk-full write from destroying it).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def _fsync_dir(d: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_canonical(obj), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); delete it to recompute") from exc
+
+
+# ----------------------------------------------------------------------------- sidecars
+def provenance() -> dict[str, Any]:
+    """What produced an artefact, beyond its config: code and library versions, time, host."""
+    info: dict[str, Any] = {
+        "g2is_core": __version__,
+        "python": platform.python_version(),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    for mod in ("torch", "transformers", "peft", "numpy"):
+        with contextlib.suppress(Exception):
+            info[mod] = __import__(mod).__version__
+    return info
+
+
+def write_sidecar(directory: str | Path, kind: str, config: Any, inputs: dict[str, Any] | None = None,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write ``directory/sidecar.json`` last: its presence marks the artefact complete."""
+    body = {"kind": kind, "config": _canonical(config), "inputs": _canonical(inputs or {}),
+            "produced_by": provenance()}
+    if extra:
+        body.update(_canonical(extra))
+    return write_json(Path(directory) / SIDECAR, body)
+
+
+def read_sidecar(directory: str | Path) -> dict[str, Any]:
+    p = Path(directory) / SIDECAR
+    if not p.exists():
+        raise FileNotFoundError(f"{directory} has no {SIDECAR}: it is not a finished artefact (an interrupted run?)")
+    return read_json(p)
+
+
+class Workspace:
+    """A root directory holding artefacts by kind and content key."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser().resolve() if root else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    def dir(self, kind: str, key: str | None = None) -> Path:
+        d = self.root / kind if key is None else self.root / kind / key
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def artefact_dir(self, kind: str, config: Any) -> Path:
+        """The directory for the artefact that ``config`` (a JSON-able dict) produces."""
+        return self.dir(kind, hash_config(config))
+
+    def is_complete(self, directory: str | Path) -> bool:
+        return (Path(directory) / SIDECAR).exists()
+
+    def list(self, kind: str) -> list[tuple[Path, dict[str, Any]]]:
+        """Finished artefacts of a kind, newest first, with their sidecars."""
+        base = self.root / kind
+        out = []
+        if base.is_dir():
+            for d in base.iterdir():
+                if d.is_dir() and (d / SIDECAR).exists():
+                    with contextlib.suppress(ValueError, OSError):
+                        out.append((d, read_sidecar(d)))
+        out.sort(key=lambda t: t[1].get("produced_by", {}).get("created_utc", ""), reverse=True)
+        return out
+
+    def contains(self, path: str | Path) -> bool:
+        try:
+            Path(path).resolve().relative_to(self.root)
+            return True
+        except ValueError:
+            return False
