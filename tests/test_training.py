@@ -1,0 +1,70 @@
+import torch
+
+from g2is_core.encoding import encode_all
+from g2is_core.models import LoraSettings, attach_lora, tiny_llama
+from g2is_core.tasks import make_task_records
+from g2is_core.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train, trainable
+
+
+def test_schedule_warmup_then_linear_decay():
+    cfg = TrainConfig(lr=1.0, warmup_ratio=0.1, epochs=1)
+    total = 100
+    lrs = [lr_at(s, total, cfg) for s in range(total)]
+    assert lrs[0] == 0.1 and lrs[9] == 1.0           # 10 warmup steps reach the peak
+    assert lrs[10] == 1.0 and abs(lrs[99] - 1 / 90) < 1e-12  # then linear decay towards 0
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def test_checkpoint_weights_are_mean_lr_per_epoch():
+    cfg = TrainConfig(lr=2e-5, epochs=4, batch_size=4, warmup_ratio=0.03)
+    n = 50
+    spe, tot = steps_per_epoch(n, cfg), total_steps(n, cfg)
+    means = [sum(lr_at(s, tot, cfg) for s in range(e * spe, (e + 1) * spe)) / spe for e in range(4)]
+    w = epoch_lr_weights(n, cfg)
+    assert abs(sum(w) - 1) < 1e-12
+    for a, b in zip(w, means):
+        assert abs(a - b / sum(means)) < 1e-12
+    assert w[0] > w[1] > w[2] > w[3]
+
+
+def _run(out, stop_at=None):
+    recs = make_task_records("add", 24, seed=0)
+    m, tok = tiny_llama()
+    m = attach_lora(m, LoraSettings(r=4, alpha=8, dropout=0.1))
+    enc, _ = encode_all(tok, recs, max_length=64)
+    cfg = TrainConfig(lr=1e-3, epochs=2, batch_size=4, save_every=2, save_epochs=True, seed=3)
+
+    class Stop(Exception):
+        pass
+
+    def cb(step, samples, model):
+        if step == stop_at:
+            raise Stop
+
+    try:
+        res = train(m, enc, cfg, pad_id=tok.pad_token_id, out_dir=out, callback=cb, callback_steps=range(1, 99))
+    except Stop:
+        return None, None
+    return m, res
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path):
+    m1, r1 = _run(tmp_path / "a")
+    assert _run(tmp_path / "b", stop_at=5) == (None, None)   # dies after step 5; last save at step 4
+    m2, r2 = _run(tmp_path / "b")
+    assert r1.steps == r2.steps == 12
+    for (n, a), (_, b) in zip(trainable(m1), trainable(m2)):
+        assert torch.equal(a, b), n
+    assert [x["loss"] for x in r1.losses] == [x["loss"] for x in r2.losses]
+    assert (tmp_path / "a" / "epoch-1" / "optimizer.safetensors").exists()
+
+
+def test_training_reduces_loss():
+    recs = make_task_records("upper", 16, seed=0)
+    m, tok = tiny_llama()
+    enc, _ = encode_all(tok, recs, max_length=64)
+    for p in m.parameters():
+        p.requires_grad_(True)
+    res = train(m, enc, TrainConfig(lr=3e-3, max_steps=30, batch_size=8, warmup_ratio=0.0), pad_id=tok.pad_token_id)
+    first, last = res.losses[0]["loss"], sum(x["loss"] for x in res.losses[-4:]) / 4
+    assert last < 0.7 * first
