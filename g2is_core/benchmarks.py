@@ -1,0 +1,93 @@
+"""Pure functions over run-registry rows: results tables with baselines beside every number.
+
+The primary metric of a row is the first of PRIMARY its metrics hold (higher is better, except
+NLL/perplexity). Deltas are against the random baseline at the same (target, ratio) averaged over
+seeds, and against full-data training and the untrained base model for the same target.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+PRIMARY = ("accuracy", "em", "f1", "nll")
+LOWER_IS_BETTER = {"nll", "ppl"}
+
+
+def primary_metric(metrics: dict[str, Any] | None) -> tuple[str | None, float | None]:
+    for k in PRIMARY:
+        if metrics and k in metrics and metrics[k] is not None:
+            return k, float(metrics[k])
+    return None, None
+
+
+def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One line per finished registry row: experiment, target, method, ratio, seed, metric, value."""
+    recs = []
+    for r in rows:
+        if r.get("status") != "done":
+            continue
+        name, val = primary_metric(r.get("metrics"))
+        recs.append({"experiment": r["experiment"], "target": r["target"], "method": r["method"],
+                     "ratio": r["ratio"], "seed": r["seed"], "metric": name, "value": val,
+                     "n_train": (r.get("metrics") or {}).get("n_train"),
+                     "train_s": (r.get("timings") or {}).get("train_s"),
+                     "select_s": (r.get("timings") or {}).get("select_s"),
+                     "selection": r.get("selection"), "train_dir": r.get("train_dir")})
+    return pd.DataFrame(recs, columns=["experiment", "target", "method", "ratio", "seed", "metric", "value",
+                                       "n_train", "train_s", "select_s", "selection", "train_dir"])
+
+
+def summary_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Mean and spread over seeds per (experiment, target, method, ratio), with deltas vs baselines."""
+    df = rows_frame(rows)
+    cols = ["experiment", "target", "metric", "method", "ratio", "n_seeds", "mean", "std",
+            "vs_random", "vs_full", "vs_base"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    df["ratio_key"] = df["ratio"].fillna(-1.0)
+    g = df.groupby(["experiment", "target", "metric", "method", "ratio_key"], dropna=False)["value"]
+    out = g.agg(n_seeds="count", mean="mean", std="std").reset_index()
+    out["std"] = out["std"].fillna(0.0)
+
+    def ref(row, method, same_ratio):
+        m = out[(out.experiment == row.experiment) & (out.target == row.target) & (out.method == method)]
+        if same_ratio:
+            m = m[m.ratio_key == row.ratio_key]
+        return float(m["mean"].iloc[0]) if len(m) else float("nan")
+
+    out["vs_random"] = [r.mean - ref(r, "random", True) for r in out.itertuples()]
+    out["vs_full"] = [r.mean - ref(r, "full", False) for r in out.itertuples()]
+    out["vs_base"] = [r.mean - ref(r, "base", False) for r in out.itertuples()]
+    out["ratio"] = out["ratio_key"].where(out["ratio_key"] >= 0, None)
+    order = {"base": 0, "full": 1, "random": 2}
+    out["_o"] = out["method"].map(lambda m: order.get(m, 3))
+    out = out.sort_values(["experiment", "target", "ratio_key", "_o", "method"]).reset_index(drop=True)
+    return out[cols]
+
+
+def read_selection_ids(selection_dir: str | Path | None) -> list[str]:
+    """Ordered selected record ids of a stored selection run (empty when absent)."""
+    if not selection_dir:
+        return []
+    p = Path(selection_dir) / "selected_ids.json"
+    if not p.exists():
+        return []
+    ids = json.loads(p.read_text(encoding="utf-8"))
+    return [str(i) for i in ids]
+
+
+def overlap_matrix(selections: dict[str, Sequence[str]]) -> pd.DataFrame:
+    """Jaccard overlap between named selections (1 on the diagonal; 0 when either is empty)."""
+    names = list(selections)
+    sets = {n: set(selections[n]) for n in names}
+    data = [[(len(sets[a] & sets[b]) / len(sets[a] | sets[b])) if (sets[a] | sets[b]) else 0.0 for b in names]
+            for a in names]
+    return pd.DataFrame(data, index=names, columns=names)
+
+
+def composition(ids: Sequence[str], key_of: dict[str, str]) -> pd.Series:
+    """Counts of selected ids by a key (source or task); unknown ids count as '?'."""
+    return pd.Series([key_of.get(i, "?") for i in ids], dtype="object").value_counts()

@@ -1,0 +1,58 @@
+"""``g2is bench run SPEC`` (resumable), ``g2is bench show`` (results table / CSV), ``g2is demo``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEMO_SPEC = Path(__file__).resolve().parent / "specs" / "demo.yaml"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("bench", help="run experiment specs: select, fine-tune, evaluate; results in the run registry")
+    bsub = b.add_subparsers(dest="bench_cmd", metavar="ACTION", required=True)
+    r = bsub.add_parser("run", help="run every missing cell of a YAML/TOML spec (resumes after a kill)")
+    r.add_argument("spec")
+    r.set_defaults(func=_run)
+    s = bsub.add_parser("show", help="print an experiment's results table")
+    s.add_argument("experiment", nargs="?", help="experiment name (default: all)")
+    s.add_argument("--csv", help="also write the table to this CSV file")
+    s.set_defaults(func=_show)
+    d = sub.add_parser("demo", help="the whole chain on the embedded default (built-in pool, composite targets, "
+                                    "default model)")
+    d.add_argument("--spec", default=str(DEMO_SPEC), help="spec to run (default: the shipped demo spec)")
+    d.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from .experiment import load_spec, run_experiment
+    from .progress import cli_progress
+
+    spec = load_spec(args.spec)
+    with cli_progress(f"bench {spec.name}") as cb:
+        rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr))
+    _print_table(rows)
+    return 0
+
+
+def _show(args) -> int:
+    from .registry import Registry
+
+    rows = Registry.open().rows(args.experiment)
+    if not rows:
+        print("no results yet; run `g2is bench run SPEC` or `g2is demo`")
+        return 0
+    table = _print_table(rows)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"written {args.csv}")
+    return 0
+
+
+def _print_table(rows) -> "object":
+    from .benchmarks import summary_table
+
+    table = summary_table(rows)
+    with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
+        print(table.to_string(index=False))
+    return table

@@ -1,0 +1,274 @@
+"""Benchmark harness: an experiment spec (YAML/TOML) -> select, fine-tune, evaluate -> registry rows.
+
+A spec names a pool, targets, methods, ratios, seeds, a model, and training/eval settings. Every
+(target, method, ratio, seed) cell is one row of the run registry (SQLite), keyed by the hash of
+its full config, so ``g2is bench run SPEC`` resumes after a kill without redoing finished rows.
+The random and full-data baselines, and the untrained base model, are part of every table: they
+are added to the spec's methods whether or not it lists them.
+
+Example (YAML)::
+
+    name: builtin-demo
+    model: default                 # default | tiny | a model directory | a .gguf file
+    pool: {builtin: {seed: 0}}     # or {files: [path, ...], per_file: 500, seed: 0}
+    targets:
+      - {name: add_reverse, select: "builtin:add_reverse", eval: "builtin:add_reverse", eval_limit: 64}
+    methods: [g2is, less, bm25, embedding]
+    ratios: [0.05]
+    seeds: [0, 1]
+    train: {lr: 2.0e-4, epochs: 2, batch_size: 8, max_length: 256, lora: {r: 8, alpha: 32, dropout: 0.0}}
+    selection: {}                  # options passed to the selection methods (features, delta, k, ...)
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .progress import Progress, no_progress
+from .records import DataError, Record
+from .registry import Registry
+from .workspace import Workspace, hash_config, write_json
+
+BASELINES = ("random", "full")
+BASE = "base"  # the model before any fine-tuning
+
+
+@dataclass
+class TargetSpec:
+    name: str
+    select: str          # where the target (selection) examples come from
+    eval: str            # evaluation registry name
+    eval_limit: int | None = None
+    n_select: int = 32   # target examples used for selection
+
+
+@dataclass
+class ExperimentSpec:
+    name: str
+    model: str = "default"
+    pool: dict[str, Any] = field(default_factory=lambda: {"builtin": {"seed": 0}})
+    targets: list[TargetSpec] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=lambda: [0.05])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def all_methods(self) -> list[str]:
+        out = [BASE]
+        for m in list(BASELINES) + list(self.methods):
+            if m not in out:
+                out.append(m)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model, "pool": self.pool,
+                "targets": [t.__dict__ for t in self.targets], "methods": self.methods, "ratios": self.ratios,
+                "seeds": self.seeds, "train": self.train, "selection": self.selection, "eval": self.eval}
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate a YAML or TOML spec; errors name the file and the field."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such experiment spec")
+    text = p.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise DataError(f"not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {exc}", path=str(p)) from exc
+    if not isinstance(raw, dict):
+        raise DataError("the spec must be a mapping with at least 'name' and 'targets'", path=str(p))
+    known = set(ExperimentSpec.__dataclass_fields__) - {"source"}
+    unknown = set(raw) - known
+    if unknown:
+        raise DataError(f"unknown field(s) {sorted(unknown)}; known: {sorted(known)}", path=str(p))
+    if not raw.get("name"):
+        raise DataError("missing 'name'", path=str(p), field="name")
+    targets = []
+    for i, t in enumerate(raw.get("targets") or []):
+        if not isinstance(t, dict) or "name" not in t:
+            raise DataError(f"target {i} needs at least a 'name'", path=str(p), field="targets")
+        targets.append(TargetSpec(name=t["name"], select=t.get("select", f"builtin:{t['name']}"),
+                                  eval=t.get("eval", f"builtin:{t['name']}"), eval_limit=t.get("eval_limit"),
+                                  n_select=int(t.get("n_select", 32))))
+    if not targets:
+        raise DataError("no targets; list at least one under 'targets'", path=str(p), field="targets")
+    for r in raw.get("ratios", [0.05]):
+        if not isinstance(r, (int, float)) or not (0 < float(r) <= 1):
+            raise DataError(f"ratio {r!r} must be a number in (0, 1]", path=str(p), field="ratios")
+    spec = ExperimentSpec(name=str(raw["name"]), model=str(raw.get("model", "default")),
+                          pool=raw.get("pool") or {"builtin": {"seed": 0}}, targets=targets,
+                          methods=list(raw.get("methods") or []), ratios=[float(r) for r in raw.get("ratios", [0.05])],
+                          seeds=[int(s) for s in raw.get("seeds", [0])], train=raw.get("train") or {},
+                          selection=raw.get("selection") or {}, eval=raw.get("eval") or {}, source=str(p))
+    from .selection import METHODS
+
+    for m in spec.methods:
+        if m not in METHODS and m not in BASELINES:
+            raise DataError(f"unknown method {m!r}; known: {sorted(set(METHODS) | set(BASELINES))}",
+                            path=str(p), field="methods")
+    return spec
+
+
+# ----------------------------------------------------------------------------- data
+def load_pool(pool: dict[str, Any]) -> list[Record]:
+    """The candidate pool of a spec: the built-in mixed pool, or a seeded sample of files."""
+    if "builtin" in pool:
+        from .tasks import make_pool
+
+        return list(make_pool(**(pool["builtin"] or {})).records)
+    if "files" in pool:
+        from .data import load_records
+
+        rng = random.Random(pool.get("seed", 0))
+        out: list[Record] = []
+        for f in pool["files"]:
+            recs = load_records(_resolve(f), lenient=True).records
+            k = pool.get("per_file")
+            if k and len(recs) > k:
+                recs = rng.sample(recs, k)
+            out += recs
+        return out
+    raise DataError("pool must be {builtin: {...}} or {files: [...]}", field="pool")
+
+
+def load_target(select: str, n: int, seed: int = 0) -> list[Record]:
+    """Target examples used for selection: "builtin:<composite>" or a data file path (sampled)."""
+    if select.startswith("builtin:"):
+        from .tasks import make_targets
+
+        name = select.split(":", 1)[1]
+        targets = make_targets(seed=seed, n_per_target=n)
+        if name not in targets:
+            raise DataError(f"no built-in target {name!r}; choose from {sorted(targets)}", field="targets")
+        return targets[name]
+    from .data import load_records
+
+    recs = load_records(_resolve(select), lenient=True).records
+    if len(recs) > n:
+        recs = random.Random(seed).sample(recs, n)
+    return recs
+
+
+def _resolve(path: str) -> Path:
+    """Paths in specs are relative to the shared data root when they start with 'shared:'."""
+    from .workspace import PROJECT_ROOT, shared_data_root
+
+    if path.startswith("shared:"):
+        root = shared_data_root()
+        if root is None:
+            raise DataError(f"{path}: needs the shared data folder (../shared/data), which is absent here")
+        return root / path.split(":", 1)[1]
+    p = Path(path)
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+# ----------------------------------------------------------------------------- running
+def cell_config(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: float | None, seed: int,
+                pool_hash: str) -> dict[str, Any]:
+    return {"experiment": spec.name, "model": spec.model, "pool_hash": pool_hash, "target": target.__dict__,
+            "method": method, "ratio": ratio, "seed": seed,
+            "train": spec.train if method != BASE else None,
+            "selection": spec.selection if method not in (BASE, "full", "random") else None,
+            "eval": spec.eval}
+
+
+def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, progress: Progress = no_progress,
+                   log=print) -> list[dict[str, Any]]:
+    """Run every missing cell of the spec; return the registry rows of this experiment."""
+    from .data import data_hash
+
+    ws = workspace or Workspace()
+    reg = Registry.open(ws)
+    pool = load_pool(spec.pool)
+    pool_hash = data_hash(pool)
+    cells = []
+    for t in spec.targets:
+        for m in spec.all_methods():
+            for r in ([None] if m in (BASE, "full") else spec.ratios):
+                for s in ([spec.seeds[0]] if m == BASE else spec.seeds):
+                    cells.append((t, m, r, s))
+    exp_dir = ws.dir("experiments", hash_config(spec.to_dict()))
+    write_json(exp_dir / "spec.json", spec.to_dict())
+    for i, (t, m, r, s) in enumerate(cells):
+        cfg = cell_config(spec, t, m, r, s, pool_hash)
+        key = hash_config(cfg)
+        label = f"{t.name} / {m} / ratio {r} / seed {s}"
+        if not reg.claim(key, spec.name, t.name, m, r, s, cfg):
+            log(f"[{i + 1}/{len(cells)}] {label}: done already (or running elsewhere), skipped")
+            continue
+        progress(i / len(cells), label)
+        try:
+            metrics, timings, sel_dir, train_dir = _run_cell(spec, t, m, r, s, pool, ws, key,
+                                                              lambda f, msg: progress((i + f) / len(cells), f"{label}: {msg}"))
+        except Exception as exc:
+            reg.fail(key, f"{type(exc).__name__}: {exc}")
+            raise
+        reg.finish(key, metrics=metrics, timings=timings, selection=sel_dir, train_dir=train_dir)
+        log(f"[{i + 1}/{len(cells)}] {label}: {json.dumps(metrics)}")
+    progress(1.0, "experiment finished")
+    return reg.rows(spec.name)
+
+
+def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: float | None, seed: int,
+              pool: list[Record], ws: Workspace, key: str, progress: Progress):
+    from .encoding import encode_all
+    from .evaluation import evaluate
+    from .models import LoraSettings, attach_lora, load_model
+    from .training import TrainConfig, train
+
+    timings: dict[str, float] = {}
+    sel_dir = None
+    train_dir = None
+    t0 = time.perf_counter()
+    if method == BASE:
+        chosen: list[Record] = []
+    elif method == "full":
+        chosen = list(pool)
+    else:
+        from .selection import run_selection
+
+        targets = load_target(target.select, target.n_select, seed=0)
+        run = run_selection(method, pool, targets, ratio=ratio, seed=seed, workspace=ws, model=spec.model,
+                            options=spec.selection, progress=lambda f, m: progress(0.3 * f, f"select: {m}"))
+        by_id = {r.id: r for r in pool}
+        chosen = [by_id[i] for i in run.ids]
+        sel_dir = str(run.directory) if getattr(run, "directory", None) else None
+    timings["select_s"] = time.perf_counter() - t0
+    lm = load_model(spec.model, workspace=ws)
+    if chosen:
+        tcfg = dict(spec.train)
+        lora = tcfg.pop("lora", {"r": 8, "alpha": 32, "dropout": 0.0})
+        max_length = int(tcfg.pop("max_length", 256))
+        full_ft = bool(tcfg.pop("full", False))
+        cfg = TrainConfig(**{"lr": 2e-4, "epochs": 2, "batch_size": 8, "save_every": 20, **tcfg, "seed": seed})
+        model = lm.model
+        if full_ft:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        else:
+            model = attach_lora(model, LoraSettings(**{**lora, "seed": seed}))
+        enc, _ = encode_all(lm.tokenizer, chosen, max_length=max_length)
+        train_dir = ws.dir("training", key)
+        t1 = time.perf_counter()
+        train(model, enc, cfg, pad_id=lm.tokenizer.pad_token_id, out_dir=train_dir,
+              progress=lambda f, m: progress(0.3 + 0.5 * f, f"train: {m}"))
+        timings["train_s"] = time.perf_counter() - t1
+        lm.model = model
+        train_dir = str(train_dir)
+    t2 = time.perf_counter()
+    res = evaluate(lm, target.eval, limit=target.eval_limit, seed=0, **spec.eval,
+                   progress=lambda f, m: progress(0.8 + 0.2 * f, f"eval: {m}"))
+    timings["eval_s"] = time.perf_counter() - t2
+    metrics = {**res.metrics, "n_eval": res.n, "n_train": len(chosen)}
+    return metrics, timings, sel_dir, train_dir

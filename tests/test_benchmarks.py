@@ -1,0 +1,70 @@
+import math
+import multiprocessing as mp
+
+import pytest
+
+from g2is_core.benchmarks import composition, overlap_matrix, primary_metric, summary_table
+from g2is_core.registry import Registry
+from g2is_core.workspace import Workspace
+
+
+def _row(target, method, ratio, seed, acc):
+    return {"experiment": "e", "target": target, "method": method, "ratio": ratio, "seed": seed, "status": "done",
+            "metrics": {"accuracy": acc, "n_train": 10}, "timings": {}, "selection": None, "train_dir": None}
+
+
+def test_summary_table_means_spread_and_deltas():
+    rows = [_row("t", "base", None, 0, 0.10), _row("t", "full", None, 0, 0.50),
+            _row("t", "random", 0.05, 0, 0.20), _row("t", "random", 0.05, 1, 0.30),
+            _row("t", "g2is", 0.05, 0, 0.40), _row("t", "g2is", 0.05, 1, 0.50),
+            {**_row("t", "less", 0.05, 0, 0.9), "status": "failed"}]
+    tab = summary_table(rows)
+    g = tab[tab.method == "g2is"].iloc[0]
+    assert g["n_seeds"] == 2 and math.isclose(g["mean"], 0.45) and math.isclose(g["std"], 0.0707106781, rel_tol=1e-6)
+    assert math.isclose(g["vs_random"], 0.20) and math.isclose(g["vs_full"], -0.05) and math.isclose(g["vs_base"], 0.35)
+    assert list(tab.method) == ["base", "full", "random", "g2is"]  # baselines first; failed rows left out
+    assert math.isclose(tab[tab.method == "random"].iloc[0]["vs_random"], 0.0)
+
+
+def test_primary_metric_order():
+    assert primary_metric({"f1": 0.5, "em": 0.4}) == ("em", 0.4)
+    assert primary_metric({"nll": 2.0}) == ("nll", 2.0)
+    assert primary_metric({}) == (None, None)
+
+
+def test_overlap_and_composition():
+    m = overlap_matrix({"a": ["1", "2", "3"], "b": ["2", "3", "4"], "c": []})
+    assert m.loc["a", "b"] == pytest.approx(0.5) and m.loc["a", "a"] == 1.0 and m.loc["c", "c"] == 0.0
+    c = composition(["1", "2", "9"], {"1": "x", "2": "x"})
+    assert c["x"] == 2 and c["?"] == 1
+
+
+def test_registry_claim_finish_and_resume(tmp_path):
+    reg = Registry.open(Workspace(tmp_path))
+    assert reg.claim("k1", "e", "t", "m", 0.1, 0, {"a": 1})
+    assert reg.claim("k1", "e", "t", "m", 0.1, 0, {"a": 1})  # our own claim: we may continue it
+    reg.finish("k1", metrics={"accuracy": 0.5}, timings={"train_s": 1.0})
+    assert not reg.claim("k1", "e", "t", "m", 0.1, 0, {"a": 1})  # done rows are never redone
+    rows = reg.rows("e")
+    assert len(rows) == 1 and rows[0]["metrics"] == {"accuracy": 0.5} and rows[0]["status"] == "done"
+
+
+def _claim_in_child(path, key, q):
+    reg = Registry(path)
+    q.put(reg.claim(key, "e", "t", "m", 0.1, 0, {}))
+    q.put("hold")
+    import time as _t
+    _t.sleep(3)
+
+
+def test_two_processes_cannot_both_claim_a_row(tmp_path):
+    reg = Registry.open(Workspace(tmp_path))
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_claim_in_child, args=(reg.path, "k2", q))
+    p.start()
+    assert q.get(timeout=60) is True
+    assert q.get(timeout=60) == "hold"
+    assert not reg.claim("k2", "e", "t", "m", 0.1, 0, {})   # the child holds it and is alive
+    p.join()
+    assert reg.claim("k2", "e", "t", "m", 0.1, 0, {})       # a dead owner's claim is taken over
