@@ -1,0 +1,118 @@
+"""2-D layout of a feature matrix for the Instruction graph page: UMAP, computed once and cached.
+
+``layout(features, key)`` returns a DataFrame (node, x, y) [N rows]. It is cached in the workspace
+kind ``layouts`` under a hash of the features' content key (a gradient store / feature-set key, or
+the array's sha256) and the layout settings, as ``layout.parquet`` with a sidecar, so the page only
+ever reads a parquet file: it never computes a layout in a rerun.
+
+Method: features are L2-normalised (cosine geometry, as the graph), reduced to at most 50 dims by
+PCA (standard before UMAP for wide features: d is 2048-8192 here), then UMAP (umap-learn,
+metric cosine, fixed random_state; that makes it deterministic and single-threaded). With fewer
+than :data:`MIN_UMAP` rows UMAP's neighbourhood graph is meaningless, so the layout is the first
+two principal components instead, and the sidecar's ``note`` says so. ``method="pca"`` asks for
+that layout directly (instant; for previews and tests). Cost: numba compiles UMAP on first use in
+a process (about 30 s here); then roughly 0.03 s per row on one core.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import workspace as ws_mod
+from .workspace import Workspace, hash_config
+
+KIND = "layouts"
+MIN_UMAP = 15
+METHODS = ("umap", "pca")  # pca: the first two principal components (instant; previews and tests)
+PCA_DIMS = 50
+
+
+def layout_dir(ws: Workspace, features_key: str, **cfg: Any) -> Path:
+    return ws.root / KIND / hash_config({"features": features_key, **_config(**cfg)})
+
+
+def _config(n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0, method: str = "umap") -> dict[str, Any]:
+    if method not in METHODS:
+        raise ValueError(f"layout method {method!r} is not one of {', '.join(METHODS)}")
+    return {"method": method, "n_neighbors": int(n_neighbors), "min_dist": float(min_dist), "seed": int(seed),
+            "pca_dims": PCA_DIMS}
+
+
+def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    dims = min(dims, x.shape[0], x.shape[1])
+    return PCA(n_components=dims, random_state=seed, svd_solver="auto").fit_transform(x).astype(np.float32)
+
+
+def _pca2(x: np.ndarray, seed: int) -> np.ndarray:
+    """[N, 2]: the first two principal components (a zero column when there is only one)."""
+    z = _pca(x, 2, seed)
+    return np.c_[z, np.zeros((len(z), 2 - z.shape[1]), np.float32)] if z.shape[1] < 2 else z
+
+
+def compute_layout(features: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
+                   block: int = 16384, method: str = "umap") -> tuple[np.ndarray, str]:
+    """[N, 2] float32 coordinates of the rows of ``features`` [N, d], and a note naming the method used."""
+    x = np.asarray(features)
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"features must be a non-empty 2-D array [N, d]; got shape {x.shape}")
+    n = x.shape[0]
+    xs = np.empty((n, x.shape[1]), np.float32)
+    for a in range(0, n, block):  # normalise block by block (the input may be an fp16 memmap)
+        b = np.asarray(x[a:a + block], dtype=np.float32)
+        xs[a:a + block] = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    if n < 3:
+        out = np.zeros((n, 2), np.float32)
+        out[:, 0] = np.arange(n)
+        return out, f"PCA skipped: only {n} row(s); points placed on a line"
+    if method == "pca":
+        return _pca2(xs, seed), "PCA (first two components), as asked"
+    if n < MIN_UMAP:
+        return _pca2(xs, seed), f"PCA (first two components): only {n} rows, UMAP needs at least {MIN_UMAP}"
+    import umap
+
+    z = _pca(xs, PCA_DIMS, seed) if xs.shape[1] > PCA_DIMS else xs
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(int(n_neighbors), n - 1), min_dist=min_dist,
+                        metric="cosine", random_state=seed, init="spectral" if n > 2 * n_neighbors else "random")
+    return reducer.fit_transform(z).astype(np.float32), "UMAP (cosine) of the features after PCA to 50 dims"
+
+
+def layout(features: np.ndarray, features_key: str | None = None, workspace: Workspace | None = None, *,
+           n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0, ids: list | None = None,
+           method: str = "umap"):
+    """The cached layout (DataFrame: node, x, y[, id]) of ``features``; computed and saved on first use."""
+    import pandas as pd
+
+    from .selection import _array_hash
+
+    ws = workspace or Workspace()
+    key = features_key or hash_config({"sha256": _array_hash(np.asarray(features))})
+    d = layout_dir(ws, key, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed, method=method)
+    if ws.is_complete(d):
+        return pd.read_parquet(d / "layout.parquet")
+    t0 = time.perf_counter()
+    xy, note = compute_layout(features, n_neighbors, min_dist, seed, method=method)
+    df = pd.DataFrame({"node": np.arange(len(xy), dtype=np.int64), "x": xy[:, 0], "y": xy[:, 1]})
+    if ids is not None:
+        df["id"] = [str(i) for i in ids]
+    d.mkdir(parents=True, exist_ok=True)
+    with ws_mod.atomic_path(d / "layout.parquet") as tmp:
+        df.to_parquet(tmp, index=False)
+    ws_mod.write_sidecar(d, "layout", _config(n_neighbors, min_dist, seed, method), inputs={"features_key": key},
+                         extra={"n": len(df), "note": note, "seconds": round(time.perf_counter() - t0, 3)})
+    return df
+
+
+def find_layout(features_key: str, workspace: Workspace | None = None):
+    """The newest cached layout of these features (any settings) as (DataFrame, sidecar), or None."""
+    import pandas as pd
+
+    ws = workspace or Workspace()
+    for d, meta in ws.list(KIND):
+        if (meta.get("inputs") or {}).get("features_key") == features_key:
+            return pd.read_parquet(d / "layout.parquet"), meta
+    return None
