@@ -37,6 +37,7 @@ from .registry import Registry
 from .workspace import Workspace, hash_config, write_json
 
 BASELINES = ("random", "full")
+GRADIENT_METHODS = ("g2is", "less")
 BASE = "base"  # the model before any fine-tuning
 
 
@@ -236,14 +237,20 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     elif method == "full":
         chosen = list(pool)
     else:
-        from .selection import run_selection
+        from .selection import SelectionRun, select
 
         targets = load_target(target.select, target.n_select, seed=0)
-        run = run_selection(method, pool, targets, ratio=ratio, seed=seed, workspace=ws, model=spec.model,
-                            options=spec.selection, progress=lambda f, m: progress(0.3 * f, f"select: {m}"))
+        opts = dict(spec.selection.get(method, {}) if isinstance(spec.selection.get(method), dict) else {})
+        stores: dict[str, Any] = {}
+        if method in GRADIENT_METHODS:
+            stores = gradient_stores(spec, pool, targets, ws, lambda f, m: progress(0.25 * f, f"features: {m}"))
+        if method == "random":
+            opts.setdefault("seed", seed)
+        sel = select(method, pool, targets, ratio=ratio, workspace=ws, **stores, **opts)
+        run = SelectionRun.save(sel, pool, workspace=ws, name=f"{spec.name}/{target.name}/{method}/{ratio}/{seed}")
         by_id = {r.id: r for r in pool}
         chosen = [by_id[i] for i in run.ids]
-        sel_dir = str(run.directory) if getattr(run, "directory", None) else None
+        sel_dir = str(run.dir)
     timings["select_s"] = time.perf_counter() - t0
     lm = load_model(spec.model, workspace=ws)
     if chosen:
@@ -259,7 +266,12 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         else:
             model = attach_lora(model, LoraSettings(**{**lora, "seed": seed}))
         enc, _ = encode_all(lm.tokenizer, chosen, max_length=max_length)
-        train_dir = ws.dir("training", key)
+        from .data import data_hash
+
+        # Keyed by what determines the weights (model, settings, seed, the data itself), not by the
+        # cell: the full-data model, or two methods that select the same set, are trained once.
+        train_dir = ws.dir("training", hash_config({"model": lm.key, "train": spec.train, "seed": seed,
+                                                    "data": data_hash(chosen)}))
         t1 = time.perf_counter()
         train(model, enc, cfg, pad_id=lm.tokenizer.pad_token_id, out_dir=train_dir,
               progress=lambda f, m: progress(0.3 + 0.5 * f, f"train: {m}"))
@@ -272,3 +284,38 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     timings["eval_s"] = time.perf_counter() - t2
     metrics = {**res.metrics, "n_eval": res.n, "n_train": len(chosen)}
     return metrics, timings, sel_dir, train_dir
+
+
+def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Record], ws: Workspace,
+                    progress: Progress = no_progress) -> dict[str, Any]:
+    """LESS features for a spec: warmup on the pool, then pool (Adam) and target (SGD) stores per checkpoint.
+
+    Everything is cached by content in the workspace (warmup, stores), so methods and targets share it.
+    Settings come from ``spec.selection["features"]``: warmup fields (fraction, epochs, lr, ...) under
+    ``warmup``, projection under ``dim``/``proj_seed``, and ``max_length``.
+    """
+    from dataclasses import replace
+
+    from .data import data_hash
+    from .gradients import FeatureConfig, ProjectorConfig, WarmupConfig, extract_store, warmup
+    from .models import load_model
+
+    fcfg = dict(spec.selection.get("features") or {})
+    wcfg = replace(WarmupConfig(), **(fcfg.get("warmup") or {}))
+    max_length = int(fcfg.get("max_length", wcfg.max_length))
+    proj = replace(ProjectorConfig(), **{k: v for k, v in {"dim": fcfg.get("dim"), "seed": fcfg.get("proj_seed")}.items()
+                                         if v is not None})
+    lm = load_model(spec.model, workspace=ws)
+    pool_hash = data_hash(pool)
+    w = warmup(lm, pool, wcfg, data_hash=pool_hash, workspace=ws, progress=lambda f, m: progress(0.2 * f, m))
+    train_stores, target_stores = [], []
+    n = len(w.checkpoints)
+    for i, ck in enumerate(w.checkpoints):
+        lm = load_model(spec.model, workspace=ws)
+        train_stores.append(extract_store(lm, pool, w, ck.epoch, FeatureConfig(kind="adam", max_length=max_length),
+                                          proj, data_hash=pool_hash, workspace=ws,
+                                          progress=lambda f, m: progress(0.2 + 0.8 * (i + 0.9 * f) / n, m)))
+        target_stores.append(extract_store(lm, targets, w, ck.epoch, FeatureConfig(kind="sgd", max_length=max_length),
+                                           proj, data_hash=data_hash(targets), workspace=ws,
+                                           progress=lambda f, m: progress(0.2 + 0.8 * (i + 0.9 + 0.1 * f) / n, m)))
+    return {"train_stores": train_stores, "target_stores": target_stores}
