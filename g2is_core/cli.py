@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "g2is_core.cli_graph",
     "g2is_core.cli_heads",
     "g2is_core.cli_bench",
+    "g2is_core.cli_app",
 ]
 
 EXIT_BAD_INPUT = 2

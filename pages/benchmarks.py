@@ -1,0 +1,121 @@
+"""Benchmarks: scores of models fine-tuned on selections, beside random, full-data and base baselines."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from g2is_core import benchmarks
+from g2is_core.registry import Registry
+from pages import _ui
+
+st.title("Benchmarks")
+st.caption("Every method's score is read beside the untrained base model, a random selection of the same "
+           "budget, and training on the full pool. Mean and spread are over seeds.")
+
+ws = _ui.workspace()
+reg_path = ws.root / "registry.sqlite"
+if not reg_path.exists():
+    _ui.empty_state("No benchmark results yet. Run the demo chain (built-in pool, composite targets, default "
+                    "model) or an experiment spec; results land in the run registry.",
+                    commands=["g2is demo", "g2is bench run SPEC.yaml"], note="Both can be started from the Runs page.")
+    st.stop()
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _rows(path: str, experiment: str | None) -> list[dict]:
+    return Registry(Path(path)).rows(experiment)
+
+
+reg = Registry(reg_path)
+exps = reg.experiments()
+if not exps:
+    _ui.empty_state("The run registry is empty. Run `g2is demo` or `g2is bench run SPEC.yaml`.",
+                    commands=["g2is demo"])
+    st.stop()
+exp = st.selectbox("Experiment", exps)
+rows = _rows(str(reg_path), exp)
+table = benchmarks.summary_table(rows)
+n_fail = sum(r["status"] == "failed" for r in rows)
+n_run = sum(r["status"] == "running" for r in rows)
+c1, c2, c3 = st.columns(3)
+c1.metric("finished rows", int((pd.Series([r["status"] for r in rows]) == "done").sum()))
+c2.metric("running", n_run)
+c3.metric("failed", n_fail)
+if table.empty:
+    _ui.empty_state("No finished rows in this experiment yet.")
+    st.stop()
+
+st.subheader("Results")
+st.dataframe(table.style.format({"mean": "{:.3f}", "std": "{:.3f}", "vs_random": "{:+.3f}", "vs_full": "{:+.3f}",
+                                 "vs_base": "{:+.3f}", "ratio": "{:.3g}"}, na_rep="–"),
+             hide_index=True, width="stretch")
+st.download_button("Download the table as CSV", table.to_csv(index=False).encode(), file_name=f"{exp}_results.csv",
+                    mime="text/csv")
+
+st.subheader("Method x target")
+for target, sub in table.groupby("target", sort=False):
+    fig = go.Figure()
+    for ratio, part in sub.groupby(sub["ratio"].fillna(-1), sort=False):
+        label = "no selection" if ratio < 0 else f"ratio {ratio:g}"
+        fig.add_bar(x=part["method"], y=part["mean"], error_y={"type": "data", "array": part["std"]}, name=label)
+    metric = sub["metric"].iloc[0]
+    fig.update_layout(title=f"{target} ({metric})", barmode="group", height=320, margin={"t": 40, "b": 20},
+                      yaxis_title=metric)
+    st.plotly_chart(fig, width="stretch")
+
+st.subheader("Drill-down")
+frame = benchmarks.rows_frame(rows)
+sel_rows = frame[frame["selection"].notna()]
+if sel_rows.empty:
+    st.info("No selection runs in this experiment (only baselines without a selection).")
+else:
+    t = st.selectbox("Target", sorted(sel_rows["target"].unique()))
+    part = sel_rows[sel_rows["target"] == t]
+    ratio = st.selectbox("Ratio", sorted(part["ratio"].dropna().unique()))
+    seed = st.selectbox("Seed", sorted(part["seed"].unique()))
+    part = part[(part["ratio"] == ratio) & (part["seed"] == seed)]
+
+    @st.cache_data(show_spinner=False)
+    def _scores(sel_dir: str) -> pd.DataFrame:
+        return pd.read_parquet(Path(sel_dir) / "scores.parquet")
+
+    by = st.radio("Composition by", ["source", "task"], horizontal=True)
+    comp = []
+    picks: dict[str, list[str]] = {}
+    for r in part.itertuples():
+        sc = _scores(r.selection)
+        chosen = sc[sc["selected"]]
+        picks[r.method] = chosen["id"].astype(str).tolist()
+        counts = chosen[by].value_counts()
+        comp += [{"method": r.method, by: k, "count": int(v)} for k, v in counts.items()]
+    if comp:
+        cdf = pd.DataFrame(comp)
+        fig = go.Figure()
+        for key, g in cdf.groupby(by):
+            fig.add_bar(x=g["method"], y=g["count"], name=str(key))
+        fig.update_layout(barmode="stack", height=340, title=f"Selected records by {by}", margin={"t": 40})
+        st.plotly_chart(fig, width="stretch")
+    if len(picks) > 1:
+        st.markdown("**Overlap between methods** (Jaccard of the selected ids)")
+        st.dataframe(benchmarks.overlap_matrix(picks).style.format("{:.2f}"), width="stretch")
+
+st.subheader("Loss curves")
+curves = []
+for r in frame[frame["train_dir"].notna()].itertuples():
+    st_path = Path(r.train_dir) / "state.json"
+    if st_path.exists():
+        for x in json.loads(st_path.read_text())["losses"]:
+            curves.append({"run": f"{r.target}/{r.method}/{r.ratio}/{r.seed}", "samples": x["samples"], "loss": x["loss"]})
+if curves:
+    cdf = pd.DataFrame(curves).drop_duplicates()
+    fig = go.Figure()
+    for run, g in cdf.groupby("run"):
+        fig.add_scatter(x=g["samples"], y=g["loss"], mode="lines", name=run)
+    fig.update_layout(height=360, xaxis_title="samples seen", yaxis_title="training loss", margin={"t": 20})
+    st.plotly_chart(fig, width="stretch")
+else:
+    st.info("No training runs with a loss curve in this experiment.")

@@ -1,0 +1,203 @@
+"""Instruction graph: the top-k neighbour graph over pool gradient features (G2IS §3).
+
+Layout only. The 2-D map reads a layout cached by `g2is graph build` (never computed here), the
+table behind it comes from layout.map_frame, the neighbourhood from netview (pyvis, in-line JS).
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import streamlit.components.v1 as components
+
+from g2is_core import netview
+from g2is_core.graph import InstructionGraph
+from g2is_core.layout import find_layout, map_frame
+from g2is_core.selection import list_runs, load_dataset
+from g2is_core.workspace import read_sidecar
+from pages import _ui
+
+PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
+           "#bab0ac", "#1f77b4", "#2ca02c"]
+BIG = 20_000  # above this many nodes, hover text carries no prompt (keeps the page light)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the graph")
+def _graph(path: str, stamp: float) -> InstructionGraph:  # noqa: ARG001  (stamp keys the cache)
+    return InstructionGraph.load(path)
+
+
+@st.cache_data(max_entries=4, show_spinner="Loading the layout and records")
+def _frame(features_key: str, data_hash: str | None, root: str, highlight: tuple[str, ...], n: int):
+    from g2is_core.workspace import Workspace
+
+    ws = Workspace(root)
+    found = find_layout(features_key, ws)
+    if found is None:
+        return None, None
+    coords, meta = found
+    records = load_dataset(data_hash, ws) if data_hash else None
+    if records is not None and len(records) != len(coords):
+        records = None
+    return map_frame(coords, records, highlight=set(highlight), hover_chars=0 if n > BIG else 120), meta
+
+
+def _colours(values: list[str]) -> dict[str, str]:
+    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(values)}
+
+
+def _map(df, colour_by: str, focus: int | None, g: InstructionGraph, visible) -> go.Figure:
+    fig = go.Figure()
+    shown = df[visible]
+    if colour_by == "selection":
+        groups = [("not selected", shown[~shown["selected"]], "#c7c7c7"), ("selected", shown[shown["selected"]], "#e45756")]
+    else:
+        cats = sorted(shown[colour_by].unique().tolist())
+        cmap = _colours(cats)
+        groups = [(c, shown[shown[colour_by] == c], cmap[c]) for c in cats]
+    for name, part, colour in groups:
+        fig.add_trace(go.Scattergl(x=part["x"], y=part["y"], mode="markers", name=html.escape(str(name)),
+                                   marker={"size": 5, "color": colour, "opacity": 0.75},
+                                   customdata=part["node"], hovertext=part["hover"], hoverinfo="text"))
+    if colour_by != "selection" and df["selected"].any():  # highlight, not filter
+        sel = shown[shown["selected"]]
+        fig.add_trace(go.Scattergl(x=sel["x"], y=sel["y"], mode="markers", name="selection",
+                                   marker={"size": 9, "color": "rgba(0,0,0,0)", "line": {"width": 1.5, "color": "#111"}},
+                                   customdata=sel["node"], hovertext=sel["hover"], hoverinfo="text"))
+    if focus is not None:
+        xs, ys = [], []
+        fx, fy = df["x"].iat[focus], df["y"].iat[focus]
+        for v in g.neighbors[focus]:
+            xs += [fx, df["x"].iat[int(v)], None]
+            ys += [fy, df["y"].iat[int(v)], None]
+        fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", name="neighbour edges",
+                                   line={"width": 1, "color": "#333"}, hoverinfo="skip"))
+        fig.add_trace(go.Scattergl(x=[fx], y=[fy], mode="markers", name="focus",
+                                   marker={"size": 14, "color": "#111", "symbol": "star"},
+                                   customdata=[focus], hovertext=[df["hover"].iat[focus]], hoverinfo="text"))
+    fig.update_layout(height=620, margin={"l": 0, "r": 0, "t": 10, "b": 0}, legend={"itemsizing": "constant"},
+                      xaxis={"visible": False}, yaxis={"visible": False}, dragmode="pan", uirevision="map")
+    return fig
+
+
+def _record_view(df, records_known: bool, node: int, g: InstructionGraph) -> None:
+    row = df.iloc[node]
+    st.markdown(f"**Node {node}**")
+    st.text(f"id: {row['id']}\nsource: {row['source']}\ntask: {row['task']}")
+    if records_known:
+        rec = st.session_state.get("_graph_records", {}).get(row["id"])
+        if rec is not None:
+            for m in rec.messages:
+                st.caption(m["role"])
+                st.text(m["content"])
+    nb = [{"rank": r, "node": int(v), "id": df["id"].iat[int(v)], "task": df["task"].iat[int(v)],
+           "cosine": round(float(s), 4)} for r, (v, s) in enumerate(zip(g.neighbors[node], g.sims[node]))]
+    st.caption(f"Its {g.k} neighbours (descending cosine; negative = conflicting knowledge)")
+    st.dataframe(nb, hide_index=True, width="stretch", height=240)
+
+
+st.title("Instruction graph")
+st.caption("Nodes are pool examples; edge weights are cosine similarities of their gradient features "
+           "(positive: aligned knowledge, negative: conflicting).")
+
+ws = _ui.workspace()
+graphs = ws.list("graphs")
+if not graphs:
+    _ui.empty_state(
+        "No instruction graph yet. Build one from a gradient store with `g2is graph build ...` "
+        "(see `g2is graph build --help`) or from the Runs page.",
+        ["g2is graph build --train-store <pool store key> --pool builtin:pool --k 32"],
+        note="A graph needs a gradient store of the pool first (Data page, “Gradient stores for this data”).")
+    st.stop()
+
+labels = {str(d): f"{d.name} · {m.get('n')} nodes · k={m.get('k')} · {m.get('graph_kind', 'train')} · "
+          f"{m.get('produced_by', {}).get('created_utc', '')}" for d, m in graphs}
+path = st.selectbox("Graph", list(labels), format_func=labels.get, key="graph_pick")
+meta = read_sidecar(path)
+g = _graph(path, (Path(path) / "sidecar.json").stat().st_mtime)
+inputs = meta.get("inputs") or {}
+data_hash = inputs.get("data_hash")
+runs = [(p, m) for p, m in list_runs(ws) if data_hash and (m.get("inputs") or {}).get("pool_data_hash") == data_hash]
+run_labels = {"": "(none)"} | {str(p): f"{m['config']['method']} · {m.get('n_selected')} selected · {p.name}"
+                               for p, m in runs}
+
+c1, c2, c3 = st.columns([1, 1, 2])
+colour_by = c1.radio("Colour by", ["task", "source", "selection"], horizontal=True, key="graph_colour")
+hl_path = c2.selectbox("Highlight a selection", list(run_labels), format_func=run_labels.get, key="graph_hl")
+highlight: tuple[str, ...] = ()
+if hl_path:
+    from g2is_core.workspace import read_json
+
+    highlight = tuple(read_json(Path(hl_path) / "selected_ids.json"))
+
+df, lmeta = _frame(inputs.get("features_key", ""), data_hash, str(ws.root), highlight, g.n)
+if df is None:
+    _ui.empty_state("This graph has no cached 2-D layout yet; the map needs one (computed once, then cached).",
+                    ["g2is graph build --train-store <the same stores> --layout umap"])
+    st.stop()
+records_known = df["source"].iat[0] != "(unknown)"
+if records_known and st.session_state.get("_graph_records_hash") != data_hash:
+    st.session_state["_graph_records"] = {r.id: r for r in (load_dataset(data_hash, ws) or [])}
+    st.session_state["_graph_records_hash"] = data_hash
+
+f1, f2 = c3.columns(2)
+src_f = f1.multiselect("Sources", sorted(df["source"].unique()), key="graph_src")
+task_f = f2.multiselect("Tasks", sorted(df["task"].unique()), key="graph_task")
+visible = np.ones(len(df), bool)
+if src_f:
+    visible &= df["source"].isin(src_f).to_numpy()
+if task_f:
+    visible &= df["task"].isin(task_f).to_numpy()
+
+# focus: a click on the map, ?focus=N (double click in the network view), or the number box
+st.session_state.setdefault("graph_focus", None)
+qp = st.query_params.get("focus")
+if qp is not None and qp.isdigit() and int(qp) < g.n and st.session_state.get("_graph_qp") != qp:
+    st.session_state["graph_focus"] = int(qp)
+    st.session_state["_graph_qp"] = qp
+event = st.session_state.get("graph_map")
+if event and getattr(event, "selection", None) and event.selection.get("points"):
+    pt = event.selection["points"][0]
+    cd = pt.get("customdata")
+    node = cd[0] if isinstance(cd, list) else cd
+    if node is not None and st.session_state.get("_graph_last_click") != (node, pt.get("x"), pt.get("y")):
+        st.session_state["graph_focus"] = int(node)
+        st.session_state["_graph_last_click"] = (node, pt.get("x"), pt.get("y"))
+focus = st.session_state["graph_focus"]
+if focus is not None and not 0 <= focus < g.n:
+    focus = st.session_state["graph_focus"] = None
+
+st.caption(f"{int(visible.sum())} of {len(df)} nodes shown · layout: {lmeta.get('note', '')} · "
+           f"{len(highlight)} highlighted · click a point to focus it")
+left, right = st.columns([3, 2])
+with left:
+    fig = _map(df, colour_by, focus, g, visible)
+    st.plotly_chart(fig, key="graph_map", on_select="rerun", selection_mode="points", width="stretch",
+                    config={"scrollZoom": True, "displaylogo": False})
+with right:
+    st.number_input("Focus node", min_value=0, max_value=g.n - 1, step=1, key="graph_focus",
+                    placeholder="click a point, or type a node number")
+    if focus is None:
+        st.info("Click a point on the map (or type a node number) to see its record and neighbours.")
+    else:
+        _record_view(df, records_known, int(focus), g)
+
+if focus is not None:
+    st.subheader("Neighbourhood")
+    h1, h2 = st.columns(2)
+    hops = h1.slider("Hops", 1, 3, 1, key="graph_hops")
+    cap = h2.slider("At most nodes", 20, netview.MAX_NODES, 120, step=10, key="graph_cap")
+    nodes = netview.khop(g.neighbors, int(focus), hops=hops, max_nodes=cap)
+    cats = _colours(sorted(df["task"].unique().tolist()))
+    items = [{"id": v, "label": f"{v} {df['task'].iat[v]}", "color": cats.get(df["task"].iat[v], "#999"),
+              "title": f"node {v} · {df['id'].iat[v]} · {df['task'].iat[v]}\n" + (
+                  st.session_state.get("_graph_records", {}).get(df["id"].iat[v]).prompt
+                  if records_known and df["id"].iat[v] in st.session_state.get("_graph_records", {}) else "")}
+             for v in nodes]
+    edges = netview.edges_among(g.neighbors, g.sims, nodes)
+    components.html(netview.network_html(items, edges, focus=int(focus), height=520), height=640, scrolling=True)
+    st.caption(f"{len(nodes)} nodes, {len(edges)} edges. Drag, zoom; click a node for its record, double-click "
+               "to focus it here.")

@@ -1,0 +1,149 @@
+"""Walk: replay a G2IS walk step by step on the map, its budget fill and rejections; compare two runs.
+
+Layout only: runs come from selection.SelectionRun, the per-step numbers from
+selection.walk_progress, the comparison from selection.compare_runs, the map from the layout the
+graph build cached, the network view from netview.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+import streamlit.components.v1 as components
+
+from g2is_core import netview
+from g2is_core.graph import InstructionGraph
+from g2is_core.layout import find_layout
+from g2is_core.selection import SelectionRun, compare_runs, list_runs, walk_progress
+from g2is_core.workspace import read_sidecar
+from pages import _ui
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the run")
+def _run(path: str, stamp: float) -> SelectionRun:  # noqa: ARG001
+    return SelectionRun.load(path)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the graph")
+def _graph(path: str, stamp: float) -> InstructionGraph:  # noqa: ARG001
+    return InstructionGraph.load(path)
+
+
+def _stamp(path: str | Path) -> float:
+    return (Path(path) / "sidecar.json").stat().st_mtime
+
+
+st.title("Walk")
+st.caption("Core-knowledge components of the target, the walk's budget per component and every step it took.")
+ws = _ui.workspace()
+walk_runs = [(p, m) for p, m in list_runs(ws) if (p / "trajectory.parquet").exists()]
+if not walk_runs:
+    _ui.empty_state("No walk yet. Run one with `g2is select --method g2is ...` (or `g2is walk ...` on feature "
+                    "files) or from the Runs page.",
+                    ["g2is select --method g2is --pool builtin:pool --targets builtin:targets:add_reverse "
+                     "--ratio 0.05 --train-store <pool store> --target-store <target store>"])
+    st.subheader("Selections")
+    _ui.artefacts("selections", empty="No selection yet.")
+    st.stop()
+
+labels = {str(p): f"{m.get('name') or p.name} · {m.get('n_selected')}/{m.get('budget')} selected · "
+          f"{m.get('produced_by', {}).get('created_utc', '')}" for p, m in walk_runs}
+path = st.selectbox("Walk run", list(labels), format_func=labels.get, key="walk_pick")
+run = _run(path, _stamp(path))
+traj = run.trajectory.sort_values(["component", "step"], kind="stable").reset_index(drop=True)
+comps = run.components
+n_steps = len(traj)
+pool_hash = run.meta["inputs"].get("pool_data_hash")
+task_of = dict(zip(run.scores["id"], run.scores["task"]))
+source_of = dict(zip(run.scores["id"], run.scores["source"]))
+
+st.caption(f"Method g2is · budget {run.meta.get('budget')} · selected {len(run.ids)} · components {len(comps)} · "
+           f"config {html.escape(str(run.meta['config'].get('options', {})))}")
+if n_steps == 0:
+    st.warning("This walk selected nothing (every component stopped before its anchor).")
+    st.stop()
+
+step = st.slider("Replay: steps taken", 1, n_steps, n_steps, key="walk_step")
+st.markdown(f"**Replaying step {step} / {n_steps}**")
+upto = traj.iloc[:step]
+
+# ---- the map: the pool in grey, the walk so far on top
+graph_key = run.meta.get("graph_key")
+gdir = ws.root / "graphs" / graph_key if graph_key else None
+layout = None
+g = None
+if gdir is not None and (gdir / "sidecar.json").exists():
+    g = _graph(str(gdir), _stamp(gdir))
+    found = find_layout((read_sidecar(gdir).get("inputs") or {}).get("features_key", ""), ws)
+    layout = None if found is None else found[0]
+left, right = st.columns([3, 2])
+with left:
+    if layout is None:
+        _ui.empty_state("No cached layout for this run's graph, so there is no map to replay on; the tables below "
+                        "still replay the walk.", ["g2is graph build --train-store <the run's pool stores> --layout umap"])
+    else:
+        fig = go.Figure()
+        fig.add_trace(go.Scattergl(x=layout["x"], y=layout["y"], mode="markers", name="pool",
+                                   marker={"size": 4, "color": "#d0d0d0"}, hoverinfo="skip"))
+        for c, part in upto.groupby("component", sort=True):
+            nodes = part["node"].to_numpy()
+            text = [html.escape(f"step {s} · node {v} · {i} · {task_of.get(i, '')} · {src}")
+                    for s, v, i, src in zip(part["step"], nodes, part["id"], part["source"])]
+            fig.add_trace(go.Scattergl(x=layout["x"].to_numpy()[nodes], y=layout["y"].to_numpy()[nodes],
+                                       mode="lines+markers", name=f"component {c}", hovertext=text, hoverinfo="text",
+                                       marker={"size": 7}, line={"width": 1}))
+        last = int(upto["node"].iat[-1])
+        fig.add_trace(go.Scattergl(x=[layout["x"].iat[last]], y=[layout["y"].iat[last]], mode="markers",
+                                   name="current", marker={"size": 15, "symbol": "star", "color": "#111"}))
+        fig.update_layout(height=560, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis={"visible": False},
+                          yaxis={"visible": False}, uirevision="walk")
+        st.plotly_chart(fig, key="walk_map", width="stretch", config={"scrollZoom": True, "displaylogo": False})
+with right:
+    prog = walk_progress(traj, comps, step)
+    st.markdown("**Fill per component**")
+    bar = go.Figure()
+    bar.add_trace(go.Bar(x=[f"c{c}" for c in prog["component"]], y=prog["budget"], name="budget",
+                         marker_color="#d0d0d0"))
+    bar.add_trace(go.Bar(x=[f"c{c}" for c in prog["component"]], y=prog["filled"], name="filled",
+                         marker_color="#4c78a8"))
+    bar.update_layout(barmode="overlay", height=220, margin={"l": 0, "r": 0, "t": 10, "b": 0})
+    st.plotly_chart(bar, key="walk_fill", width="stretch")
+    st.markdown("**Constraint rejections so far**")
+    st.dataframe(prog, hide_index=True, width="stretch")
+
+st.subheader("Steps")
+table = upto.assign(task=[task_of.get(i, "") for i in upto["id"]])
+cols = ["component", "step", "node", "id", "task", "source", "rank", "proj", "sim_prev", "consistency_before",
+        "consistency_after", "nbr_conflict", "nbr_consistency", "scan_conflict", "scan_consistency"]
+st.dataframe(table[[c for c in cols if c in table.columns]], hide_index=True, width="stretch", height=300)
+
+if g is not None:
+    with st.expander("Network view of the walk so far", expanded=False):
+        nodes, edges = netview.walk_subgraph(traj, g.neighbors, g.sims, upto=step)
+        id_of = {int(v): i for v, i in zip(traj["node"], traj["id"])}
+        items = [{"id": v, "label": f"{v} {task_of.get(id_of[v], '')}", "title": f"node {v} · {id_of[v]} · "
+                  f"{task_of.get(id_of[v], '')}", "color": "#4c78a8" if k else "#e45756"}
+                 for k, v in enumerate(nodes)]
+        components.html(netview.network_html(items, edges, focus=nodes[-1] if nodes else None, height=460),
+                        height=580, scrolling=True)
+
+st.subheader("Compare with another run")
+others = [(p, m) for p, m in list_runs(ws) if str(p) != path and (m.get("inputs") or {}).get("pool_data_hash") == pool_hash]
+if not others:
+    st.caption("No other selection of the same pool yet (any method: `g2is select --method less|random|...`).")
+else:
+    olabels = {str(p): f"{m['config']['method']} · {m.get('n_selected')} selected · {p.name}" for p, m in others}
+    other = st.selectbox("Other run", list(olabels), format_func=olabels.get, key="walk_other")
+    b = _run(other, _stamp(other))
+    stats, comp = compare_runs(run.ids, b.ids, task_of, source_of)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("This run", stats["a"])
+    m2.metric("Other run", stats["b"])
+    m3.metric("In both", stats["both"])
+    m4.metric("Jaccard", f"{stats['jaccard']:.3f}")
+    st.dataframe(comp.rename(columns={"a": "this run", "b": "other run"}), hide_index=True, width="stretch")
+
+if pool_hash and not ws.is_complete(ws.root / "datasets" / pool_hash[:16]):
+    st.caption("The pool's records are not saved in this workspace; only ids are shown.")

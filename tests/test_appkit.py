@@ -1,0 +1,107 @@
+"""The app's plain helpers (no Streamlit): tables, path confinement, uploads, stores, `g2is app`."""
+from __future__ import annotations
+
+import pytest
+
+from g2is_core import appkit
+from g2is_core.records import simple
+from g2is_core.workspace import write_sidecar
+
+
+def _recs():
+    return [simple("a", "line one\nline two", "x" * 300, source="s1", task="t1"),
+            simple("b", "p", "r", source="s1", task="t2", subtask="sub"),
+            simple("c", "p", "r", source="s2", task="t2")]
+
+
+def test_records_table_truncates_and_keeps_order():
+    df = appkit.records_table(_recs(), width=20)
+    assert list(df.columns) == ["id", "source", "task", "subtask", "prompt", "response"]
+    assert list(df["id"]) == ["a", "b", "c"]
+    assert df.loc[0, "prompt"] == "line one ⏎ line two"
+    assert len(df.loc[0, "response"]) == 20 and df.loc[0, "response"].endswith("…")
+    assert df.loc[1, "subtask"] == "sub" and df.loc[0, "subtask"] == ""
+
+
+def test_count_by_sorts_most_first():
+    df = appkit.count_by(_recs(), "task")
+    assert df.values.tolist() == [["t2", 2], ["t1", 1]]
+    assert appkit.count_by(_recs(), "subtask").values.tolist() == [["(none)", 2], ["sub", 1]]
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("data.jsonl", "data.jsonl"), ("../../etc/passwd", "passwd"), ("C:\\x\\my file.csv", "my_file.csv"),
+    (".hidden", "hidden"), ("", "upload"), ("..", "upload"), ("a b/ c?.json", "c_.json"),
+])
+def test_sanitize_filename(name, expected):
+    assert appkit.sanitize_filename(name) == expected
+
+
+def test_save_upload_never_overwrites_other_content(workspace):
+    p1 = appkit.save_upload("../d.jsonl", b"one", workspace)
+    assert p1 == workspace.root / "uploads" / "d.jsonl" and p1.read_bytes() == b"one"
+    assert appkit.save_upload("d.jsonl", b"one", workspace) == p1          # same content: reused
+    p2 = appkit.save_upload("d.jsonl", b"two", workspace)
+    assert p2 != p1 and p2.parent == p1.parent and p2.read_bytes() == b"two" and p1.read_bytes() == b"one"
+
+
+def test_resolve_data_path_is_confined(workspace, tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    (shared / "gsm8k").mkdir(parents=True)
+    monkeypatch.setenv("G2IS_SHARED_DATA", str(shared))
+    (workspace.root / "uploads").mkdir(exist_ok=True)
+    f = workspace.root / "uploads" / "x.jsonl"
+    f.write_text("{}\n")
+    assert appkit.resolve_data_path("uploads/x.jsonl", workspace) == f
+    assert appkit.resolve_data_path(str(f), workspace) == f
+    assert appkit.resolve_data_path("gsm8k", workspace) == (shared / "gsm8k").resolve()
+    for bad in ("/etc/passwd", "../../../etc/passwd", "uploads/../../outside"):
+        with pytest.raises(ValueError, match="outside the folders"):
+            appkit.resolve_data_path(bad, workspace)
+    with pytest.raises(ValueError, match="no such file"):
+        appkit.resolve_data_path("uploads/missing.jsonl", workspace)
+    with pytest.raises(ValueError, match="type the path"):
+        appkit.resolve_data_path("  ", workspace)
+
+
+def test_stores_for_data_filters_on_data_hash(workspace):
+    for key, h in (("s1", "abc"), ("s2", "def"), ("s3", None)):
+        write_sidecar(workspace.dir("grads", key), "grads", {"dim": 8}, inputs={"data_hash": h} if h else {})
+    assert list(appkit.stores_for_data(workspace, "abc")["key"]) == ["s1"]
+    assert appkit.stores_for_data(workspace, "zzz").empty
+    assert len(appkit.artefact_rows(workspace, "grads")) == 3
+    assert appkit.artefact_rows(workspace, ["graphs", "walks"]).empty
+
+
+def test_token_stats_counts_truncation():
+    from g2is_core.models import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    recs = [simple("a", "hi", "yo", source="s", task="t"), simple("b", "x" * 200, "y", source="s", task="t")]
+    st = appkit.token_stats(tok, recs, max_length=64)
+    assert st.n == 2 and st.n_cut == 1 and st.cut_response_tokens == 0
+    assert st.lengths[1] - 64 == st.cut_prompt_tokens      # the long prompt is cut from the left
+    assert st.lengths[0] < 64
+
+
+def test_model_status_says_what_to_run(workspace):
+    s = appkit.model_status(workspace)
+    assert not s.ready and "g2is model fetch" in s.message
+
+
+def test_elapsed():
+    assert appkit.elapsed(None) == ""
+    assert appkit.elapsed("2025-01-01T00:00:00+00:00", "2025-01-01T00:00:12+00:00") == "12 s"
+    assert appkit.elapsed("2025-01-01T00:00:00+00:00", "2025-01-01T01:02:03+00:00") == "1 h 02 min"
+
+
+def test_app_command_is_local_unless_asked(capsys):
+    from g2is_core.cli import build_parser
+    from g2is_core.cli_app import app_command
+
+    cmd = app_command(8600)
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.port") + 1] == "8600" and cmd[4].endswith("app.py")
+    assert app_command(8600, "0.0.0.0")[cmd.index("--server.address") + 1] == "0.0.0.0"
+    args = build_parser().parse_args(["app", "--port", "8600"])
+    assert args.func.__name__ == "run_app" and args.host is None
