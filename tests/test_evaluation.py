@@ -1,0 +1,264 @@
+"""Evaluation: pure metrics on hand-made cases with known answers; the scoring engine on the tiny
+random Llama checked against direct one-at-a-time computations; the registry and its errors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from g2is_core import evaluation as E
+from g2is_core.encoding import collate, encode_prompt, encode_record
+from g2is_core.records import simple
+
+
+# ============================================================================ pure metrics
+@pytest.mark.parametrize("text, want", [
+    ("so 3,200 dollars. The answer is 3200.", "3200"),
+    ("#### 42", "42"),
+    ("She pays 12 + 30 = 42 dollars.\n#### 42", "42"),
+    ("The answer is 1,234,567.", "1234567"),
+    ("The temperature fell to -7 degrees.", "-7"),
+    ("The answer is -3.50.", "-3.5"),
+    ("It costs $4.0 in total", "4"),
+    ("He has 5 apples, then 3 more; the answer is 8 apples, not 9.", "8"),
+    ("20 - 5 = 15", "15"),            # a minus between digits is subtraction, not a sign
+    ("0.5 of the cake", "0.5"),
+    ("no digits here", None),
+    ("", None),
+    (None, None),
+])
+def test_extract_number(text, want):
+    assert E.extract_number(text) == want
+
+
+def test_normalize_number():
+    assert E.normalize_number("1,000") == "1000"
+    assert E.normalize_number("42.00") == "42"
+    assert E.normalize_number("-0") == "0"
+    assert E.normalize_number("3.140") == "3.14"
+    assert E.normalize_number("12.") == "12"
+    assert E.normalize_number("abc") is None
+
+
+@pytest.mark.parametrize("text, want", [
+    ("Step one. Step two. So the answer is (B).", "(B)"),
+    ("So the answer is True.", "True"),
+    ("so the answer is No.\nQ: next question", "No"),
+    ("So the answer is ) ] }.", ") ] }"),
+    ("(C)\nbecause ...", "(C)"),           # no CoT marker: the first line
+    ("\n\n  valid  \nmore", "valid"),
+    ("So the answer is 24. Then so the answer is 25.", "25"),  # the last marker wins
+])
+def test_extract_bbh_answer(text, want):
+    assert E.extract_bbh_answer(text) == want
+
+
+def test_bbh_match():
+    assert E.bbh_match("(B)", "(B)")
+    assert E.bbh_match("B", "(B)")
+    assert E.bbh_match("(B) the second option", "(B)")
+    assert E.bbh_match("B) text", "(B)")
+    assert not E.bbh_match("(C)", "(B)")
+    assert not E.bbh_match("Because", "(B)")      # a word starting with B is not the letter
+    assert E.bbh_match("true", "True")
+    assert E.bbh_match("Yes.", "Yes")
+    assert not E.bbh_match("No", "Yes")
+    assert E.bbh_match(")  ]", ") ]")
+
+
+def test_mc_predict_sum_and_norm_differ():
+    # option 0: one token at -4 (mean -4); option 1: four tokens summing to -6 (mean -1.5)
+    assert E.mc_predict([-4.0, -6.0], [1, 4]) == (0, 1)
+    assert E.mc_predict([-1.0, -2.0, -3.0], [1, 1, 1]) == (0, 0)
+    assert E.mc_predict([-2.0, -2.0], [2, 2]) == (0, 0)   # ties go to the first option
+    with pytest.raises(ValueError):
+        E.mc_predict([-1.0], [1, 2])
+
+
+def test_squad_normalize_and_scores():
+    assert E.squad_normalize("The Cat, sat!") == "cat sat"
+    assert E.squad_normalize("«Москва»。") == "москва"          # Unicode punctuation goes too
+    assert E.squad_normalize("an apple") == "apple"
+    assert E.squad_normalize("banana") == "banana"              # "an" inside a word stays
+    # "the cat sat" -> [cat, sat]; "a cat sat down" -> [cat, sat, down]: P = 1, R = 2/3, F1 = 0.8
+    assert E.squad_f1("the cat sat", "a cat sat down") == pytest.approx(0.8)
+    assert E.squad_em("the cat sat", "a cat sat down") == 0.0
+    assert E.squad_em("The cat sat.", "cat sat") == 1.0
+    # repeated tokens count with multiplicity: pred [x, x, y], gold [x, y, y] -> 2 common, F1 = 2/3
+    assert E.squad_f1("x x y", "x y y") == pytest.approx(2 / 3)
+    assert E.squad_f1("", "") == 1.0 and E.squad_f1("a", "cat") == 0.0   # empty after normalisation
+    em, f1 = E.squad_scores("Paris France", ["Paris", "the city of Paris"])
+    # vs "Paris": P 1/2, R 1 -> 2/3; vs "city of paris": common 1, P 1/2, R 1/3 -> 0.4; max = 2/3
+    assert (em, f1) == (0.0, pytest.approx(2 / 3))
+    assert E.squad_scores("paris", ["Lyon", "Paris"]) == (1.0, 1.0)
+
+
+def test_perplexity_and_loglik_metrics():
+    assert E.perplexity([1.0, 2.0, 3.0]) == pytest.approx(math.exp(2.0))
+    m = E.loglik_metrics([[1.0, 3.0], [2.0]])   # tokens 1, 3, 2: token mean 2; example means 2 and 2
+    assert m["nll"] == pytest.approx(2.0) and m["ppl"] == pytest.approx(math.exp(2.0))
+    m = E.loglik_metrics([[1.0, 1.0, 1.0], [4.0]])  # token-weighted 7/4; per-example (1 + 4) / 2
+    assert m["nll"] == pytest.approx(1.75) and m["nll_example"] == pytest.approx(2.5) and m["n_tokens"] == 4
+    with pytest.raises(ValueError):
+        E.perplexity([])
+
+
+def test_subset_deterministic_and_stratified():
+    a = E.subset(100, 10, seed=1, key="x")
+    assert a == E.subset(100, 10, seed=1, key="x") and a == sorted(a) and len(set(a)) == 10
+    assert a != E.subset(100, 10, seed=2, key="x")
+    assert E.subset(5, None, 0) == [0, 1, 2, 3, 4] and E.subset(5, 9, 0) == [0, 1, 2, 3, 4]
+    groups = ["a"] * 50 + ["b"] * 50 + ["c"] * 2
+    s = E.subset(len(groups), 12, seed=0, groups=groups)
+    counts = {g: sum(1 for i in s if groups[i] == g) for g in "abc"}
+    assert counts == {"a": 5, "b": 5, "c": 2}    # c caps out at 2; its share goes to a and b
+
+
+# ============================================================================ registry
+def test_registry_names_and_protocols():
+    names = set(E.EVALS)
+    for n in ("builtin:add_reverse", "builtin:lookup_add", "builtin:sort_desc", "gsm8k", "bbh:web_of_lies", "mmlu",
+              "mmlu:anatomy", "arc_easy", "arc_challenge", "boolq", "openbookqa", "tydiqa:swahili",
+              "foundry:piqa", "foundry:winogrande", "foundry:svamp"):
+        assert n in names, n
+    assert len(E.BBH_TASKS) == 22 and len(E.MMLU_SUBJECTS) == 57
+    for spec in E.EVALS.values():
+        assert spec.protocol in E.PROTOCOLS and "loglik" in spec.protocols
+        assert spec.mc_primary in ("sum", "norm")
+        assert spec.shots <= spec.max_shots
+    assert not E.EVALS["builtin:add"].needs_data and E.EVALS["gsm8k"].needs_data
+
+
+def test_bad_name_lists_valid_ones():
+    with pytest.raises(ValueError) as exc:
+        E.evaluate(None, "gsm8kk")
+    msg = str(exc.value)
+    assert "gsm8k" in msg and "builtin:add_reverse" in msg and "bbh:web_of_lies" in msg and "mmlu:<subject>" in msg
+
+
+def test_missing_shared_data_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("G2IS_SHARED_DATA", str(tmp_path / "absent"))
+    with pytest.raises(E.EvalError, match=r"needs the shared data folder \.\./shared/data"):
+        E.eval_records("mmlu", limit=2)
+    assert len(E.eval_records("builtin:add_reverse", limit=3)) == 3   # the built-in suite needs no files
+
+
+def test_builtin_records_are_test_split_and_seeded_subset():
+    a = E.eval_records("builtin:sort_desc", limit=5, seed=0)
+    assert all(r.metadata["split"] == "test" for r in a)
+    assert [r.id for r in a] == [r.id for r in E.eval_records("builtin:sort_desc", limit=5, seed=0)]
+    assert [r.id for r in a] != [r.id for r in E.eval_records("builtin:sort_desc", limit=5, seed=1)]
+
+
+def test_shots_out_of_range():
+    with pytest.raises(E.EvalError, match="0 to 0 few-shot"):
+        E.eval_records("builtin:add", limit=2, shots=1)
+
+
+def test_protocol_override_checked():
+    with pytest.raises(E.EvalError, match="supports the protocols"):
+        E.evaluate(None, "builtin:add", protocol="mc")
+
+
+# ============================================================================ tiny model
+def _mc_records():
+    return [
+        simple("q1", "Which is a colour?", "red", source="t", task="t", choices=("red", "table", "a big dog"), gold=0),
+        simple("q2", "Pick the number.", "7", source="t", task="t", choices=("seven hundred", "7"), gold=1),
+        simple("q3", "Say yes or no.", "no", source="t", task="t", choices=("yes", "no"), gold=1),
+    ]
+
+
+def _direct_option_logprob(lm, rec, option):
+    """Sum log-prob of the option tokens, one sequence, no padding, all logits."""
+    import torch
+
+    p = encode_prompt(lm.tokenizer, rec)
+    c = lm.tokenizer(option, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p + c])
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(input_ids=ids).logits[0].float(), -1)
+    return sum(float(logp[len(p) - 1 + k, t]) for k, t in enumerate(c)), len(c)
+
+
+def test_mc_scores_match_direct_computation(tiny):
+    recs = _mc_records()
+    items = [[(r, c) for c in r.choices] for r in recs]
+    got, n_cut = E.mc_scores(tiny, items, batch_size=3)   # 7 pairs of different lengths: padded batches
+    assert n_cut == 0
+    for r, row in zip(recs, got):
+        for c, (s, n) in zip(r.choices, row):
+            want_s, want_n = _direct_option_logprob(tiny, r, c)
+            assert n == want_n
+            assert s == pytest.approx(want_s, abs=1e-5)
+
+
+def test_mc_eval_end_to_end_uses_both_rules(tiny):
+    recs = _mc_records()
+    spec = E.EvalSpec("test:mc", "hand-made", "mc", lambda root: recs, needs_data=False, mc_primary="norm")
+    res = E.evaluate(tiny, spec, batch_size=4)
+    assert res.protocol == "mc" and res.n == 3
+    for p in res.per_example:
+        s, n = p["logprob_sum"], p["n_tokens"]
+        assert (p["correct_sum"], p["correct_norm"]) == tuple(i == p["gold"] for i in E.mc_predict(s, n))
+        assert p["correct"] == p["correct_norm"]
+    assert res.metrics["accuracy"] == res.metrics["accuracy_norm"]
+
+
+def test_loglik_equals_model_loss(tiny):
+    import torch
+
+    recs = E.eval_records("builtin:lookup_add", limit=5)
+    nlls, n_cut = E.loglik_scores(tiny, recs, batch_size=2)
+    assert n_cut == 0
+    for r, x in zip(recs, nlls):
+        enc = encode_record(tiny.tokenizer, r)
+        batch = collate([enc], tiny.tokenizer.pad_token_id)
+        with torch.no_grad():
+            loss = float(tiny.model(**batch).loss)
+        assert len(x) == enc.n_response
+        assert sum(x) / len(x) == pytest.approx(loss, abs=1e-5)
+    res = E.evaluate(tiny, "builtin:lookup_add", limit=5, protocol="loglik", batch_size=2)
+    assert res.metrics["ppl"] == pytest.approx(math.exp(res.metrics["nll"]))
+    assert res.metrics["nll"] == pytest.approx(sum(map(sum, nlls)) / sum(map(len, nlls)), abs=1e-6)
+
+
+def test_builtin_exact_match_end_to_end(tiny):
+    res = E.evaluate(tiny, "builtin:add_reverse", limit=3, max_new_tokens=4, batch_size=2)
+    assert res.name == "builtin:add_reverse" and res.protocol == "exact_match" and res.n == 3
+    assert set(res.metrics) == {"accuracy"} and 0.0 <= res.metrics["accuracy"] <= 1.0
+    for p in res.per_example:
+        assert {"id", "prediction", "gold", "correct", "score"} <= set(p)
+    assert res.config["max_new_tokens"] == 4
+
+
+def test_exact_match_scores_a_perfect_model(tiny, monkeypatch):
+    """The scoring path, with generation replaced by an oracle that answers like a chatty model."""
+    monkeypatch.setattr(E, "_greedy", lambda lm, recs, *a: [f"The answer is {r.answer}." for r in recs])
+    res = E.evaluate(tiny, "builtin:add_reverse", limit=4)
+    assert res.metrics["accuracy"] == 1.0
+
+
+# ============================================================================ shared data (skipped without it)
+def test_mmlu_few_shot_prompt_format(shared_data):
+    rec = E.eval_records("mmlu:anatomy", limit=1, shots=2)[0]
+    text = rec.prompt
+    assert text.startswith("The following are multiple choice questions (with answers) about anatomy.\n\n")
+    assert text.count("\nAnswer:") == 3 and text.endswith("\nAnswer:")
+    assert "\nA. " in text and "\nD. " in text
+    zero = E.eval_records("mmlu:anatomy", limit=1, shots=0)[0].prompt
+    assert zero.count("Answer:") == 1
+
+
+def test_bbh_cot_prompt_and_gsm8k_slice(shared_data):
+    rec = E.eval_records("bbh:web_of_lies", limit=1)[0]
+    assert rec.prompt.count("Q: ") == 4 and rec.prompt.endswith("A: Let's think step by step.")
+    assert "canary" not in rec.prompt
+    g = E.eval_records("gsm8k")
+    assert len(g) == E.GSM8K_EVAL_ROWS and g[-1].id.endswith(":7473")
+
+
+def test_shared_mc_evals_run_on_tiny(shared_data, tiny):
+    for name in ("arc_easy", "boolq", "foundry:winogrande"):
+        res = E.evaluate(tiny, name, limit=2, batch_size=4)
+        assert res.n == 2 and 0.0 <= res.metrics["accuracy"] <= 1.0
