@@ -56,3 +56,29 @@ def _print_table(rows) -> "object":
     with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(index=False))
     return table
+
+
+def _bench_argv(v: dict) -> list[str]:
+    spec = str(v.get("spec") or "").strip()
+    if not spec:
+        raise ValueError("give the path of an experiment spec (YAML or TOML)")
+    return ["bench", "run", spec]
+
+
+try:
+    from .jobs import Field, JobTemplate
+except ImportError:  # pragma: no cover - jobs is part of the package; kept optional like the other templates
+    JobTemplate = None  # type: ignore[assignment,misc]
+
+JOB_TEMPLATES = [] if JobTemplate is None else [
+    JobTemplate(key="demo", label="Demo: the whole chain on the embedded default",
+                description="Built-in pool and composite targets with the default model: LESS warmup and "
+                            "features, G2IS / LESS / BM25 / random / full-data selections, LoRA fine-tuning and "
+                            "exact-match evaluation. Resumes where it stopped.",
+                build=lambda v: ["demo"], fields=()),
+    JobTemplate(key="bench", label="Benchmark: run an experiment spec",
+                description="Every (target, method, ratio, seed) cell of a spec: select, fine-tune, evaluate; "
+                            "rows land in the run registry (finished rows are never redone).",
+                build=_bench_argv,
+                fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),)),
+]
