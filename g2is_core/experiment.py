@@ -144,7 +144,13 @@ def load_pool(pool: dict[str, Any]) -> list[Record]:
 
 
 def load_target(select: str, n: int, seed: int = 0) -> list[Record]:
-    """Target examples used for selection: "builtin:<composite>" or a data file path (sampled)."""
+    """Target examples used for selection, sampled (seeded) to at most ``n``:
+
+    - ``builtin:<composite>``: the built-in composite's dev split;
+    - ``bbh-cot:<task>``: the 3 chain-of-thought exemplars of a BBH task (LESS's BBH target set);
+    - a data file or folder (``shared:`` prefix = the shared data root), optionally with a row range
+      ``path[a:b]`` so that target rows stay apart from rows an evaluation uses.
+    """
     if select.startswith("builtin:"):
         from .tasks import make_targets
 
@@ -153,9 +159,19 @@ def load_target(select: str, n: int, seed: int = 0) -> list[Record]:
         if name not in targets:
             raise DataError(f"no built-in target {name!r}; choose from {sorted(targets)}", field="targets")
         return targets[name]
+    if select.startswith("bbh-cot:"):
+        from .data import bbh_cot_exemplars
+
+        root = _resolve("shared:bbh/cot-prompts")
+        return bbh_cot_exemplars(root / f"{select.split(':', 1)[1]}.txt")[:n]
     from .data import load_records
 
-    recs = load_records(_resolve(select), lenient=True).records
+    path, lo, hi = select, None, None
+    if select.endswith("]") and "[" in select:
+        path, rng = select[:-1].rsplit("[", 1)
+        a, _, b = rng.partition(":")
+        lo, hi = (int(a) if a else None), (int(b) if b else None)
+    recs = load_records(_resolve(path), lenient=True).records[lo:hi]
     if len(recs) > n:
         recs = random.Random(seed).sample(recs, n)
     return recs
