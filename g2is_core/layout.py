@@ -116,3 +116,42 @@ def find_layout(features_key: str, workspace: Workspace | None = None):
         if (meta.get("inputs") or {}).get("features_key") == features_key:
             return pd.read_parquet(d / "layout.parquet"), meta
     return None
+
+
+def map_frame(coords, records=None, *, ids: list | None = None, highlight: set | None = None,
+              hover_chars: int = 120):
+    """The table behind the Instruction graph map: node, x, y, id, source, task, selected, hover.
+
+    ``coords``: the layout DataFrame (node, x, y). ``records``: the pool records in node order (or
+    None: only ids are known). ``hover`` is HTML-escaped (plotly renders hover text as HTML) and
+    carries the prompt only when ``hover_chars`` > 0.
+    """
+    import html
+
+    import pandas as pd
+
+    df = coords[["node", "x", "y"]].copy()
+    n = len(df)
+    if records is not None and len(records) != n:
+        raise ValueError(f"{len(records)} records for a layout of {n} nodes; the layout is of other data")
+    if records is not None:
+        df["id"] = [r.id for r in records]
+        df["source"] = [r.source for r in records]
+        df["task"] = [r.task for r in records]
+        prompts = [r.prompt for r in records]
+    else:
+        df["id"] = [str(i) for i in (ids if ids is not None else coords.get("id", df["node"]))]
+        df["source"] = "(unknown)"
+        df["task"] = "(unknown)"
+        prompts = [""] * n
+    hl = highlight or set()
+    df["selected"] = [i in hl for i in df["id"]]
+
+    def hover(i: int) -> str:
+        p = prompts[i].replace("\n", " ")
+        p = p if len(p) <= hover_chars else p[: hover_chars - 1] + "…"
+        body = f"node {i}<br>{html.escape(df['id'].iat[i])}<br>{html.escape(df['task'].iat[i])} · {html.escape(df['source'].iat[i])}"
+        return body + (f"<br>{html.escape(p)}" if hover_chars > 0 and p else "")
+
+    df["hover"] = [hover(i) for i in range(n)]
+    return df

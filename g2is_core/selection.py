@@ -808,3 +808,50 @@ def precision(selected_ids: Sequence[str], relevant: set[str]) -> float:
     """Fraction of the selected ids that are relevant (NaN for an empty selection)."""
     sel = list(selected_ids)
     return float("nan") if not sel else sum(1 for i in sel if i in relevant) / len(sel)
+
+
+# ============================================================================ views of runs (pure; the pages call these)
+def walk_progress(trajectory, components, step: int):
+    """Per component after the first ``step`` walk steps (selection order): budget, filled, fill ratio,
+    fallbacks so far and the candidates rejected so far by reason. DataFrame, one row per component.
+
+    ``trajectory``: a g2is run's trajectory (TRAJECTORY_COLUMNS); ``components``: its components table.
+    """
+    import pandas as pd
+
+    t = trajectory.sort_values(["component", "step"], kind="stable").iloc[:max(0, int(step))]
+    rows = []
+    for c in components.itertuples():
+        part = t[t["component"] == c.component]
+        rows.append({"component": int(c.component), "budget": int(c.budget), "filled": len(part),
+                     "fill": len(part) / c.budget if c.budget else float("nan"),
+                     "fallbacks": int((part["source"] == "fallback").sum()),
+                     "rejected_conflict": int(part["nbr_conflict"].sum() + part["scan_conflict"].sum()),
+                     "rejected_consistency": int(part["nbr_consistency"].sum() + part["scan_consistency"].sum()),
+                     "skipped_excluded": int(part["nbr_excluded"].sum() + part["scan_excluded"].sum()),
+                     "stop": getattr(c, "stop", "") if len(part) == int(c.filled) else "walking"})
+    return pd.DataFrame(rows)
+
+
+def compare_runs(a_ids: Sequence[str], b_ids: Sequence[str], tasks_by_id: Mapping[str, str],
+                 sources_by_id: Mapping[str, str] | None = None) -> tuple[dict, Any]:
+    """Overlap of two selections and their composition.
+
+    Returns ({"a", "b", "both", "only_a", "only_b", "jaccard"}, DataFrame [group, value, a, b]) where
+    the table counts each selection's records per task (and per source when given).
+    """
+    import pandas as pd
+
+    a, b = set(a_ids), set(b_ids)
+    union = a | b
+    stats = {"a": len(a), "b": len(b), "both": len(a & b), "only_a": len(a - b), "only_b": len(b - a),
+             "jaccard": len(a & b) / len(union) if union else float("nan")}
+    rows = []
+    for group, lookup in (("task", tasks_by_id), ("source", sources_by_id)):
+        if lookup is None:
+            continue
+        values = sorted({lookup.get(i, "?") for i in union})
+        for v in values:
+            rows.append({"group": group, "value": v, "a": sum(1 for i in a if lookup.get(i, "?") == v),
+                         "b": sum(1 for i in b if lookup.get(i, "?") == v)})
+    return stats, pd.DataFrame(rows, columns=["group", "value", "a", "b"])

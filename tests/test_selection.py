@@ -304,3 +304,35 @@ def test_cli_graph_build_from_stores(workspace):
     assert len(find_layout(meta["inputs"]["features_key"], workspace)[0]) == len(x)
     assert s.dir.name == "train1"
     assert main(["graph", "build", "--train-store", "nope"]) == 2
+
+
+# ----------------------------------------------------------------------------- page helpers (pure)
+def test_walk_progress_and_compare_runs():
+    import pandas as pd
+
+    traj = pd.DataFrame({"component": [0, 0, 1], "step": [0, 1, 0], "node": [4, 2, 7],
+                         "source": ["anchor", "fallback", "anchor"],
+                         **{c: [0, 2, 1] for c in ("nbr_conflict", "nbr_consistency", "nbr_excluded")},
+                         **{c: [0, 3, 0] for c in ("scan_conflict", "scan_consistency", "scan_excluded")}})
+    comps = pd.DataFrame({"component": [0, 1], "budget": [3, 1], "filled": [2, 1], "stop": ["no candidate passes", "filled"]})
+    p = S.walk_progress(traj, comps, 2)
+    assert p["filled"].tolist() == [2, 0] and p["fallbacks"].tolist() == [1, 0]
+    assert p["rejected_conflict"].tolist() == [5, 0] and p["stop"].tolist() == ["no candidate passes", "walking"]
+    assert S.walk_progress(traj, comps, 3)["stop"].tolist() == ["no candidate passes", "filled"]
+    stats, table = S.compare_runs(["a", "b", "c"], ["b", "c", "d"], {"a": "x", "b": "x", "c": "y", "d": "y"})
+    assert stats["both"] == 2 and stats["jaccard"] == pytest.approx(0.5)
+    assert table.set_index("value").loc["y", ["a", "b"]].tolist() == [1, 2]
+
+
+def test_map_frame_escapes_hover_text():
+    import pandas as pd
+
+    from g2is_core.layout import map_frame
+
+    coords = pd.DataFrame({"node": [0, 1], "x": [0.0, 1.0], "y": [0.0, 1.0]})
+    rs = recs(2, texts=["<script>alert(1)</script>", "fine"])
+    df = map_frame(coords, rs, highlight={"p1"})
+    assert "<script>" not in df["hover"].iat[0] and "&lt;script&gt;" in df["hover"].iat[0]
+    assert df["selected"].tolist() == [False, True] and df["task"].tolist() == ["t", "t"]
+    with pytest.raises(ValueError, match="other data"):
+        map_frame(coords, rs[:1])
