@@ -76,7 +76,8 @@ def register(sub) -> None:
     s.add_argument("--n-pattern", type=int, default=d.n_pattern, help="held-apart dev samples for the pattern")
     s.add_argument("--n-eval", type=int, default=d.n_eval, help="test samples for exact-match accuracy")
     s.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    s.add_argument("--bf16", action="store_true", help="bf16 autocast for the SFT steps (patterns stay fp32)")
+    s.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=d.bf16,
+                   help="bf16 autocast for the SFT steps (default on; the patterns are always fp32)")
     s.add_argument("--perm", type=int, default=1000, help="permutations for the regression null (default 1000)")
     s.set_defaults(func=cmd_study)
 
@@ -251,8 +252,7 @@ def _study_argv(v: dict[str, Any]) -> list[str]:
                       ("lr", "--lr")):
         if v.get(key) not in (None, ""):
             argv += [flag, str(v[key])]
-    if v.get("bf16"):
-        argv.append("--bf16")
+    argv.append("--bf16" if v.get("bf16", True) else "--no-bf16")
     return argv
 
 
@@ -267,10 +267,10 @@ JOB_TEMPLATES = [
         fields=(Field("model", "Model", "text", "default", help="'default', 'tiny', a model directory or a .gguf"),
                 Field("tasks", "Tasks (comma-separated; empty = all)", "text", ""),
                 Field("steps", "SFT steps per run", "int", 40, min=1, max=10000),
-                Field("measure", "Measure at steps", "text", "0,5,10,20,40"),
+                Field("measure", "Measure at steps", "text", "0,10,20,40"),
                 Field("seeds", "Seeds", "text", "0,1"),
                 Field("method", "Fine-tuning", "choice", "full", choices=["full", "lora"]),
                 Field("lr", "Learning rate", "float", 5e-5),
-                Field("bf16", "bf16 autocast for SFT", "bool", False)),
+                Field("bf16", "bf16 autocast for SFT (patterns stay fp32)", "bool", True)),
     ),
 ]

@@ -49,16 +49,16 @@ class StudyConfig:
     tasks: tuple[str, ...] = tuple(TASKS)    # built-in task names
     seeds: tuple[int, ...] = (0, 1)          # SFT seeds (training data draw and order); 2+ give a noise floor
     steps: int = 40                          # optimizer steps per SFT run
-    measure_at: tuple[int, ...] = (0, 5, 10, 20, 40)  # steps at which the AP is measured (0 = before SFT)
+    measure_at: tuple[int, ...] = (0, 10, 20, 40)  # steps at which the AP is measured (0 = before SFT)
     method: str = "full"                     # "full" fine-tuning or "lora"
     lr: float = 5e-5                         # peak learning rate (linear warmup 10%, linear decay)
     batch_size: int = 4                      # samples per optimizer step
     n_pattern: int = 16                      # held-apart dev samples for the AP
     n_eval: int = 32                         # test samples for exact-match accuracy
-    max_new_tokens: int = 16                 # greedy generation budget for accuracy
+    max_new_tokens: int = 12                 # greedy generation budget for accuracy
     lora_r: int = 16
     lora_alpha: int = 32
-    bf16: bool = False                       # bf16 autocast for the SFT steps (the AP stays fp32)
+    bf16: bool = True                        # bf16 autocast for the SFT steps (the AP is always fp32)
 
     def __post_init__(self):
         bad = [t for t in self.tasks if t not in TASKS]
@@ -286,7 +286,7 @@ class HeadStudy:
 
     @property
     def tasks(self) -> list[str]:
-        return [t for t in self.meta["tasks"] if any(k[0] == t for k in self.runs)]
+        return [t for t in self.config["tasks"] if any(k[0] == t for k in self.runs)]
 
     @property
     def seeds(self) -> list[int]:
