@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .jobs import Field, JobTemplate
 
 
 def resolve_data(spec: str, fmt: str | None = None, seed: int = 0, limit: int = 0) -> tuple[list, str, str]:
@@ -159,7 +158,7 @@ def register(sub: Any) -> None:
     q.add_argument("--max-length", type=int, default=512)
     q.add_argument("--template", choices=["chat", "plain"], default="chat")
     q.add_argument("--shard-rows", type=int, default=128, help="rows per committed shard")
-    q.add_argument("--batch-tokens", type=int, default=1024, help="padded tokens per backward")
+    q.add_argument("--batch-tokens", type=int, default=512, help="padded tokens per backward (memory: ~1.2 MB per token on the default model)")
     q.add_argument("--max-batch", type=int, default=16, help="examples per backward")
     q.add_argument("--out", help="output directory (default: <workspace>/grads/<key>)")
     q.set_defaults(func=_run_grads)
@@ -193,7 +192,12 @@ def _grads_argv(v: dict[str, Any]) -> list[str]:
     return argv
 
 
-JOB_TEMPLATES = [
+try:  # the Runs page's form types; the CLI works without them
+    from .jobs import Field, JobTemplate
+except ImportError:  # pragma: no cover
+    Field = JobTemplate = None  # type: ignore[assignment,misc]
+
+JOB_TEMPLATES = [] if JobTemplate is None else [
     JobTemplate(key="warmup", label="LESS warmup (LoRA)",
                 description="LoRA-train the model on a random 5% of the pool for 4 epochs, keeping each "
                             "epoch's weights and Adam moments for gradient features.",

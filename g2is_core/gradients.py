@@ -77,7 +77,7 @@ class FeatureConfig:
     max_length: int = 512        # tokens per example (encoding's cut policy: prompt left, then response right)
     template: str = "chat"       # "chat" (the tokenizer's template) or "plain"
     bf16: bool = False           # fast path only: autocast the model's matmuls to bf16
-    batch_tokens: int = 1024     # fast path: padded tokens per backward (bounds activation memory)
+    batch_tokens: int = 512      # fast path: padded tokens per backward (bounds activation memory; docs)
     max_batch: int = 16          # fast path: examples per backward
     proj_rows: int = 64          # fast path: rows per projection group (one pass over R per group)
     grad_buffer_mb: int = 384    # fast path: cap on the [rows, P] fp32 gradient buffer
