@@ -76,18 +76,18 @@ def artefact_rows(workspace: Workspace, kinds: str | Sequence[str]):
 
 
 def stores_for_data(workspace: Workspace, data_hash: str | None):
-    """Gradient stores (workspace kind "grads") whose sidecar says they were made from this data.
+    """Gradient stores whose sidecar says they were made from this data: one row each (key, path, summary).
 
     A store without ``inputs.data_hash`` in its sidecar cannot be matched and is left out.
     """
-    df = artefact_rows(workspace, "grads")
-    if df.empty or data_hash is None:
-        return df.iloc[0:0]
-    keep = []
-    for d, side in workspace.list("grads"):
-        if (side.get("inputs") or {}).get("data_hash") == data_hash:
-            keep.append(str(d))
-    return df[df["path"].isin(keep)].reset_index(drop=True)
+    import pandas as pd
+
+    from .store import list_stores, store_summary
+
+    if data_hash is None:
+        return pd.DataFrame(columns=["key", "path"])
+    rows = [{"key": p.name, "path": str(p), **store_summary(m)} for p, m in list_stores(workspace, data_hash=data_hash)]
+    return pd.DataFrame(rows, columns=None if rows else ["key", "path"])
 
 
 # ----------------------------------------------------------------------------- files
