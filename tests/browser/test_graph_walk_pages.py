@@ -91,6 +91,7 @@ def test_walk_page_replays_the_trajectory(page, app_url, seeded):
     page.get_by_role("heading", name="Walk").first.wait_for()
     page.get_by_text(f"Replaying step {n_sel} / {n_sel}").first.wait_for()
     _wait_idle(page)
+    page.wait_for_function(f"() => {{ const d = document.querySelector('.js-plotly-plot'); return ({_COUNT}) > 0; }}")
     full = _plot_points(page)
     assert full >= n_sel
     slider = page.get_by_role("slider").first
