@@ -35,15 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", help="artefact directory (default: cache/ in the project, or $G2IS_WORKSPACE)")
     p.add_argument("--threads", type=int, help="torch threads (default 1, or $G2IS_THREADS; 0 = all cores)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    for mod in command_modules():
         mod.register(sub)
     return p
+
+
+def command_modules() -> list:
+    """The importable modules of :data:`COMMAND_MODULES` (a missing optional one is skipped)."""
+    mods = []
+    for name in COMMAND_MODULES:
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return mods
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import importlib
 import os
 import secrets
 import signal
@@ -438,16 +437,10 @@ TEMPLATES: list[JobTemplate] = [
 
 def job_templates() -> list[JobTemplate]:
     """:data:`TEMPLATES` plus every ``JOB_TEMPLATES`` list exported by a CLI command module."""
-    out = list(TEMPLATES)
-    from .cli import COMMAND_MODULES
+    from .cli import command_modules
 
-    for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    out = list(TEMPLATES)
+    for mod in command_modules():
         out += list(getattr(mod, "JOB_TEMPLATES", []))
     seen: set[str] = set()
     uniq = []
