@@ -74,6 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"g2is {args.command}: interrupted; finished work is kept, run the same command again to resume",
               file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, permission denied, a path that is a file: the OS said no
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"g2is {args.command}: error: {exc.strerror or exc}{where}; finished work is kept, fix this and run "
+              "the same command again", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001  (a bug: still one line; G2IS_DEBUG=1 shows the traceback)
+        if os.environ.get("G2IS_DEBUG"):
+            raise
+        msg = " ".join(str(exc).split())[:300]
+        print(f"g2is {args.command}: internal error: {type(exc).__name__}: {msg} (set G2IS_DEBUG=1 for the "
+              "traceback and please report it)", file=sys.stderr)
+        return 1
     return int(rc or 0)
 
 

@@ -65,7 +65,16 @@ def _model_info(args) -> int:
 def _data_inspect(args) -> int:
     from .data import load_records
 
-    columns = json.loads(args.columns) if args.columns else None
+    columns = None
+    if args.columns:
+        try:
+            columns = json.loads(args.columns)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--columns is not valid JSON ({exc.msg} at character {exc.pos}); give an object like "
+                             '\'{"prompt": "q", "response": "a"}\'') from None
+        if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
+            raise ValueError('--columns must be a JSON object of field -> column name, e.g. '
+                             '\'{"prompt": "q", "response": "a"}\'')
     res = load_records(args.path, args.fmt, lenient=args.lenient, columns=columns)
     recs, rep = res.records, res.report
     summary = {"path": str(args.path), "format": rep.fmt, "read": rep.n_read, "loaded": rep.n_loaded,

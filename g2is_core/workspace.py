@@ -9,7 +9,9 @@ Rules kept here so every module follows them:
 - nothing is pickled; arrays are safetensors / numpy / parquet, metadata is JSON;
 - every write is atomic (write to a temp name in the same directory, fsync, rename), so a crash
   never leaves a half-written file under the final name;
-- an artefact directory is complete only when its sidecar exists (the sidecar is written last).
+- an artefact directory is complete only when its sidecar exists (the sidecar is written last);
+- the sidecar lists the size and sha256 of every file beside it (``files``), so a file swapped,
+  truncated or half-rewritten after the sidecar was written is caught by :func:`verify_artefact`.
 """
 from __future__ import annotations
 
@@ -158,7 +160,36 @@ def write_sidecar(directory: str | Path, kind: str, config: Any, inputs: dict[st
             "produced_by": provenance()}
     if extra:
         body.update(_canonical(extra))
+    body["files"] = file_checksums(directory)
     return write_json(Path(directory) / SIDECAR, body)
+
+
+def file_checksums(directory: str | Path) -> dict[str, dict[str, Any]]:
+    """``{name: {"bytes", "sha256"}}`` of the finished files directly in ``directory`` (not the sidecar,
+    not hidden temp files, not sub-folders: those are artefacts or scratch of their own)."""
+    d = Path(directory)
+    return {p.name: {"bytes": p.stat().st_size, "sha256": hash_file(p)}
+            for p in sorted(d.iterdir()) if p.is_file() and p.name != SIDECAR and not p.name.startswith(".")}
+
+
+def verify_artefact(directory: str | Path) -> dict[str, Any]:
+    """Check a finished artefact against its sidecar's checksums; return the sidecar.
+
+    Raises FileNotFoundError when the sidecar is missing (not finished) and ValueError naming the
+    first file that is missing or differs (a half-rewritten or tampered artefact). Files added
+    after the sidecar (e.g. a findings note) are allowed. Sidecars written before checksums were
+    recorded have nothing to check and pass.
+    """
+    meta = read_sidecar(directory)
+    for name, want in (meta.get("files") or {}).items():
+        p = Path(directory) / name
+        if not p.is_file():
+            raise ValueError(f"{directory}: {name} is listed in the sidecar but missing; delete the folder and "
+                             "run again")
+        if p.stat().st_size != want.get("bytes") or hash_file(p) != want.get("sha256"):
+            raise ValueError(f"{directory}: {name} differs from the checksum in its sidecar (an interrupted "
+                             "rewrite or an edit); delete the folder and run again")
+    return meta
 
 
 def read_sidecar(directory: str | Path) -> dict[str, Any]:
