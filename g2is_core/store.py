@@ -134,6 +134,7 @@ class StoreWriter:
             raise ValueError("record ids are not unique; a store needs one row per distinct id")
         self.dir = Path(directory)
         self.config, self.ids, self.dim, self.dtype, self.shard_rows = config, list(ids), dim, dtype, shard_rows
+        self.n_rows = len(self.ids)
         self.shard_dir = self.dir / "shards"
         plan = {"config_hash": hash_config(config), "n_rows": len(ids), "ids_hash": hash_strings(ids),
                 "dim": dim, "dtype": dtype, "shard_rows": shard_rows}
@@ -149,12 +150,26 @@ class StoreWriter:
             write_json(pp, plan)
         self.shard_dir.mkdir(exist_ok=True)
 
+    @classmethod
+    def attach(cls, directory: str | Path) -> "StoreWriter":
+        """A writer for an existing plan, made from ``plan.json`` alone: another process (a distributed
+        worker, :mod:`g2is_core.distributed`) commits shards through it. It knows the row count but
+        not the ids, so only the writer that made the plan can :meth:`finalize`."""
+        d = Path(directory)
+        plan = read_json(d / "plan.json")
+        w = cls.__new__(cls)
+        w.dir, w.config, w.ids = d, None, None
+        w.dim, w.dtype, w.shard_rows, w.n_rows = int(plan["dim"]), plan["dtype"], int(plan["shard_rows"]), int(plan["n_rows"])
+        w.shard_dir = d / "shards"
+        w.shard_dir.mkdir(exist_ok=True)
+        return w
+
     @property
     def n_shards(self) -> int:
-        return -(-len(self.ids) // self.shard_rows)
+        return -(-self.n_rows // self.shard_rows)
 
     def rows(self, shard: int) -> range:
-        return range(shard * self.shard_rows, min((shard + 1) * self.shard_rows, len(self.ids)))
+        return range(shard * self.shard_rows, min((shard + 1) * self.shard_rows, self.n_rows))
 
     def shard_path(self, shard: int) -> Path:
         return self.shard_dir / f"shard-{shard:06d}.npy"
@@ -174,6 +189,8 @@ class StoreWriter:
 
     def finalize(self, inputs: dict[str, Any], extra: dict[str, Any] | None = None) -> GradientStore:
         """Copy the shards into ``features.npy`` (streaming), write the sidecar last, drop the shards."""
+        if self.ids is None:
+            raise ValueError(f"{self.dir}: a writer attached to the plan cannot finalise; the one that made the plan does")
         missing = self.pending()
         if missing:
             raise ValueError(f"{self.dir}: shards {missing[:5]} are not written yet; cannot finalise")
