@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except (DataError, ModelError, ValueError, FileNotFoundError) as exc:
-        print(f"g2is {args.command}: error: {exc}", file=sys.stderr)
+        print(f"g2is {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, always
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"g2is {args.command}: interrupted; finished work is kept, run the same command again to resume",

@@ -86,7 +86,10 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     try:
         raw = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise DataError(f"not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {exc}", path=str(p)) from exc
+        mark = getattr(exc, "problem_mark", None)  # YAML errors draw a caret over several lines; say it in one
+        why = (f"{getattr(exc, 'problem', None) or 'syntax error'} at line {mark.line + 1}, column {mark.column + 1}"
+               if mark is not None else " ".join(str(exc).split()))
+        raise DataError(f"not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {why}", path=str(p)) from exc
     if not isinstance(raw, dict):
         raise DataError("the spec must be a mapping with at least 'name' and 'targets'", path=str(p))
     known = set(ExperimentSpec.__dataclass_fields__) - {"source"}
