@@ -15,6 +15,8 @@ Checkpoint layout (``<out>/``)::
 """
 from __future__ import annotations
 
+import json
+
 import math
 import random
 from dataclasses import asdict, dataclass
@@ -114,6 +116,17 @@ def save_checkpoint(path: Path, model, opt, extra: dict[str, Any] | None = None)
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (extra or {}).items()})
 
 
+def _resume_state(out: Path) -> dict[str, Any] | None:
+    """The progress saved with ``out/resume.safetensors`` (its metadata; older runs: state.json)."""
+    from safetensors import safe_open
+
+    with safe_open(str(out / "resume.safetensors"), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "state" in meta:
+        return json.loads(meta["state"])
+    return read_json(out / "state.json") if (out / "state.json").exists() else None
+
+
 def load_checkpoint(path: Path, model, opt, step: int) -> None:
     import torch
     from safetensors.torch import load_file
@@ -188,9 +201,7 @@ def train(model, examples: Sequence[Encoded], cfg: TrainConfig, *, pad_id: int, 
     torch.manual_seed(cfg.seed)  # dropout and any sampling: same stream for the same seed
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        st_path = out / "state.json"
-        if st_path.exists() and (out / "resume.safetensors").exists():
-            st = read_json(st_path)
+        if (out / "resume.safetensors").exists() and (st := _resume_state(out)) is not None:
             if st.get("config") != _jsonable(cfg.to_dict()) or st.get("n_examples") != n:
                 raise ValueError(f"{out}: holds a run with other settings or data; use another output directory")
             step, losses = int(st["step"]), list(st["losses"])
@@ -236,9 +247,11 @@ def train(model, examples: Sequence[Encoded], cfg: TrainConfig, *, pad_id: int, 
                 save_named_checkpoint(out / f"epoch-{step // spe}", model, opt,
                                       {"epoch": step // spe, "step": step, "train": cfg.to_dict()})
             if step % cfg.save_every == 0 or step == total:
-                save_checkpoint(out / "resume.safetensors", model, opt, {"step": step})
-                write_json(out / "state.json", {"step": step, "total": total, "n_examples": n,
-                                                "config": cfg.to_dict(), "losses": losses})
+                # The progress travels INSIDE the checkpoint: a kill between two renames can then
+                # never pair step-S weights with a step-S' loss curve. state.json is a readable copy.
+                state = {"step": step, "total": total, "n_examples": n, "config": cfg.to_dict(), "losses": losses}
+                save_checkpoint(out / "resume.safetensors", model, opt, {"step": step, "state": json.dumps(_jsonable(state))})
+                write_json(out / "state.json", state)
     model.eval()
     return TrainResult(step, losses[-1]["samples"] if losses else 0, losses, out)
 
