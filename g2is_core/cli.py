@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "g2is_core.cli_grads",
     "g2is_core.cli_graph",
     "g2is_core.cli_heads",
+    "g2is_core.cli_impact",
     "g2is_core.cli_bench",
     "g2is_core.cli_app",
 ]
