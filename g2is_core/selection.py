@@ -755,7 +755,10 @@ class SelectionRun:
         if [r.id for r in recs] != sel.pool_ids:
             raise ValueError("these pool records are not the ones the selection was made from; pass the same pool")
         t0 = time.perf_counter()
-        d = Path(out_dir) if out_dir else ws.root / KIND / hash_config({"config": sel.config, "inputs": sel.inputs})
+        # A named run gets its own folder: two users saving the same selection under their own names
+        # never overwrite each other's run (unnamed runs keep the plain content key).
+        key = {"config": sel.config, "inputs": sel.inputs, **({"name": name} if name else {})}
+        d = Path(out_dir) if out_dir else ws.root / KIND / hash_config(key)
         d.mkdir(parents=True, exist_ok=True)
         chosen = [recs[i] for i in sel.order]
         ws_mod.write_json(d / "selected_ids.json", sel.ids)
