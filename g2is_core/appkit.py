@@ -26,6 +26,15 @@ def truncate(text: str | None, n: int = 120) -> str:
     return s if len(s) <= n else s[: max(0, n - 1)] + "…"
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&])")
+
+
+def md_text(text: str | None) -> str:
+    """User text made inert inside st.markdown: every Markdown/HTML punctuation is backslash-escaped,
+    so a name like ``<b>x</b>`` or ``[a](javascript:..)`` shows as typed, never as markup or a link."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text or "").split()))
+
+
 def records_table(records: Sequence[Record], width: int = 120):
     """pandas DataFrame, one row per record: id, source, task, subtask, prompt, response (truncated)."""
     import pandas as pd

@@ -32,7 +32,7 @@ def show_job(job: jobs.Job) -> None:
         head, side = st.columns([5, 1])
         colour = appkit.STATUS_COLOURS.get(job.status, "gray")
         took = appkit.elapsed(job.started, job.ended)
-        head.markdown(f"**{job.name}** · :{colour}[{job.status}]" + (f" · {took}" if took else "")
+        head.markdown(f"**{appkit.md_text(job.name)}** · :{colour}[{job.status}]" + (f" · {took}" if took else "")
                       + f"  \n`{job.id}` · started {job.started or job.created}")
         if job.is_active and side.button("Cancel", key=f"cancel-{job.id}", icon=":material/stop_circle:"):
             jobs.cancel_job(job.id, ws, grace=3.0)

@@ -480,3 +480,11 @@ def test_weights_are_safetensors():
         src = f.read_text(encoding="utf-8")
         assert "torch.save(" not in src, f"{f}: torch.save pickles; use safetensors"
         assert "safe_serialization=False" not in src, f"{f}: save_pretrained must write safetensors"
+
+
+def test_md_text_makes_names_inert_in_markdown():
+    from g2is_core.appkit import md_text
+
+    s = md_text('job <script>x</script> [a](javascript:b) **c**\nnext')
+    assert "<script>" not in s and "](" not in s and "\n" not in s
+    assert s.replace("\\", "") == "job <script>x</script> [a](javascript:b) **c** next"
