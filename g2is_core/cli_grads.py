@@ -104,16 +104,26 @@ def _run_grads(args: argparse.Namespace) -> int:
                           template=args.template, bf16=bool(args.bf16), batch_tokens=args.batch_tokens,
                           max_batch=args.max_batch)
     proj = G.ProjectorConfig(dim=args.dim, seed=args.proj_seed)
+    backend = getattr(args, "backend", "local")
     with cli_progress(f"grads ({args.kind})") as prog:
-        loaded = load_model(args.model, device=args.device, progress=prog)
+        if backend == "ray":
+            from .distributed import RayConfig, extract_store_ray
+
+            rc = RayConfig(address=args.ray_address, workers=args.ray_workers)
+        else:
+            loaded = load_model(args.model, device=args.device, progress=prog)
         stores = []
         for e in epochs:
             out = None
             if args.out:
                 out = Path(args.out) / f"epoch-{e}" if len(epochs) > 1 else Path(args.out)
-            stores.append(G.extract_store(loaded, recs, w, e, cfg, proj, data_hash=dh, data_source=desc,
-                                          method=args.method, dtype=args.dtype, shard_rows=args.shard_rows,
-                                          out_dir=out, progress=prog))
+            kw = dict(data_hash=dh, data_source=desc, method=args.method, dtype=args.dtype,
+                      shard_rows=args.shard_rows, out_dir=out, progress=prog)
+            if backend == "ray":  # each Ray worker loads the model itself
+                stores.append(extract_store_ray(args.model, recs, w, e, cfg, proj, device=args.device, ray_config=rc,
+                                                **kw))
+            else:
+                stores.append(G.extract_store(loaded, recs, w, e, cfg, proj, **kw))
     print(f"{args.kind} features of {desc}: {len(recs)} rows x {args.dim} ({args.dtype}), warmup {w.key}")
     for s in stores:
         print(f"  epoch {s.config['checkpoint']['epoch']} (weight {s.weight:.4f}): {s.dir}")
@@ -161,7 +171,19 @@ def register(sub: Any) -> None:
     q.add_argument("--batch-tokens", type=int, default=512, help="padded tokens per backward (memory: ~1.2 MB per token on the default model)")
     q.add_argument("--max-batch", type=int, default=16, help="examples per backward")
     q.add_argument("--out", help="output directory (default: <workspace>/grads/<key>)")
+    add_backend_args(q)
     q.set_defaults(func=_run_grads)
+
+
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """--backend local|ray, --ray-address, --ray-workers (docs/scaling.md)."""
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: shard the rows over Ray workers (needs the 'ray' extra)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster: 'auto' (the running one) or host:port / ray://host:port; default: start a "
+                        "local Ray cluster (2 CPUs)")
+    p.add_argument("--ray-workers", type=int, default=0,
+                   help="concurrent Ray tasks (default: the cluster's GPUs, else its CPUs)")
 
 
 # ----------------------------------------------------------------------------- Runs page forms

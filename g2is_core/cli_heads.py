@@ -60,6 +60,9 @@ def register(sub) -> None:
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--top", type=int, default=10, help="heads to list (default 10)")
     q.add_argument("--out", help="save the [layer, head] pattern as .npy (a .json sidecar beside it)")
+    from .cli_grads import add_backend_args
+
+    add_backend_args(q)
     q.set_defaults(func=cmd_pattern)
 
     d = _defaults()
@@ -112,8 +115,15 @@ def cmd_pattern(a: argparse.Namespace) -> int:
     with cli_progress("heads pattern") as prog:
         lm = load_model(a.model, progress=lambda f, m: prog(0.2 * f, m))
         enc, _ = encode_all(lm.tokenizer, make_task_records(a.task, a.n, a.seed, a.split))
-        ap = activation_pattern(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, route=a.route,
-                                batch_size=a.batch_size, progress=lambda f, m: prog(0.2 + 0.8 * f, m))
+        if getattr(a, "backend", "local") == "ray":  # the same batches, spread over Ray workers
+            from .distributed import RayConfig, activation_pattern_ray
+
+            ap = activation_pattern_ray(a.model, enc, pad_id=lm.tokenizer.pad_token_id, route=a.route,
+                                        batch_size=a.batch_size, progress=lambda f, m: prog(0.2 + 0.8 * f, m),
+                                        ray_config=RayConfig(address=a.ray_address, workers=a.ray_workers))
+        else:
+            ap = activation_pattern(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, route=a.route,
+                                    batch_size=a.batch_size, progress=lambda f, m: prog(0.2 + 0.8 * f, m))
     print(f"{a.task}: {ap.n_layers} layers x {ap.n_heads} heads ({ap.n_kv_heads} KV heads), {a.n} {a.split} samples, "
           f"route {a.route}; sum {ap.values.sum():.4g}, Gini {ha.gini(ap.values):.3f}, CV {ha.cv(ap.values):.3f}")
     for l, h, v in ha.top_heads(ap.values, a.top):

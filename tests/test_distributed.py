@@ -90,3 +90,16 @@ def test_activation_pattern_on_ray_equals_local(ray_cluster, tiny):
     got = activation_pattern_ray("tiny", enc, ray_config=RAY, **kw)
     assert np.array_equal(got.per_sample, ref.per_sample)
     assert np.array_equal(got.values, ref.values) and got.n_kv_heads == ref.n_kv_heads
+
+
+def test_cli_grads_backend_ray_equals_local(ray_cluster, warm, tmp_path):
+    from g2is_core.cli import main
+    from g2is_core.store import GradientStore
+
+    _, w, *_ = warm
+    base = ["grads", "--model", "tiny", "--data", "builtin:pool", "--limit", "9", "--warmup", str(w.dir),
+            "--checkpoint", "1", "--dim", "32", "--dtype", "fp32", "--max-length", "96", "--shard-rows", "3"]
+    assert main(base + ["--out", str(tmp_path / "local")]) == 0
+    assert main(base + ["--out", str(tmp_path / "ray"), "--backend", "ray", "--ray-workers", "2"]) == 0
+    a, b = GradientStore.open(tmp_path / "local"), GradientStore.open(tmp_path / "ray")
+    assert a.ids == b.ids and np.array_equal(np.asarray(a.features), np.asarray(b.features))
