@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/graph.py", title="Instruction graph", icon=":material/hub:"),
     st.Page("pages/walk.py", title="Walk", icon=":material/route:"),
     st.Page("pages/heads.py", title="Heads", icon=":material/grid_on:"),
+    st.Page("pages/impact.py", title="Data impact", icon=":material/science:"),
     st.Page("pages/benchmarks.py", title="Benchmarks", icon=":material/leaderboard:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/play_circle:"),
 ]
