@@ -158,3 +158,24 @@ def map_frame(coords, records=None, *, ids: list | None = None, highlight: set |
     # plain list work, not DataFrame cell access: 100k rows take well under a second
     df["hover"] = [f"node {i}<br>{esc(ids_[i])}<br>{esc(tasks_[i])} · {esc(srcs_[i])}{prompt(i)}" for i in range(n)]
     return df
+
+
+def display_mask(visible: np.ndarray, keep: np.ndarray, max_points: int, seed: int = 0) -> np.ndarray:
+    """Which nodes the browser draws: all visible ones up to ``max_points``; beyond that a fixed random
+    subset of the visible nodes plus every ``keep`` node (selection, focus, neighbours).
+
+    Server-side downsampling keeps the map light at 100k+ nodes while the subset stays the same from
+    one rerun to the next (seeded), so panning does not make points jump. Returns a bool mask [N].
+    """
+    visible = np.asarray(visible, bool)
+    keep = np.asarray(keep, bool) & visible
+    n_vis = int(visible.sum())
+    if n_vis <= max_points:
+        return visible.copy()
+    rank = np.random.default_rng(seed).permutation(len(visible))  # node -> a fixed pseudo-random rank
+    vis_idx = np.flatnonzero(visible & ~keep)
+    budget = max(0, max_points - int(keep.sum()))
+    chosen = vis_idx[np.argsort(rank[vis_idx], kind="stable")[:budget]]
+    out = keep.copy()
+    out[chosen] = True
+    return out

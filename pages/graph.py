@@ -15,7 +15,7 @@ import streamlit.components.v1 as components
 
 from g2is_core import netview
 from g2is_core.graph import InstructionGraph
-from g2is_core.layout import find_layout, map_frame
+from g2is_core.layout import display_mask, find_layout, map_frame
 from g2is_core.selection import list_runs, load_dataset
 from g2is_core.workspace import read_sidecar
 from pages import _ui
@@ -23,6 +23,7 @@ from pages import _ui
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
            "#bab0ac", "#1f77b4", "#2ca02c"]
 BIG = 20_000  # above this many nodes, hover text carries no prompt (keeps the page light)
+MAX_DRAWN = 25_000  # above this many visible nodes the browser gets a fixed subset (plus selection and focus)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the graph")
@@ -170,11 +171,20 @@ focus = st.session_state["graph_focus"]
 if focus is not None and not 0 <= focus < g.n:
     focus = st.session_state["graph_focus"] = None
 
-st.caption(f"{int(visible.sum())} of {len(df)} nodes shown · layout: {lmeta.get('note', '')} · "
+keep = df["selected"].to_numpy().copy()
+if focus is not None:
+    keep[int(focus)] = True
+    keep[g.neighbors[int(focus)]] = True
+draw_all = st.toggle("Draw every point", value=False, key="graph_all",
+                     help=f"Above {MAX_DRAWN:,} visible nodes the map draws a fixed subset plus the selection and "
+                          "the focused neighbourhood; drawing all of them makes the page slower.")
+drawn = visible.copy() if draw_all else display_mask(visible, keep, MAX_DRAWN)
+note = "" if int(drawn.sum()) == int(visible.sum()) else f" ({int(drawn.sum()):,} drawn)"
+st.caption(f"{int(visible.sum()):,} of {len(df):,} nodes shown{note} · layout: {lmeta.get('note', '')} · "
            f"{len(highlight)} highlighted · click a point to focus it")
 left, right = st.columns([3, 2])
 with left:
-    fig = _map(df, colour_by, focus, g, visible)
+    fig = _map(df, colour_by, focus, g, drawn)
     st.plotly_chart(fig, key="graph_map", on_select="rerun", selection_mode="points", width="stretch",
                     config={"scrollZoom": True, "displaylogo": False})
 with right:

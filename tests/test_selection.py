@@ -336,3 +336,17 @@ def test_map_frame_escapes_hover_text():
     assert df["selected"].tolist() == [False, True] and df["task"].tolist() == ["t", "t"]
     with pytest.raises(ValueError, match="other data"):
         map_frame(coords, rs[:1])
+
+
+def test_display_mask_downsamples_but_keeps_selection_and_is_stable():
+    from g2is_core.layout import display_mask
+
+    n = 1000
+    visible = np.ones(n, bool)
+    visible[:100] = False
+    keep = np.zeros(n, bool)
+    keep[[5, 500, 999]] = True   # node 5 is filtered out: filters win over keep
+    m = display_mask(visible, keep, max_points=200)
+    assert m.sum() == 200 and m[500] and m[999] and not m[5] and not m[:100].any()
+    assert np.array_equal(m, display_mask(visible, keep, max_points=200))  # same subset on every rerun
+    assert np.array_equal(display_mask(visible, keep, max_points=5000), visible)
