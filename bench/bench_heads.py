@@ -27,6 +27,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=36, help="samples in all (spread over the tasks)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--context", type=int, default=0,
+                    help="prepend a system message of about this many filler words (longer sequences: the "
+                         "attention matrices grow as T^2, the rest as T)")
     ap.add_argument("--json", help="also write the result here")
     a = ap.parse_args(argv)
 
@@ -43,6 +46,14 @@ def main(argv=None) -> int:
     tasks = a.tasks.split(",")
     per = max(1, a.n // len(tasks))
     recs = [r for t in tasks for r in make_task_records(t, per, 0, "dev")]
+    if a.context > 0:
+        import dataclasses
+        import random
+
+        words = "table value key list item note row entry field record".split()
+        rng = random.Random(0)
+        recs = [dataclasses.replace(r, messages=({"role": "system", "content": " ".join(
+            rng.choice(words) for _ in range(a.context))},) + tuple(r.messages)) for r in recs]
     enc, _ = encode_all(lm.tokenizer, recs)
     pad = lm.tokenizer.pad_token_id
     res = {}
@@ -59,7 +70,7 @@ def main(argv=None) -> int:
     rel = diff / float(np.abs(res["eager"]["pattern"].per_sample).max())
     ratio = res["gate"]["samples_per_s"] / res["eager"]["samples_per_s"]
     summary = {"model": a.model, "n_layers": lm.n_layers, "n_heads": lm.n_heads, "n_kv_heads": lm.n_kv_heads,
-               "samples": len(enc), "mean_tokens": float(np.mean([e.length for e in enc])), "batch_size": a.batch_size,
+               "samples": len(enc), "context_words": a.context, "mean_tokens": float(np.mean([e.length for e in enc])), "batch_size": a.batch_size,
                "threads": threads, "repeats": a.repeats, "load_avg_1min": os.getloadavg()[0],
                "gate_samples_per_s": res["gate"]["samples_per_s"], "eager_samples_per_s": res["eager"]["samples_per_s"],
                "ratio": ratio, "max_abs_diff": diff, "max_abs_diff_ap": diff_ap, "max_rel_diff": rel, "dtype": "fp32"}

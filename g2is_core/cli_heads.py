@@ -203,15 +203,20 @@ def report(st, f: dict[str, Any]) -> str:
              "Finding 1: per task (means over seeds; Gini/CV of the raw AP)", "",
              "| task | kind | acc before | acc after | loss first -> last | Gini before -> after | CV before -> after | sum AP before -> after |",
              "|---|---|---|---|---|---|---|---|"]
-    for t, r in f["tasks"].items():
+    order = f.get("order") or list(f["tasks"])
+    for t in order:
+        r = f["tasks"][t]
         lines.append(f"| {t} | {r['kind']} | {_f(r['accuracy_before'], 2)} | {_f(r['accuracy_after'], 2)} | "
                      f"{_f(r['loss_first'], 2)} -> {_f(r['loss_last'], 2)} | {_f(r['gini_before'])} -> {_f(r['gini_after'])} | "
                      f"{_f(r['cv_before'])} -> {_f(r['cv_after'])} | {r['sum_before']:.3g} -> {r['sum_after']:.3g} |")
-    tasks = list(f["tasks"])
+    tasks = order
     S = np.array(f["similarity"]["pearson"])
     off = S[~np.eye(len(S), dtype=bool)] if len(S) > 1 else np.array([])
     lines += ["", "Task specificity (normalised dAP, mean over seeds): Pearson between different tasks "
               f"mean {_f(float(off.mean()) if off.size else float('nan'))}"]
+    if len(S) > 1:
+        best = sorted(((S[i, j], tasks[i], tasks[j]) for i in range(len(S)) for j in range(i + 1, len(S))), reverse=True)
+        lines.append("- most similar pairs: " + ", ".join(f"{a}~{b} {v:.2f}" for v, a, b in best[:6]))
     for key, v in f["noise_floor"].items():
         lines.append(f"- noise floor {key}: same task {_f(v['within_mean'])}, different tasks {_f(v['between'])}")
     if f["composition"]:

@@ -52,9 +52,9 @@ class StudyConfig:
     measure_at: tuple[int, ...] = (0, 10, 20, 40)  # steps at which the AP is measured (0 = before SFT)
     method: str = "full"                     # "full" fine-tuning or "lora"
     lr: float = 5e-5                         # peak learning rate (linear warmup 10%, linear decay)
-    batch_size: int = 4                      # samples per optimizer step
-    n_pattern: int = 16                      # held-apart dev samples for the AP
-    n_eval: int = 32                         # test samples for exact-match accuracy
+    batch_size: int = 2                      # samples per optimizer step
+    n_pattern: int = 12                      # held-apart dev samples for the AP
+    n_eval: int = 24                         # test samples for exact-match accuracy
     max_new_tokens: int = 12                 # greedy generation budget for accuracy
     lora_r: int = 16
     lora_alpha: int = 32
@@ -151,8 +151,6 @@ def relative_change_by_module(before: dict[str, np.ndarray], after: dict[str, np
 
 # ----------------------------------------------------------------------------- the study
 def study_dir(cfg: StudyConfig, workspace: Workspace | None = None) -> Path:
-    from .models import load_model  # noqa: F401  (identity needs the same spec resolution)
-
     ws = workspace or Workspace()
     return ws.artefact_dir(KIND, {"study": cfg.to_dict(), "code": 1})
 
@@ -346,7 +344,8 @@ class HeadStudy:
 def study_findings(st: HeadStudy, *, n_perm: int = 1000, k: int = 10, seed: int = 0) -> dict[str, Any]:
     """Findings 1-3 with their nulls, as plain JSON-able numbers (see docs/heads.md)."""
     tasks = st.tasks
-    out: dict[str, Any] = {"tasks": {}, "n_perm": n_perm, "k": k}
+    # "order" fixes the rows/columns of the similarity matrices (JSON objects may come back key-sorted).
+    out: dict[str, Any] = {"order": list(tasks), "tasks": {}, "n_perm": n_perm, "k": k}
     # Finding 1: per task concentration and change.
     for t in tasks:
         rows = []

@@ -53,7 +53,7 @@ def _findings(path: str, stamp: float, n_perm: int) -> dict:  # noqa: ARG001
     f = Path(path) / "findings.json"   # written by `g2is heads study` once the study is complete
     if f.exists() and (Path(path) / "sidecar.json").exists():
         got = read_json(f)
-        if got.get("n_perm") == n_perm:
+        if got.get("n_perm") == n_perm and "order" in got:
             return got
     return study_findings(HeadStudy.load(path), n_perm=n_perm)
 
@@ -142,7 +142,8 @@ st.subheader("Per task: accuracy and concentration")
 rows = [{"task": t, "kind": r["kind"], "accuracy before": r["accuracy_before"], "accuracy after": r["accuracy_after"],
          "loss first": r["loss_first"], "loss last": r["loss_last"], "Gini before": r["gini_before"],
          "Gini after": r["gini_after"], "CV before": r["cv_before"], "CV after": r["cv_after"],
-         "ΣAP before": r["sum_before"], "ΣAP after": r["sum_after"]} for t, r in F["tasks"].items()]
+         "ΣAP before": r["sum_before"], "ΣAP after": r["sum_after"]}
+        for t, r in ((t, F["tasks"][t]) for t in (F.get("order") or list(F["tasks"])))]
 st.dataframe(pd.DataFrame(rows).style.format(precision=3), hide_index=True, width="stretch")
 st.caption("A task the model did not learn (accuracy after ≈ before, loss barely falling) has no meaningful change; "
            "read its pattern with care.")
@@ -158,7 +159,7 @@ st.subheader("Task specificity")
 m = st.radio("Similarity of normalised changes", ["pearson", "spearman", "jaccard"], horizontal=True, key="heads_sim",
              help=f"jaccard: overlap of the top-{F['k']} heads")
 S = np.array(F["similarity"][m])
-names = list(F["tasks"])
+names = F.get("order") or list(F["tasks"])
 fig = go.Figure(go.Heatmap(z=S, x=names, y=names, colorscale="RdBu", reversescale=True, zmid=0.0 if m != "jaccard" else None,
                            text=[[f"{a} vs {b}: {S[i, j]:.3f}" for j, b in enumerate(names)] for i, a in enumerate(names)],
                            hoverinfo="text"))

@@ -107,7 +107,7 @@ def test_tiny_study_end_to_end(tmp_path):
     assert r["param_change"]["all"] > 0 and "q_proj" in r["param_change"]
     f = st.findings(n_perm=50)
     json.dumps(f)                                              # plain JSON-able numbers
-    assert set(f["tasks"]) == set(cfg.tasks)
+    assert set(f["tasks"]) == set(cfg.tasks) and f["order"] == list(cfg.tasks)
     assert "add_reverse" in f["composition"]
     comp = f["composition"]["add_reverse"]
     assert comp["controls"] == ["upper"] and 0 < comp["change_norm_ols"]["p_value"] <= 1
