@@ -24,7 +24,7 @@ Runs finished before an interruption are kept; the same command resumes with the
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -79,10 +79,10 @@ class StudyConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def train_config(self, seed: int):
+    def train_config(self, seed: int, steps: int | None = None):
         from .training import TrainConfig
 
-        return TrainConfig(lr=self.lr, max_steps=self.steps, batch_size=self.batch_size, warmup_ratio=0.1,
+        return TrainConfig(lr=self.lr, max_steps=self.steps if steps is None else steps, batch_size=self.batch_size, warmup_ratio=0.1,
                            seed=seed, bf16=self.bf16, save_every=10 ** 9)
 
 
@@ -496,12 +496,11 @@ def run_mix(study: HeadStudy, mcfg: MixConfig, workspace: Workspace | None = Non
         if w is not None:
             recs, counts = _mix_records(w, n_mix, mcfg.seed)
             enc, _ = encode_all(tok, recs)
-            r = train(model, enc, replace(cfg, steps=mcfg.mix_steps).train_config(mcfg.seed), pad_id=tok.pad_token_id)
+            r = train(model, enc, cfg.train_config(mcfg.seed, mcfg.mix_steps), pad_id=tok.pad_token_id)
             info["mix_counts"], info["mix_loss_last"] = counts, r.losses[-1]["loss"]
         if name != "base":
             enc, _ = encode_all(tok, tgt_recs)
-            r = train(model, enc, replace(cfg, steps=mcfg.target_steps).train_config(mcfg.seed),
-                      pad_id=tok.pad_token_id)
+            r = train(model, enc, cfg.train_config(mcfg.seed, mcfg.target_steps), pad_id=tok.pad_token_id)
             info["target_loss_last"] = r.losses[-1]["loss"]
         acc, preds = exact_match(model, tok, eval_recs, max_new_tokens=cfg.max_new_tokens)
         info.update({"accuracy": acc, "predictions": preds[:6]})

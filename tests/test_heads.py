@@ -119,7 +119,7 @@ def test_tiny_study_end_to_end(tmp_path):
     assert list_studies(ws)[0] == st.dir
     assert HeadStudy.load(st.dir).runs == st.runs
     # The application on the tiny study.
-    res = run_mix(st, MixConfig(target="add_reverse", n_target=4, mix_steps=2, target_steps=2, n_eval=3), ws,
+    res = run_mix(st, MixConfig(target="add_reverse", n_target=4, mix_steps=5, target_steps=1, n_eval=3), ws,
                   log=lambda *_: None)
     assert set(res["conditions"]) == {"base", "target_only", "random_mix", "weighted_mix"}
     assert sum(res["weights"].values()) == pytest.approx(1.0)
