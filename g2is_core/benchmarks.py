@@ -16,20 +16,31 @@ PRIMARY = ("accuracy", "em", "f1", "nll")
 LOWER_IS_BETTER = {"nll", "ppl"}
 
 
-def primary_metric(metrics: dict[str, Any] | None) -> tuple[str | None, float | None]:
-    for k in PRIMARY:
+def primary_metric(metrics: dict[str, Any] | None, prefer: str | None = None) -> tuple[str | None, float | None]:
+    """(name, value) of ``prefer`` when the row has it, else of the first of :data:`PRIMARY` it has."""
+    for k in ((prefer,) if prefer else ()) + PRIMARY:
         if metrics and k in metrics and metrics[k] is not None:
             return k, float(metrics[k])
     return None, None
 
 
-def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def available_metrics(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Metric names that finished rows report, primary ones first (for a metric picker)."""
+    seen: list[str] = []
+    for r in rows:
+        for k in (r.get("metrics") or {}) if r.get("status") == "done" else ():
+            if k not in seen and not k.startswith("n_"):
+                seen.append(k)
+    return sorted(seen, key=lambda k: (PRIMARY.index(k) if k in PRIMARY else len(PRIMARY), k))
+
+
+def rows_frame(rows: Iterable[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
     """One line per finished registry row: experiment, target, method, ratio, seed, metric, value."""
     recs = []
     for r in rows:
         if r.get("status") != "done":
             continue
-        name, val = primary_metric(r.get("metrics"))
+        name, val = primary_metric(r.get("metrics"), metric)
         recs.append({"experiment": r["experiment"], "target": r["target"], "method": r["method"],
                      "ratio": r["ratio"], "seed": r["seed"], "metric": name, "value": val,
                      "n_train": (r.get("metrics") or {}).get("n_train"),
@@ -40,9 +51,13 @@ def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
                                        "n_train", "train_s", "select_s", "selection", "train_dir"])
 
 
-def summary_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Mean and spread over seeds per (experiment, target, method, ratio), with deltas vs baselines."""
-    df = rows_frame(rows)
+def summary_table(rows: Iterable[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
+    """Mean and spread over seeds per (experiment, target, method, ratio), with deltas vs baselines.
+
+    ``metric``: which metric to tabulate (default: each row's primary one). For NLL/perplexity lower
+    is better, so a negative delta is an improvement there.
+    """
+    df = rows_frame(rows, metric)
     cols = ["experiment", "target", "metric", "method", "ratio", "n_seeds", "mean", "std",
             "vs_random", "vs_full", "vs_base"]
     if df.empty:

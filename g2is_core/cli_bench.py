@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = bsub.add_parser("show", help="print an experiment's results table")
     s.add_argument("experiment", nargs="?", help="experiment name (default: all)")
     s.add_argument("--csv", help="also write the table to this CSV file")
+    s.add_argument("--metric", help="metric to tabulate (default: each row's primary one: accuracy, em, f1 or nll)")
     s.set_defaults(func=_show)
     d = sub.add_parser("demo", help="the whole chain on the embedded default (built-in pool, composite targets, "
                                     "default model)")
@@ -49,17 +50,17 @@ def _show(args) -> int:
     if not rows:
         print("no results yet; run `g2is bench run SPEC` or `g2is demo`")
         return 0
-    table = _print_table(rows)
+    table = _print_table(rows, args.metric)
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"written {args.csv}")
     return 0
 
 
-def _print_table(rows) -> "object":
+def _print_table(rows, metric: str | None = None) -> "object":
     from .benchmarks import summary_table
 
-    table = summary_table(rows)
+    table = summary_table(rows, metric)
     with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(index=False))
     return table

@@ -18,6 +18,7 @@ Example (YAML)::
     seeds: [0, 1]
     train: {lr: 2.0e-4, epochs: 2, batch_size: 8, max_length: 256, lora: {r: 8, alpha: 32, dropout: 0.0}}
     selection: {}                  # options passed to the selection methods (features, delta, k, ...)
+    eval: {loglik: true}           # evaluate() options; loglik: also score the gold answer's NLL
 """
 from __future__ import annotations
 
@@ -298,10 +299,16 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         lm.model = model
         train_dir = str(train_dir)
     t2 = time.perf_counter()
-    res = evaluate(lm, target.eval, limit=target.eval_limit, seed=0, **spec.eval,
-                   progress=lambda f, m: progress(0.8 + 0.2 * f, f"eval: {m}"))
-    timings["eval_s"] = time.perf_counter() - t2
+    eval_kw = {k: v for k, v in spec.eval.items() if k != "loglik"}
+    res = evaluate(lm, target.eval, limit=target.eval_limit, seed=0, **eval_kw,
+                   progress=lambda f, m: progress(0.8 + 0.1 * f, f"eval: {m}"))
     metrics = {**res.metrics, "n_eval": res.n, "n_train": len(chosen)}
+    if spec.eval.get("loglik") and res.protocol != "loglik":
+        # The gold answer's log-likelihood moves even when a small model's exact match stays at 0.
+        ll = evaluate(lm, target.eval, limit=target.eval_limit, seed=0, protocol="loglik",
+                      progress=lambda f, m: progress(0.9 + 0.1 * f, f"eval (loglik): {m}"))
+        metrics.update({"nll": ll.metrics["nll"], "ppl": ll.metrics["ppl"]})
+    timings["eval_s"] = time.perf_counter() - t2
     return metrics, timings, sel_dir, train_dir
 
 

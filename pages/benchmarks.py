@@ -38,7 +38,10 @@ if not exps:
     st.stop()
 exp = st.selectbox("Experiment", exps)
 rows = _rows(str(reg_path), exp)
-table = benchmarks.summary_table(rows)
+metrics = benchmarks.available_metrics(rows)
+metric = st.selectbox("Metric", metrics, help="accuracy / em / f1: higher is better; nll / ppl (the gold answer's "
+                      "negative log-likelihood): lower is better") if metrics else None
+table = benchmarks.summary_table(rows, metric)
 n_fail = sum(r["status"] == "failed" for r in rows)
 n_run = sum(r["status"] == "running" for r in rows)
 c1, c2, c3 = st.columns(3)

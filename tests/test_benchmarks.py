@@ -68,3 +68,14 @@ def test_two_processes_cannot_both_claim_a_row(tmp_path):
     assert not reg.claim("k2", "e", "t", "m", 0.1, 0, {})   # the child holds it and is alive
     p.join()
     assert reg.claim("k2", "e", "t", "m", 0.1, 0, {})       # a dead owner's claim is taken over
+
+
+def test_metric_choice_and_available_metrics():
+    from g2is_core.benchmarks import available_metrics
+
+    rows = [{**_row("t", "random", 0.1, 0, 0.0), "metrics": {"accuracy": 0.0, "nll": 2.0, "ppl": 7.4, "n_eval": 4}},
+            {**_row("t", "g2is", 0.1, 0, 0.0), "metrics": {"accuracy": 0.0, "nll": 1.5, "ppl": 4.5, "n_eval": 4}}]
+    assert available_metrics(rows) == ["accuracy", "nll", "ppl"]
+    tab = summary_table(rows, "nll")
+    g = tab[tab.method == "g2is"].iloc[0]
+    assert g["metric"] == "nll" and math.isclose(g["vs_random"], -0.5)
