@@ -172,9 +172,10 @@ def test_other_pages_are_inert(page, app_url, hostile, path, heading):
     page.goto(f"{app_url}/{path}")
     page.get_by_role("heading", name=heading).first.wait_for()
     _wait_idle(page)
-    body = _assert_clean(page, dialogs)
-    if path == "runs":
-        assert f"job {SCRIPT}{IMG}" in body                  # the job name, literally
+    _assert_clean(page, dialogs)
+    if path == "runs":  # the job name, literally (the job list is a fragment that re-renders: wait for it)
+        page.get_by_text(f"job {SCRIPT}{IMG}").first.wait_for(state="attached", timeout=TIMEOUT_MS)
+        _assert_clean(page, dialogs)
     if path == "benchmarks":                                 # the experiment picker shows the name as text
         page.get_by_text(f"exp{SCRIPT}").first.wait_for(state="attached", timeout=TIMEOUT_MS)  # a grid cell's text
         _assert_clean(page, dialogs)
