@@ -34,6 +34,17 @@ def available_metrics(rows: Iterable[dict[str, Any]]) -> list[str]:
     return sorted(seen, key=lambda k: (PRIMARY.index(k) if k in PRIMARY else len(PRIMARY), k))
 
 
+def default_metric(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The metric a table opens on: the first available one whose values differ between rows (a metric
+    that is 0.0 everywhere, like a small model's exact match, says nothing), else the first."""
+    names = available_metrics(rows)
+    for k in names:
+        vals = {(r.get("metrics") or {}).get(k) for r in rows if r.get("status") == "done"}
+        if len(vals - {None}) > 1:
+            return k
+    return names[0] if names else None
+
+
 def rows_frame(rows: Iterable[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
     """One line per finished registry row: experiment, target, method, ratio, seed, metric, value."""
     recs = []

@@ -39,7 +39,8 @@ if not exps:
 exp = st.selectbox("Experiment", exps)
 rows = _rows(str(reg_path), exp)
 metrics = benchmarks.available_metrics(rows)
-metric = st.selectbox("Metric", metrics, help="accuracy / em / f1: higher is better; nll / ppl (the gold answer's "
+first = benchmarks.default_metric(rows)
+metric = st.selectbox("Metric", metrics, index=metrics.index(first) if first in metrics else 0, help="accuracy / em / f1: higher is better; nll / ppl (the gold answer's "
                       "negative log-likelihood): lower is better") if metrics else None
 table = benchmarks.summary_table(rows, metric)
 n_fail = sum(r["status"] == "failed" for r in rows)

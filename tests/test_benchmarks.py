@@ -79,3 +79,13 @@ def test_metric_choice_and_available_metrics():
     tab = summary_table(rows, "nll")
     g = tab[tab.method == "g2is"].iloc[0]
     assert g["metric"] == "nll" and math.isclose(g["vs_random"], -0.5)
+
+
+def test_default_metric_skips_a_constant_one():
+    from g2is_core.benchmarks import default_metric
+
+    rows = [{**_row("t", m, 0.1, 0, 0.0), "metrics": {"accuracy": 0.0, "nll": v}} for m, v in (("a", 1.0), ("b", 2.0))]
+    assert default_metric(rows) == "nll"
+    rows[1]["metrics"]["accuracy"] = 0.5
+    assert default_metric(rows) == "accuracy"
+    assert default_metric([]) is None
