@@ -28,6 +28,7 @@ KIND = "layouts"
 MIN_UMAP = 15
 METHODS = ("umap", "pca")  # pca: the first two principal components (instant; previews and tests)
 PCA_DIMS = 50
+MAX_FIT = 20_000  # above this many rows the maps are fitted on a sample and rows are placed block by block
 
 
 def layout_dir(ws: Workspace, features_key: str, **cfg: Any) -> Path:
@@ -54,31 +55,68 @@ def _pca2(x: np.ndarray, seed: int) -> np.ndarray:
     return np.c_[z, np.zeros((len(z), 2 - z.shape[1]), np.float32)] if z.shape[1] < 2 else z
 
 
+def _unit(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, dtype=np.float32)
+    return b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+
+
 def compute_layout(features: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
-                   block: int = 16384, method: str = "umap") -> tuple[np.ndarray, str]:
-    """[N, 2] float32 coordinates of the rows of ``features`` [N, d], and a note naming the method used."""
-    x = np.asarray(features)
-    if x.ndim != 2 or x.shape[0] < 1:
+                   block: int = 16384, method: str = "umap", max_fit: int = MAX_FIT) -> tuple[np.ndarray, str]:
+    """[N, 2] float32 coordinates of the rows of ``features`` [N, d], and a note naming the method used.
+
+    Memory stays bounded for any N: above ``max_fit`` rows, PCA and UMAP are fitted on a seeded sample
+    of ``max_fit`` rows and every row is then placed with the fitted maps, block by block, reading
+    ``features`` (a memmap is fine) one block at a time; only the [N, 2] output grows with N.
+    """
+    x = features
+    if getattr(x, "ndim", None) != 2 or x.shape[0] < 1:
+        x = np.asarray(x)
         raise ValueError(f"features must be a non-empty 2-D array [N, d]; got shape {x.shape}")
     n = x.shape[0]
-    xs = np.empty((n, x.shape[1]), np.float32)
-    for a in range(0, n, block):  # normalise block by block (the input may be an fp16 memmap)
-        b = np.asarray(x[a:a + block], dtype=np.float32)
-        xs[a:a + block] = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     if n < 3:
         out = np.zeros((n, 2), np.float32)
         out[:, 0] = np.arange(n)
         return out, f"PCA skipped: only {n} row(s); points placed on a line"
+    if n > max_fit and method == "umap":
+        return _layout_by_sample(x, n_neighbors, min_dist, seed, block, max_fit)
+    xs = np.empty((n, x.shape[1]), np.float32)
+    for a in range(0, n, block):  # normalise block by block (the input may be an fp16 memmap)
+        xs[a:a + block] = _unit(x[a:a + block])
     if method == "pca":
         return _pca2(xs, seed), "PCA (first two components), as asked"
     if n < MIN_UMAP:
         return _pca2(xs, seed), f"PCA (first two components): only {n} rows, UMAP needs at least {MIN_UMAP}"
+    z = _pca(xs, PCA_DIMS, seed) if xs.shape[1] > PCA_DIMS else xs
+    return _umap(z, n_neighbors, min_dist, seed).fit_transform(z).astype(np.float32), \
+        "UMAP (cosine) of the features after PCA to 50 dims"
+
+
+def _umap(z: np.ndarray, n_neighbors: int, min_dist: float, seed: int):
     import umap
 
-    z = _pca(xs, PCA_DIMS, seed) if xs.shape[1] > PCA_DIMS else xs
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(int(n_neighbors), n - 1), min_dist=min_dist,
-                        metric="cosine", random_state=seed, init="spectral" if n > 2 * n_neighbors else "random")
-    return reducer.fit_transform(z).astype(np.float32), "UMAP (cosine) of the features after PCA to 50 dims"
+    n = len(z)
+    return umap.UMAP(n_components=2, n_neighbors=min(int(n_neighbors), n - 1), min_dist=min_dist, metric="cosine",
+                     random_state=seed, init="spectral" if n > 2 * n_neighbors else "random")
+
+
+def _layout_by_sample(x, n_neighbors: int, min_dist: float, seed: int, block: int, max_fit: int):
+    from sklearn.decomposition import PCA
+
+    n = x.shape[0]
+    fit_rows = np.sort(np.random.default_rng(seed).choice(n, size=max_fit, replace=False))
+    sample = _unit(np.concatenate([np.asarray(x[fit_rows[a:a + block]]) for a in range(0, max_fit, block)]))
+    pca = PCA(n_components=min(PCA_DIMS, sample.shape[1]), random_state=seed).fit(sample) \
+        if sample.shape[1] > PCA_DIMS else None
+    z = pca.transform(sample).astype(np.float32) if pca is not None else sample
+    reducer = _umap(z, n_neighbors, min_dist, seed).fit(z)
+    del sample, z
+    out = np.empty((n, 2), np.float32)
+    for a in range(0, n, block):
+        b = _unit(x[a:a + block])
+        zb = pca.transform(b).astype(np.float32) if pca is not None else b
+        out[a:a + block] = reducer.transform(zb)
+    return out, (f"UMAP (cosine, after PCA to 50 dims) fitted on a seeded sample of {max_fit:,} of {n:,} rows; "
+                 "every row placed with the fitted maps, block by block (bounded memory)")
 
 
 def layout(features: np.ndarray, features_key: str | None = None, workspace: Workspace | None = None, *,

@@ -350,3 +350,20 @@ def test_display_mask_downsamples_but_keeps_selection_and_is_stable():
     assert m.sum() == 200 and m[500] and m[999] and not m[5] and not m[:100].any()
     assert np.array_equal(m, display_mask(visible, keep, max_points=200))  # same subset on every rerun
     assert np.array_equal(display_mask(visible, keep, max_points=5000), visible)
+
+
+@pytest.mark.slow
+def test_sampled_layout_is_deterministic_and_keeps_clusters_apart():
+    from g2is_core.layout import compute_layout
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 32))
+    labels = rng.integers(0, 4, 1200)
+    x = (centres[labels] + 0.2 * rng.normal(size=(1200, 32))).astype(np.float16)  # an fp16 store's rows
+    xy, note = compute_layout(x, max_fit=400, block=256)
+    assert xy.shape == (1200, 2) and "sample of 400" in note
+    assert np.array_equal(xy, compute_layout(x, max_fit=400, block=256)[0])
+    # every row (most never seen by the fit) lands nearest to the centroid of its own cluster
+    cents = np.stack([xy[labels == k].mean(0) for k in range(4)])
+    nearest = np.argmin(((xy[:, None, :] - cents[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == labels).mean() > 0.95
