@@ -28,6 +28,7 @@ KIND = "layouts"
 MIN_UMAP = 15
 METHODS = ("umap", "pca")  # pca: the first two principal components (instant; previews and tests)
 PCA_DIMS = 50
+DISPLAY_MAX = 25_000  # the map draws at most this many points (display_mask) unless asked for all
 MAX_FIT = 20_000  # above this many rows the maps are fitted on a sample and rows are placed block by block
 
 

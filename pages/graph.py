@@ -15,7 +15,7 @@ import streamlit.components.v1 as components
 
 from g2is_core import netview
 from g2is_core.graph import InstructionGraph
-from g2is_core.layout import display_mask, find_layout, map_frame
+from g2is_core.layout import DISPLAY_MAX, display_mask, find_layout, map_frame
 from g2is_core.selection import list_runs, load_dataset
 from g2is_core.workspace import read_sidecar
 from pages import _ui
@@ -23,12 +23,20 @@ from pages import _ui
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
            "#bab0ac", "#1f77b4", "#2ca02c"]
 BIG = 20_000  # above this many nodes, hover text carries no prompt (keeps the page light)
-MAX_DRAWN = 25_000  # above this many visible nodes the browser gets a fixed subset (plus selection and focus)
+MAX_DRAWN = DISPLAY_MAX  # above this many visible nodes the browser gets a fixed subset (plus selection and focus)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the graph")
 def _graph(path: str, stamp: float) -> InstructionGraph:  # noqa: ARG001  (stamp keys the cache)
     return InstructionGraph.load(path)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the records")
+def _records_by_id(data_hash: str | None, root: str) -> dict:
+    """id -> Record for the graph's pool, shared by every session (read-only), loaded once per data hash."""
+    from g2is_core.workspace import Workspace
+
+    return {r.id: r for r in (load_dataset(data_hash, Workspace(root)) or [])} if data_hash else {}
 
 
 @st.cache_data(max_entries=4, show_spinner="Loading the layout and records")
@@ -84,12 +92,12 @@ def _map(df, colour_by: str, focus: int | None, g: InstructionGraph, visible) ->
     return fig
 
 
-def _record_view(df, records_known: bool, node: int, g: InstructionGraph) -> None:
+def _record_view(df, records_by_id: dict, node: int, g: InstructionGraph) -> None:
     row = df.iloc[node]
     st.markdown(f"**Node {node}**")
     st.text(f"id: {row['id']}\nsource: {row['source']}\ntask: {row['task']}")
-    if records_known:
-        rec = st.session_state.get("_graph_records", {}).get(row["id"])
+    if records_by_id:
+        rec = records_by_id.get(row["id"])
         if rec is not None:
             for m in rec.messages:
                 st.caption(m["role"])
@@ -140,9 +148,7 @@ if df is None:
                     ["g2is graph build --train-store <the same stores> --layout umap"])
     st.stop()
 records_known = df["source"].iat[0] != "(unknown)"
-if records_known and st.session_state.get("_graph_records_hash") != data_hash:
-    st.session_state["_graph_records"] = {r.id: r for r in (load_dataset(data_hash, ws) or [])}
-    st.session_state["_graph_records_hash"] = data_hash
+records_by_id = _records_by_id(data_hash, str(ws.root)) if records_known else {}
 
 f1, f2 = c3.columns(2)
 src_f = f1.multiselect("Sources", sorted(df["source"].unique()), key="graph_src")
@@ -193,7 +199,7 @@ with right:
     if focus is None:
         st.info("Click a point on the map (or type a node number) to see its record and neighbours.")
     else:
-        _record_view(df, records_known, int(focus), g)
+        _record_view(df, records_by_id, int(focus), g)
 
 if focus is not None:
     st.subheader("Neighbourhood")
@@ -204,8 +210,7 @@ if focus is not None:
     cats = _colours(sorted(df["task"].unique().tolist()))
     items = [{"id": v, "label": f"{v} {df['task'].iat[v]}", "color": cats.get(df["task"].iat[v], "#999"),
               "title": f"node {v} · {df['id'].iat[v]} · {df['task'].iat[v]}\n" + (
-                  st.session_state.get("_graph_records", {}).get(df["id"].iat[v]).prompt
-                  if records_known and df["id"].iat[v] in st.session_state.get("_graph_records", {}) else "")}
+                  records_by_id[df["id"].iat[v]].prompt if df["id"].iat[v] in records_by_id else "")}
              for v in nodes]
     edges = netview.edges_among(g.neighbors, g.sims, nodes)
     components.html(netview.network_html(items, edges, focus=int(focus), height=520), height=640, scrolling=True)
