@@ -42,3 +42,20 @@ def tiny():
     from g2is_core.models import load_model
 
     return load_model("tiny")
+
+
+@pytest.fixture
+def unsupported_gguf(tmp_path) -> Path:
+    """A valid GGUF file of an architecture transformers cannot load ("notallama")."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "weird.gguf"
+    w = gguf.GGUFWriter(str(path), "notallama")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -281,20 +281,10 @@ def test_store_from_another_model_is_refused(capsys, workspace, tmp_path):
 
 
 # ============================================================================ models
-def test_models_unsupported_gguf_and_corrupt_safetensors(capsys, workspace, tmp_path):
-    import gguf
-
+def test_models_unsupported_gguf_and_corrupt_safetensors(capsys, workspace, tmp_path, unsupported_gguf):
     from g2is_core.models import tiny_llama
 
-    path = tmp_path / "weird.gguf"
-    w = gguf.GGUFWriter(str(path), "notallama")
-    w.add_block_count(1)
-    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    assert_one_line(capsys, ["model", "info", path], r"cannot load this GGUF")
+    assert_one_line(capsys, ["model", "info", unsupported_gguf], r"cannot load this GGUF")
     (tmp_path / "junk.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64)
     assert_one_line(capsys, ["model", "info", tmp_path / "junk.gguf"], r"GGUF|model")
 

@@ -71,20 +71,9 @@ def test_missing_and_corrupt_models_give_clear_errors(tmp_path, workspace):
         load_model(tmp_path / "c", workspace=workspace)
 
 
-def test_gguf_of_unsupported_architecture_is_refused(tmp_path, workspace):
-    import gguf
-    import numpy as np
-
-    path = tmp_path / "weird.gguf"
-    w = gguf.GGUFWriter(str(path), "notallama")
-    w.add_block_count(1)
-    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+def test_gguf_of_unsupported_architecture_is_refused(unsupported_gguf, workspace):
     with pytest.raises(ModelError, match="cannot load this GGUF"):
-        load_model(path, workspace=workspace)
+        load_model(unsupported_gguf, workspace=workspace)
 
 
 def test_default_model_absent_without_fetch(workspace):
