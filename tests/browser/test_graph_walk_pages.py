@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from stwait import wait_idle
 
 TIMEOUT_MS = 60_000
 pytestmark = pytest.mark.browser
 N_PER, D = 20, 16
-
-
-def _wait_idle(page) -> None:
-    page.wait_for_selector('[data-testid="stApp"]', timeout=TIMEOUT_MS)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +61,7 @@ def test_graph_page_renders_points_and_focuses_a_node(page, app_url, seeded):
     page.goto(f"{app_url}/graph")
     page.get_by_role("heading", name="Instruction graph").first.wait_for()
     page.wait_for_selector(".js-plotly-plot")
-    _wait_idle(page)
+    wait_idle(page)
     page.wait_for_function(f"() => {{ const d = document.querySelector('.js-plotly-plot'); return ({_COUNT}) > 0; }}")
     assert _plot_points(page) >= n                      # every node is a point on the WebGL map
     body = page.inner_text("body")
@@ -77,7 +73,7 @@ def test_graph_page_renders_points_and_focuses_a_node(page, app_url, seeded):
     box.press("Enter")
     page.get_by_text("Node 3").first.wait_for()
     page.get_by_text("Neighbourhood").first.wait_for()
-    _wait_idle(page)
+    wait_idle(page)
     frame = page.frame_locator("iframe").first
     frame.locator("#mynetwork canvas").first.wait_for()
     assert "<b>question</b> 3 & co" in page.inner_text("body")   # record text shown as text, not HTML
@@ -90,7 +86,7 @@ def test_walk_page_replays_the_trajectory(page, app_url, seeded):
     page.goto(f"{app_url}/walk")
     page.get_by_role("heading", name="Walk").first.wait_for()
     page.get_by_text(f"Replaying step {n_sel} / {n_sel}").first.wait_for()
-    _wait_idle(page)
+    wait_idle(page)
     page.wait_for_function(f"() => {{ const d = document.querySelector('.js-plotly-plot'); return ({_COUNT}) > 0; }}")
     full = _plot_points(page)
     assert full >= n_sel
@@ -98,11 +94,11 @@ def test_walk_page_replays_the_trajectory(page, app_url, seeded):
     slider.focus()
     slider.press("Home")
     page.get_by_text(f"Replaying step 1 / {n_sel}").first.wait_for()
-    _wait_idle(page)
+    wait_idle(page)
     page.wait_for_function(f"() => {{ const d = document.querySelector('.js-plotly-plot'); return ({_COUNT}) < {full}; }}")
     slider.press("ArrowRight")
     page.get_by_text(f"Replaying step 2 / {n_sel}").first.wait_for()
-    _wait_idle(page)
+    wait_idle(page)
     body = page.inner_text("body")
     assert "Fill per component" in body and "Constraint rejections so far" in body
     assert "Compare with another run" in body and "Jaccard" in body

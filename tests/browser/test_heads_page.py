@@ -4,14 +4,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from stwait import wait_idle
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 120_000
-
-
-def _wait_idle(page, timeout: int = TIMEOUT_MS) -> None:
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +28,7 @@ def test_heads_page_renders_heatmap_for_stored_study(page, app_url, stored_study
     charts = page.locator('[data-testid="stPlotlyChart"]')
     charts.first.wait_for(state="visible", timeout=TIMEOUT_MS)
     page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(state="attached", timeout=TIMEOUT_MS)
-    _wait_idle(page)
+    wait_idle(page)
     body = page.inner_text("body")
     assert "Model tiny (2 layers × 4 heads, 2 KV heads)" in body   # the stored study's caption
     assert "Traceback" not in body and "could not be shown" not in body

@@ -6,14 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from stwait import wait_idle
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 120_000
-
-
-def _wait_idle(page, timeout: int = TIMEOUT_MS) -> None:
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +33,7 @@ def test_impact_page_renders_a_stored_study(page, app_url, stored_study):
     charts.first.wait_for(state="visible", timeout=TIMEOUT_MS)
     page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(state="attached", timeout=TIMEOUT_MS)
     page.get_by_text("Unlearning loss curves").first.wait_for(timeout=TIMEOUT_MS)
-    _wait_idle(page)
+    wait_idle(page)
     body = page.inner_text("body")
     assert stored_study.dir.name in body                      # the study selector names it
     assert "Traceback" not in body and "could not be shown" not in body

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from stwait import wait_idle
 
 TIMEOUT_MS = 60_000
 FIRST_RENDER_MS = 180_000   # the first Data render imports transformers and tokenises 1,440 records
@@ -20,13 +21,6 @@ PAGES = {  # url path -> a heading the page always shows
 }
 
 
-def _wait_idle(page, timeout: int = TIMEOUT_MS) -> None:
-    """Wait until Streamlit has finished the script run (the status widget disappears)."""
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
-
-
 def test_data_page_shows_builtin_suite(page, app_url):
     page.goto(app_url)
     page.get_by_role("link", name="Data").first.click()
@@ -34,7 +28,7 @@ def test_data_page_shows_builtin_suite(page, app_url):
     table.wait_for(state="visible", timeout=FIRST_RENDER_MS)
     page.get_by_text("Records by task").first.wait_for(timeout=FIRST_RENDER_MS)
     page.get_by_text("Token length").first.wait_for(timeout=FIRST_RENDER_MS)
-    _wait_idle(page, FIRST_RENDER_MS)
+    wait_idle(page, FIRST_RENDER_MS)
     body = page.inner_text("body")
     assert "builtin" in body                     # the source column / caption of the built-in suite
     assert "built-in pool" in body               # the caption naming the loaded data
@@ -50,7 +44,7 @@ def test_data_page_shows_builtin_suite(page, app_url):
 def test_every_page_renders_without_exception(page, app_url, path, heading):
     page.goto(f"{app_url}/{path}")
     page.get_by_role("heading", name=heading).first.wait_for(timeout=TIMEOUT_MS)
-    _wait_idle(page)
+    wait_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     body = page.inner_text("body")
     assert "Traceback" not in body
@@ -64,7 +58,7 @@ def test_path_outside_allowed_folders_is_refused(page, app_url):
     box.fill("/etc/passwd")
     box.press("Enter")
     page.get_by_text("outside the folders the app may read").first.wait_for(timeout=TIMEOUT_MS)
-    _wait_idle(page)
+    wait_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
@@ -79,7 +73,7 @@ def test_runs_page_lists_a_finished_job(page, app_url, app_workspace):
     page.goto(f"{app_url}/runs")
     page.get_by_text("CLI help").first.wait_for(timeout=TIMEOUT_MS)
     page.get_by_text(job.id).first.wait_for(timeout=TIMEOUT_MS)
-    _wait_idle(page)
+    wait_idle(page)
     body = page.inner_text("body")
     assert "done" in body and "Fetch the default model" in body
     assert page.locator('[data-testid="stException"]').count() == 0
@@ -92,7 +86,7 @@ def test_first_request_to_a_subpage_gets_the_app_shell(page, tmp_path, fresh_ser
         page.goto(f"{url}/runs")
         page.get_by_role("heading", name="Runs").first.wait_for(timeout=TIMEOUT_MS)
         page.get_by_text("G2IS Studio").first.wait_for(timeout=TIMEOUT_MS)   # the sidebar of app.py
-        _wait_idle(page)
+        wait_idle(page)
         nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
         assert "Instruction graph" in nav and "Benchmarks" in nav
         assert "_ui" not in nav and "\nui\n" not in f"\n{nav}\n"
@@ -108,13 +102,13 @@ def test_bad_file_gives_a_sentence_then_lenient_lists_skipped_lines(page, app_ur
     box.fill("bad.jsonl")
     box.press("Enter")
     page.get_by_text("Could not load the data").first.wait_for(timeout=TIMEOUT_MS)
-    _wait_idle(page)
+    wait_idle(page)
     body = page.inner_text("body")
     assert "line 2" in body and "Traceback" not in body
     assert page.locator('[data-testid="stException"]').count() == 0
     page.get_by_text("Lenient", exact=True).first.click()
     page.get_by_text("skipped 1").first.wait_for(timeout=FIRST_RENDER_MS)
-    _wait_idle(page, FIRST_RENDER_MS)
+    wait_idle(page, FIRST_RENDER_MS)
     body = page.inner_text("body")
     assert "loaded 2 records" in body and "Traceback" not in body
     assert page.locator('[data-testid="stException"]').count() == 0
@@ -128,7 +122,7 @@ def test_upload_is_saved_in_the_workspace_and_loaded(page, app_url, app_workspac
     page.get_by_text("Upload a file").first.click()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(src))
     page.get_by_text("loaded 2 records").first.wait_for(timeout=FIRST_RENDER_MS)
-    _wait_idle(page, FIRST_RENDER_MS)
+    wait_idle(page, FIRST_RENDER_MS)
     saved = app_workspace / "uploads" / "my_data_v2_.jsonl"
     assert saved.read_bytes() == src.read_bytes()
     body = page.inner_text("body")

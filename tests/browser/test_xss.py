@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+from stwait import wait_idle
 
 TIMEOUT_MS = 60_000
 FIRST_RENDER_MS = 180_000
@@ -24,11 +25,6 @@ LINK = '<a href="javascript:window.__xss=1;alert(3)">x</a>'
 SVG = "<svg onload=\"window.__xss=1\"></svg>"
 PAYLOADS = [SCRIPT, IMG, LINK, SVG]
 N_PER, D = 12, 16
-
-
-def _wait_idle(page, timeout: int = TIMEOUT_MS) -> None:
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +96,7 @@ def test_data_page_shows_hostile_records_as_text(page, app_url, hostile):
     box.fill("uploads/xss<script>.jsonl")
     box.press("Enter")
     page.get_by_text("Records by task").first.wait_for(timeout=FIRST_RENDER_MS)
-    _wait_idle(page, FIRST_RENDER_MS)
+    wait_idle(page, FIRST_RENDER_MS)
     body = _assert_clean(page, dialogs)
     assert "xss<script>.jsonl" in body                       # the file name, literally
     # the bar-chart axes carry the hostile sources/tasks: plotly shows them, never as markup
@@ -113,7 +109,7 @@ def test_graph_page_hover_and_network_are_inert(page, app_url, hostile):
     page.goto(f"{app_url}/graph")
     page.get_by_role("heading", name="Instruction graph").first.wait_for()
     page.wait_for_selector(".js-plotly-plot")
-    _wait_idle(page)
+    wait_idle(page)
     # hover labels: the traces' hover text is escaped before plotly's pseudo-HTML renderer sees it
     hover = page.evaluate("() => { const d = document.querySelector('.js-plotly-plot'); "
                           "return d._fullData.map(t => (t.hovertext || []).join(' ')).join(' '); }")
@@ -123,7 +119,7 @@ def test_graph_page_hover_and_network_are_inert(page, app_url, hostile):
     box.press("Enter")
     page.get_by_text("Node 0").first.wait_for()
     page.get_by_text("Neighbourhood").first.wait_for()
-    _wait_idle(page)
+    wait_idle(page)
     frame = page.frame_locator("iframe").first
     frame.locator("#mynetwork canvas").first.wait_for()
     # hover a point on the map so plotly draws a hover label with the hostile text
@@ -152,10 +148,10 @@ def test_walk_page_is_inert(page, app_url, hostile):
     page.goto(f"{app_url}/walk")
     page.get_by_role("heading", name="Walk").first.wait_for()
     page.get_by_text("Replaying step").first.wait_for()
-    _wait_idle(page)
+    wait_idle(page)
     page.get_by_text("Network view of the walk so far").first.click()
     page.wait_for_timeout(1000)
-    _wait_idle(page)
+    wait_idle(page)
     body = _assert_clean(page, dialogs)
     assert "Compare with another run" in body
 
@@ -171,7 +167,7 @@ def test_other_pages_are_inert(page, app_url, hostile, path, heading):
     dialogs = _guard(page)
     page.goto(f"{app_url}/{path}")
     page.get_by_role("heading", name=heading).first.wait_for()
-    _wait_idle(page)
+    wait_idle(page)
     _assert_clean(page, dialogs)
     if path == "runs":  # the job name, literally (the job list is a fragment that re-renders: wait for it)
         page.get_by_text(f"job {SCRIPT}{IMG}").first.wait_for(state="attached", timeout=TIMEOUT_MS)
