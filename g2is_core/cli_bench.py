@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .jobs import Field, JobTemplate
+
 DEMO_SPEC = Path(__file__).resolve().parent / "specs" / "demo.yaml"
 
 
@@ -73,12 +75,7 @@ def _bench_argv(v: dict) -> list[str]:
     return ["bench", "run", spec]
 
 
-try:
-    from .jobs import Field, JobTemplate
-except ImportError:  # pragma: no cover - jobs is part of the package; kept optional like the other templates
-    JobTemplate = None  # type: ignore[assignment,misc]
-
-JOB_TEMPLATES = [] if JobTemplate is None else [
+JOB_TEMPLATES = [
     JobTemplate(key="demo", label="Demo: the whole chain on the embedded default",
                 description="Built-in pool and composite targets with the default model: LESS warmup and "
                             "features, G2IS / LESS / BM25 / random / full-data selections, LoRA fine-tuning and "

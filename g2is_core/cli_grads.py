@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .jobs import Field, JobTemplate
+
 
 
 def resolve_data(spec: str, fmt: str | None = None, seed: int = 0, limit: int = 0) -> tuple[list, str, str]:
@@ -214,12 +216,7 @@ def _grads_argv(v: dict[str, Any]) -> list[str]:
     return argv
 
 
-try:  # the Runs page's form types; the CLI works without them
-    from .jobs import Field, JobTemplate
-except ImportError:  # pragma: no cover
-    Field = JobTemplate = None  # type: ignore[assignment,misc]
-
-JOB_TEMPLATES = [] if JobTemplate is None else [
+JOB_TEMPLATES = [
     JobTemplate(key="warmup", label="LESS warmup (LoRA)",
                 description="LoRA-train the model on a random 5% of the pool for 4 epochs, keeping each "
                             "epoch's weights and Adam moments for gradient features.",
