@@ -15,7 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     bsub = b.add_subparsers(dest="bench_cmd", metavar="ACTION", required=True)
     r = bsub.add_parser("run", help="run every missing cell of a YAML/TOML spec (resumes after a kill)")
     r.add_argument("spec")
+    r.add_argument("--methods", help="comma-separated subset of cells to run (e.g. base,random,full,bm25); default all. "
+                                     "Several `bench run` processes may share one spec: cells are claimed in the registry")
     r.set_defaults(func=_run)
+    f = bsub.add_parser("features", help="compute the warmup and gradient features a spec's g2is/less cells need, "
+                                         "up front (cached; resumes after a kill)")
+    f.add_argument("spec")
+    f.set_defaults(func=_features)
     s = bsub.add_parser("show", help="print an experiment's results table")
     s.add_argument("experiment", nargs="?", help="experiment name (default: all)")
     s.add_argument("--csv", help="also write the table to this CSV file")
@@ -39,9 +45,26 @@ def _run(args) -> int:
         os.environ["G2IS_THREADS"] = "0"
 
     spec = load_spec(args.spec)
+    methods = None
+    if getattr(args, "methods", None):
+        methods = {m.strip() for m in args.methods.split(",") if m.strip()}
+        unknown = methods - set(spec.all_methods())
+        if unknown:
+            raise ValueError(f"--methods: {sorted(unknown)} not in the spec; its methods: {spec.all_methods()}")
     with cli_progress(f"bench {spec.name}") as cb:
-        rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr))
+        rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), methods=methods)
     _print_table(rows)
+    return 0
+
+
+def _features(args) -> int:
+    from .experiment import load_spec, prepare_features
+    from .progress import cli_progress
+
+    spec = load_spec(args.spec)
+    with cli_progress(f"features {spec.name}") as cb:
+        n = prepare_features(spec, progress=cb)
+    print(f"features ready for {n} target(s)" if n else "the spec has no gradient method (g2is, less): nothing to do")
     return 0
 
 

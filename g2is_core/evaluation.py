@@ -313,19 +313,14 @@ def sequence_logprobs(lm, seqs: Sequence[tuple[Sequence[int], Sequence[int]]], *
     try:
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
-            T = max(len(seqs[i][0]) for i in idx)
-            ids = torch.full((len(idx), T), pad, dtype=torch.long)
+            ids, att, pos = _left_pad([seqs[i][0] for i in idx], pad)
+            T = ids.shape[1]
             lab = torch.full((len(idx), T), IGNORE, dtype=torch.long)
-            att = torch.zeros((len(idx), T), dtype=torch.long)
-            pos = torch.zeros((len(idx), T), dtype=torch.long)
             for j, i in enumerate(idx):
                 x, y = seqs[i]
                 L = len(x)
-                ids[j, T - L:] = torch.tensor(list(x), dtype=torch.long)
                 lab[j, T - L:] = torch.tensor(list(y), dtype=torch.long)
                 lab[j, T - L] = IGNORE  # the first token has no context to be predicted from
-                att[j, T - L:] = 1
-                pos[j, T - L:] = torch.arange(L)
             scored = (lab != IGNORE).any(0).nonzero()
             if len(scored) == 0:
                 continue
@@ -349,6 +344,60 @@ def sequence_logprobs(lm, seqs: Sequence[tuple[Sequence[int], Sequence[int]]], *
     return out
 
 
+def _left_pad(rows: Sequence[Sequence[int]], pad: int):
+    """Left-pad token rows into ``(input_ids, attention_mask, position_ids)`` [B, T] tensors; positions
+    count from each row's first real token, so a padded row gives the same numbers as alone."""
+    import torch
+
+    T = max(len(x) for x in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    att = torch.zeros((len(rows), T), dtype=torch.long)
+    pos = torch.zeros((len(rows), T), dtype=torch.long)
+    for j, x in enumerate(rows):
+        L = len(x)
+        ids[j, T - L:] = torch.tensor(list(x), dtype=torch.long)
+        att[j, T - L:] = 1
+        pos[j, T - L:] = torch.arange(L)
+    return ids, att, pos
+
+
+def next_token_logprobs(lm, prefixes: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]], *,
+                        batch_size: int = 8, progress: Progress = no_progress,
+                        what: str = "scored prompt") -> list[list[float]]:
+    """log p(c | prefix) for every candidate token c of each prefix, from ONE forward per prefix.
+
+    A multiple-choice question whose options are single tokens (MMLU's letters) is then scored by
+    one pass over its (long, few-shot) prompt instead of one pass per option; the numbers are those
+    :func:`sequence_logprobs` gives for ``prefix + [c]`` (tested).
+    """
+    import torch
+
+    tok, model = lm.tokenizer, lm.model
+    dev = _device(model)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    order = sorted(range(len(prefixes)), key=lambda i: (len(prefixes[i]), i))
+    out: list[list[float]] = [[] for _ in prefixes]
+    was_training = model.training
+    model.eval()
+    try:
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            ids, att, pos = _left_pad([prefixes[i] for i in idx], pad)
+            with torch.no_grad():
+                kw = dict(input_ids=ids.to(dev), attention_mask=att.to(dev), position_ids=pos.to(dev))
+                try:
+                    logits = model(**kw, logits_to_keep=1).logits
+                except TypeError:  # a model without logits_to_keep: project every position
+                    logits = model(**kw).logits
+                lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
+            for j, i in enumerate(idx):
+                out[i] = lp[j, list(candidates[i])].tolist()
+            progress(min(1.0, (b + len(idx)) / len(order)), f"{what} {b + len(idx)}/{len(order)}")
+    finally:
+        model.train(was_training)
+    return out
+
+
 def _max_length(lm, max_length: int) -> int:
     cap = getattr(lm.model.config, "max_position_embeddings", None)
     return min(max_length, int(cap)) if cap else max_length
@@ -366,18 +415,21 @@ def _pair(prompt_ids: list[int], cont_ids: list[int], max_length: int) -> tuple[
 
 
 def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: str = "chat", max_length: int = 2048,
-              batch_size: int = 8, progress: Progress = no_progress) -> tuple[list[list[tuple[float, int]]], int]:
+              batch_size: int = 8, progress: Progress = no_progress, shared_prompt: bool = True) -> tuple[list[list[tuple[float, int]]], int]:
     """Score multiple-choice options: ``items[e]`` lists example e's ``(prompt record, option text)``
     pairs. Returns, per example and option, ``(sum log-prob of the option tokens, number of option
     tokens)``, and the number of pairs whose prompt had to be cut to fit ``max_length``.
 
     The option is the assistant turn right after the template's generation prompt, tokenised on its
     own (no end-of-turn token: only the option text is compared). All pairs are batched together.
+    With ``shared_prompt``, one-token options of the same prompt are scored from one forward of the
+    prompt (:func:`next_token_logprobs`; same numbers, one pass instead of one per option).
     """
     tok = lm.tokenizer
     limit = _max_length(lm, max_length)
     prompt_cache: dict[tuple, list[int]] = {}
     seqs, where, n_cut = [], [], 0
+    single: dict[tuple[int, ...], list[tuple[int, int, int]]] = {}
     for e, pairs in enumerate(items):
         for c, (rec, option) in enumerate(pairs):
             k = tuple((m["role"], m["content"]) for m in rec.prompt_messages)
@@ -388,12 +440,27 @@ def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: st
                 raise EvalError(f"example {rec.id!r}: option {c} is empty; every option needs text to score")
             ids, labels, cut = _pair(prompt_cache[k], cont, limit)
             n_cut += cut
+            if shared_prompt and len(cont) == 1:
+                # a one-token option: its score is one entry of the next-token distribution after
+                # the prompt, shared by every one-token option of the same (cut) prompt
+                g = single.setdefault(tuple(ids[:-1]), [])
+                g.append((e, c, ids[-1]))
+                continue
             seqs.append((ids, labels))
             where.append((e, c))
-    lps = sequence_logprobs(lm, seqs, batch_size=batch_size, progress=progress, what="scored option")
     out: list[list[tuple[float, int]]] = [[(0.0, 0)] * len(p) for p in items]
-    for (e, c), lp in zip(where, lps):
-        out[e][c] = (float(sum(lp)), len(lp))
+    if single:
+        prefixes = list(single)
+        lps = next_token_logprobs(lm, [list(p) for p in prefixes], [[t for _, _, t in single[p]] for p in prefixes],
+                                  batch_size=batch_size, progress=progress if not seqs else no_progress,
+                                  what="scored prompt")
+        for p, lp in zip(prefixes, lps):
+            for (e, c, _), v in zip(single[p], lp):
+                out[e][c] = (float(v), 1)
+    if seqs:
+        lps = sequence_logprobs(lm, seqs, batch_size=batch_size, progress=progress, what="scored option")
+        for (e, c), lp in zip(where, lps):
+            out[e][c] = (float(sum(lp)), len(lp))
     return out, n_cut
 
 

@@ -18,7 +18,11 @@ Example (YAML)::
     seeds: [0, 1]
     train: {lr: 2.0e-4, epochs: 2, batch_size: 8, max_length: 256, lora: {r: 8, alpha: 32, dropout: 0.0}}
     selection: {}                  # options passed to the selection methods (features, delta, k, ...)
-    eval: {loglik: true}           # evaluate() options; loglik: also score the gold answer's NLL
+    eval: {loglik: true}           # evaluate() options; loglik: also score the gold answer's NLL; dtype: bf16
+    full_seeds: [0]                # optional: train the full-data baseline with fewer seeds (it costs the most)
+
+A target may override its eval's protocol (``protocol: loglik`` scores the gold answer of a generative
+eval instead of generating) and few-shot count (``shots: 0``).
 """
 from __future__ import annotations
 
@@ -49,6 +53,12 @@ class TargetSpec:
     eval: str            # evaluation registry name
     eval_limit: int | None = None
     n_select: int = 32   # target examples used for selection
+    protocol: str | None = None  # override the eval's primary protocol (e.g. "loglik" for a generative eval)
+    shots: int | None = None     # override the eval's default number of few-shot exemplars
+
+    def config(self) -> dict[str, Any]:
+        """What identifies the target in a cell's config (unset overrides left out, so older rows keep their keys)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None or k not in ("protocol", "shots")}
 
 
 @dataclass
@@ -60,6 +70,7 @@ class ExperimentSpec:
     methods: list[str] = field(default_factory=list)
     ratios: list[float] = field(default_factory=lambda: [0.05])
     seeds: list[int] = field(default_factory=lambda: [0])
+    full_seeds: list[int] | None = None  # training seeds of the full-data baseline (None: the spec's seeds)
     train: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
@@ -74,8 +85,9 @@ class ExperimentSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "pool": self.pool,
-                "targets": [t.__dict__ for t in self.targets], "methods": self.methods, "ratios": self.ratios,
-                "seeds": self.seeds, "train": self.train, "selection": self.selection, "eval": self.eval}
+                "targets": [t.config() for t in self.targets], "methods": self.methods, "ratios": self.ratios,
+                "seeds": self.seeds, "train": self.train, "selection": self.selection, "eval": self.eval,
+                **({"full_seeds": self.full_seeds} if self.full_seeds is not None else {})}
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:
@@ -105,7 +117,12 @@ def load_spec(path: str | Path) -> ExperimentSpec:
             raise DataError(f"target {i} needs at least a 'name'", path=str(p), field="targets")
         targets.append(TargetSpec(name=t["name"], select=t.get("select", f"builtin:{t['name']}"),
                                   eval=t.get("eval", f"builtin:{t['name']}"), eval_limit=t.get("eval_limit"),
-                                  n_select=int(t.get("n_select", 32))))
+                                  n_select=int(t.get("n_select", 32)), protocol=t.get("protocol"),
+                                  shots=None if t.get("shots") is None else int(t["shots"])))
+        unknown_t = set(t) - set(TargetSpec.__dataclass_fields__)
+        if unknown_t:
+            raise DataError(f"target {t['name']!r}: unknown field(s) {sorted(unknown_t)}; known: "
+                            f"{sorted(TargetSpec.__dataclass_fields__)}", path=str(p), field="targets")
     if not targets:
         raise DataError("no targets; list at least one under 'targets'", path=str(p), field="targets")
     for r in raw.get("ratios", [0.05]):
@@ -114,7 +131,9 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     spec = ExperimentSpec(name=str(raw["name"]), model=str(raw.get("model", "default")),
                           pool=raw.get("pool") or {"builtin": {"seed": 0}}, targets=targets,
                           methods=list(raw.get("methods") or []), ratios=[float(r) for r in raw.get("ratios", [0.05])],
-                          seeds=[int(s) for s in raw.get("seeds", [0])], train=raw.get("train") or {},
+                          seeds=[int(s) for s in raw.get("seeds", [0])],
+                          full_seeds=None if raw.get("full_seeds") is None else [int(s) for s in raw["full_seeds"]],
+                          train=raw.get("train") or {},
                           selection=raw.get("selection") or {}, eval=raw.get("eval") or {}, source=str(p))
     from .selection import METHODS
 
@@ -197,7 +216,7 @@ def _resolve(path: str) -> Path:
 # ----------------------------------------------------------------------------- running
 def cell_config(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: float | None, seed: int,
                 pool_hash: str) -> dict[str, Any]:
-    return {"experiment": spec.name, "model": spec.model, "pool_hash": pool_hash, "target": target.__dict__,
+    return {"experiment": spec.name, "model": spec.model, "pool_hash": pool_hash, "target": target.config(),
             "method": method, "ratio": ratio, "seed": seed,
             "train": spec.train if method != BASE else None,
             "selection": spec.selection if method not in (BASE, "full", "random") else None,
@@ -205,8 +224,12 @@ def cell_config(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: fl
 
 
 def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, progress: Progress = no_progress,
-                   log=print) -> list[dict[str, Any]]:
-    """Run every missing cell of the spec; return the registry rows of this experiment."""
+                   log=print, methods: set[str] | None = None) -> list[dict[str, Any]]:
+    """Run every missing cell of the spec (only those of ``methods``, when given); return the registry
+    rows of this experiment.
+
+    Several processes may run the same spec at once: each claims a cell in the registry before it
+    runs it, so they share the work (``prepare_features`` first, so they do not both extract them)."""
     from .data import data_hash
 
     ws = workspace or Workspace()
@@ -216,8 +239,11 @@ def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, pro
     cells = []
     for t in spec.targets:
         for m in spec.all_methods():
+            if methods is not None and m not in methods:
+                continue
             for r in ([None] if m in (BASE, "full") else spec.ratios):
-                for s in ([spec.seeds[0]] if m == BASE else spec.seeds):
+                seeds = [spec.seeds[0]] if m == BASE else (spec.full_seeds or spec.seeds) if m == "full" else spec.seeds
+                for s in seeds:
                     cells.append((t, m, r, s))
     exp_dir = ws.dir("experiments", hash_config(spec.to_dict()))
     write_json(exp_dir / "spec.json", spec.to_dict())
@@ -299,17 +325,43 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         lm.model = model
         train_dir = str(train_dir)
     t2 = time.perf_counter()
-    eval_kw = {k: v for k, v in spec.eval.items() if k != "loglik"}
+    if spec.eval.get("dtype") == "bf16":
+        import torch
+
+        lm.model = lm.model.to(torch.bfloat16)  # scoring only: bf16 matmuls (AMX / tensor cores)
+    eval_kw = {k: v for k, v in spec.eval.items() if k not in ("loglik", "dtype")}
+    if target.shots is not None:
+        eval_kw["shots"] = target.shots
+    if target.protocol is not None:
+        eval_kw["protocol"] = target.protocol
     res = evaluate(lm, target.eval, limit=target.eval_limit, seed=0, **eval_kw,
                    progress=lambda f, m: progress(0.8 + 0.1 * f, f"eval: {m}"))
     metrics = {**res.metrics, "n_eval": res.n, "n_train": len(chosen)}
     if spec.eval.get("loglik") and res.protocol != "loglik":
         # The gold answer's log-likelihood moves even when a small model's exact match stays at 0.
         ll = evaluate(lm, target.eval, limit=target.eval_limit, seed=0, protocol="loglik",
+                      **({"shots": target.shots} if target.shots is not None else {}),
                       progress=lambda f, m: progress(0.9 + 0.1 * f, f"eval (loglik): {m}"))
         metrics.update({"nll": ll.metrics["nll"], "ppl": ll.metrics["ppl"]})
     timings["eval_s"] = time.perf_counter() - t2
     return metrics, timings, sel_dir, train_dir
+
+
+def prepare_features(spec: ExperimentSpec, workspace: Workspace | None = None,
+                     progress: Progress = no_progress) -> int:
+    """Warmup and every gradient store the spec's gradient methods need (cached by content), up front.
+
+    Returns the number of targets prepared (0 when the spec lists no gradient method)."""
+    if not any(m in GRADIENT_METHODS for m in spec.methods):
+        return 0
+    ws = workspace or Workspace()
+    pool = load_pool(spec.pool)
+    n = len(spec.targets)
+    for i, t in enumerate(spec.targets):
+        gradient_stores(spec, pool, load_target(t.select, t.n_select, seed=0), ws,
+                        lambda f, m: progress((i + f) / n, f"{t.name}: {m}"))
+    progress(1.0, "features ready")
+    return n
 
 
 def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Record], ws: Workspace,
@@ -318,7 +370,7 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
 
     Everything is cached by content in the workspace (warmup, stores), so methods and targets share it.
     Settings come from ``spec.selection["features"]``: warmup fields (fraction, epochs, lr, ...) under
-    ``warmup``, projection under ``dim``/``proj_seed``, and ``max_length``.
+    ``warmup``, projection under ``dim``/``proj_seed``, ``max_length`` and ``bf16``.
     """
     from dataclasses import replace
 
@@ -329,6 +381,7 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     fcfg = dict(spec.selection.get("features") or {})
     wcfg = replace(WarmupConfig(), **(fcfg.get("warmup") or {}))
     max_length = int(fcfg.get("max_length", wcfg.max_length))
+    bf16 = bool(fcfg.get("bf16", False))  # fast path: autocast the feature pass to bf16
     proj = replace(ProjectorConfig(), **{k: v for k, v in {"dim": fcfg.get("dim"), "seed": fcfg.get("proj_seed")}.items()
                                          if v is not None})
     lm = load_model(spec.model, workspace=ws)
@@ -338,10 +391,10 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     n = len(w.checkpoints)
     for i, ck in enumerate(w.checkpoints):
         lm = load_model(spec.model, workspace=ws)
-        train_stores.append(extract_store(lm, pool, w, ck.epoch, FeatureConfig(kind="adam", max_length=max_length),
+        train_stores.append(extract_store(lm, pool, w, ck.epoch, FeatureConfig(kind="adam", max_length=max_length, bf16=bf16),
                                           proj, data_hash=pool_hash, workspace=ws,
                                           progress=lambda f, m: progress(0.2 + 0.8 * (i + 0.9 * f) / n, m)))
-        target_stores.append(extract_store(lm, targets, w, ck.epoch, FeatureConfig(kind="sgd", max_length=max_length),
+        target_stores.append(extract_store(lm, targets, w, ck.epoch, FeatureConfig(kind="sgd", max_length=max_length, bf16=bf16),
                                            proj, data_hash=data_hash(targets), workspace=ws,
                                            progress=lambda f, m: progress(0.2 + 0.8 * (i + 0.9 + 0.1 * f) / n, m)))
     return {"train_stores": train_stores, "target_stores": target_stores}

@@ -193,6 +193,25 @@ def test_mc_scores_match_direct_computation(tiny):
             assert s == pytest.approx(want_s, abs=1e-5)
 
 
+def test_one_token_options_scored_from_one_prompt_pass(tiny):
+    """MMLU-style letters: the shared-prompt path (one forward per prompt) gives the per-option numbers,
+    with padding across prompts of different lengths and with prompts cut to max_length."""
+    recs = _mc_records()
+    items = [[(r, k) for k in "ABCD"[:len(r.choices)]] for r in recs] + [[(recs[0], "x"), (recs[0], "yes")]]
+    fast, cut_fast = E.mc_scores(tiny, items, batch_size=2)
+    slow, cut_slow = E.mc_scores(tiny, items, batch_size=2, shared_prompt=False)
+    assert cut_fast == cut_slow == 0
+    for row_f, row_s in zip(fast, slow):
+        for (sf, nf), (ss, ns) in zip(row_f, row_s):
+            assert nf == ns and sf == pytest.approx(ss, abs=1e-5)
+    r = recs[1]
+    assert fast[1][1][0] == pytest.approx(_direct_option_logprob(tiny, r, "B")[0], abs=1e-5)
+    short = E.mc_scores(tiny, items, batch_size=2, max_length=24)
+    short_slow = E.mc_scores(tiny, items, batch_size=2, max_length=24, shared_prompt=False)
+    assert short[1] == short_slow[1] > 0
+    assert [[round(s, 4) for s, _ in row] for row in short[0]] == [[round(s, 4) for s, _ in row] for row in short_slow[0]]
+
+
 def test_mc_eval_end_to_end_uses_both_rules(tiny):
     recs = _mc_records()
     spec = E.EvalSpec("test:mc", "hand-made", "mc", lambda root: recs, needs_data=False, mc_primary="norm")

@@ -60,3 +60,24 @@ def test_spec_errors_name_the_field(tmp_path):
         load_spec(_write(tmp_path, {**SPEC, "targets": []}))
     with pytest.raises(DataError, match="unknown field"):
         load_spec(_write(tmp_path, {**SPEC, "oops": 1}))
+
+
+def test_target_overrides_full_seeds_and_bf16_eval(tmp_path, workspace):
+    spec = load_spec(_write(tmp_path, {
+        **SPEC, "name": "tiny-overrides", "methods": [], "seeds": [0, 1], "full_seeds": [0],
+        "targets": [{"name": "add_reverse", "eval_limit": 4, "n_select": 4},
+                    {"name": "lookup_add", "eval_limit": 4, "n_select": 4, "protocol": "loglik", "shots": 0}],
+        "eval": {"max_new_tokens": 4, "dtype": "bf16"}}))
+    rows = run_experiment(spec, workspace, log=lambda m: None)
+    per = {}
+    for r in rows:
+        per.setdefault((r["target"], r["method"]), []).append(r)
+    for t in ("add_reverse", "lookup_add"):
+        assert len(per[(t, "full")]) == 1 and len(per[(t, "random")]) == 2 and len(per[(t, "base")]) == 1
+    # the override: the generative built-in eval scored by the gold answer's log-likelihood instead
+    assert all("nll" in r["metrics"] and "accuracy" not in r["metrics"] for r in rows if r["target"] == "lookup_add")
+    assert all("accuracy" in r["metrics"] for r in rows if r["target"] == "add_reverse")
+    # a target without overrides keeps the config (and so the registry key) it had before they existed
+    assert set(spec.targets[0].config()) == {"name", "select", "eval", "eval_limit", "n_select"}
+    with pytest.raises(DataError, match="unknown field.*protcol"):
+        load_spec(_write(tmp_path, {**SPEC, "targets": [{"name": "add_reverse", "protcol": "loglik"}]}))
