@@ -94,6 +94,32 @@ def summary_table(rows: Iterable[dict[str, Any]], metric: str | None = None) -> 
     return out[cols]
 
 
+def paired_vs_random(rows: Iterable[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
+    """Seed-matched differences to the random baseline per (experiment, target, method, ratio).
+
+    Seed s of a method and seed s of random share the training seed (random's draw differs), so
+    ``method[s] - random[s]`` removes the training-seed part of the noise. ``better`` counts seeds
+    where the method beats random in the metric's own direction (lower NLL, higher accuracy).
+    """
+    df = rows_frame(rows, metric)
+    cols = ["experiment", "target", "metric", "method", "ratio", "n_pairs", "mean_diff", "min_diff", "max_diff",
+            "better"]
+    out = []
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    rnd = df[df.method == "random"].set_index(["experiment", "target", "metric", "ratio", "seed"])["value"]
+    for (e, t, m, meth, r), g in df[~df.method.isin(["random", "base", "full"])].groupby(
+            ["experiment", "target", "metric", "method", "ratio"]):
+        diffs = [v - rnd[(e, t, m, r, s)] for s, v in zip(g.seed, g.value) if (e, t, m, r, s) in rnd.index]
+        if not diffs:
+            continue
+        sign = -1.0 if m in LOWER_IS_BETTER else 1.0
+        out.append({"experiment": e, "target": t, "metric": m, "method": meth, "ratio": r, "n_pairs": len(diffs),
+                    "mean_diff": sum(diffs) / len(diffs), "min_diff": min(diffs), "max_diff": max(diffs),
+                    "better": sum(1 for d in diffs if sign * d > 0)})
+    return pd.DataFrame(out, columns=cols)
+
+
 def read_selection_ids(selection_dir: str | Path | None) -> list[str]:
     """Ordered selected record ids of a stored selection run (empty when absent)."""
     if not selection_dir:

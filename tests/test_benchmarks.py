@@ -3,7 +3,7 @@ import multiprocessing as mp
 
 import pytest
 
-from g2is_core.benchmarks import composition, overlap_matrix, primary_metric, summary_table
+from g2is_core.benchmarks import composition, overlap_matrix, paired_vs_random, primary_metric, summary_table
 from g2is_core.registry import Registry
 from g2is_core.workspace import Workspace
 
@@ -24,6 +24,22 @@ def test_summary_table_means_spread_and_deltas():
     assert math.isclose(g["vs_random"], 0.20) and math.isclose(g["vs_full"], -0.05) and math.isclose(g["vs_base"], 0.35)
     assert list(tab.method) == ["base", "full", "random", "g2is"]  # baselines first; failed rows left out
     assert math.isclose(tab[tab.method == "random"].iloc[0]["vs_random"], 0.0)
+
+
+def test_paired_vs_random_matches_seeds_and_direction():
+    rows = [_row("t", "random", 0.05, 0, 0.20), _row("t", "random", 0.05, 1, 0.30), _row("t", "random", 0.01, 0, 0.9),
+            _row("t", "g2is", 0.05, 0, 0.25), _row("t", "g2is", 0.05, 1, 0.10), _row("t", "g2is", 0.05, 2, 0.99),
+            _row("t", "base", None, 0, 0.0)]
+    tab = paired_vs_random(rows)
+    assert len(tab) == 1  # base is not compared; seed 2 has no random partner; ratio 0.01 has no g2is row
+    g = tab.iloc[0]
+    assert g["n_pairs"] == 2 and g["better"] == 1
+    assert math.isclose(g["mean_diff"], ((0.25 - 0.20) + (0.10 - 0.30)) / 2)
+    assert math.isclose(g["min_diff"], -0.20) and math.isclose(g["max_diff"], 0.05)
+    nll = [{**r, "metrics": {"nll": r["metrics"]["accuracy"]}} for r in rows]
+    assert paired_vs_random(nll).iloc[0]["better"] == 1  # lower NLL is better: seed 1 (0.10 < 0.30) wins
+    nll[3]["metrics"]["nll"] = 0.1  # now seed 0 wins too
+    assert paired_vs_random(nll).iloc[0]["better"] == 2
 
 
 def test_primary_metric_order():

@@ -1,0 +1,144 @@
+"""Markdown report of a finished (or running) experiment from the run registry: the numbers in docs/benchmarks.md.
+
+    python bench/report_experiment.py bench/specs/real_data.yaml            # print to stdout
+    python bench/report_experiment.py bench/specs/real_data.yaml --out docs/real_data_results.md
+
+Sections: results (mean +- std over seeds, deltas vs random / full / base), seed-matched differences to
+random, what each method picked (composition by source at each ratio, seed 0), overlap between methods,
+and where the time went (sums of the per-row timings, and the wall time from the first claim to the
+last finished row).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from g2is_core.benchmarks import overlap_matrix, paired_vs_random, summary_table
+from g2is_core.experiment import load_spec
+from g2is_core.registry import Registry
+
+
+def _fmt(x, nd=3) -> str:
+    return "" if x is None or (isinstance(x, float) and pd.isna(x)) else f"{x:+.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def _md(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def results_section(rows) -> str:
+    tab = summary_table(rows)
+    out = pd.DataFrame({
+        "target": tab.target, "metric": tab.metric, "method": tab.method,
+        "ratio": [("" if pd.isna(r) else f"{r:.0%}") for r in tab.ratio],
+        "seeds": tab.n_seeds,
+        "mean ± std": [f"{m:.3f} ± {s:.3f}" for m, s in zip(tab["mean"], tab["std"])],
+        "vs random": [_fmt(v) for v in tab.vs_random], "vs full": [_fmt(v) for v in tab.vs_full],
+        "vs base": [_fmt(v) for v in tab.vs_base]})
+    return _md(out)
+
+
+def paired_section(rows) -> str:
+    tab = paired_vs_random(rows)
+    out = pd.DataFrame({
+        "target": tab.target, "metric": tab.metric, "method": tab.method, "ratio": [f"{r:.0%}" for r in tab.ratio],
+        "mean diff": [_fmt(v) for v in tab.mean_diff],
+        "range": [f"{a:+.3f} .. {b:+.3f}" for a, b in zip(tab.min_diff, tab.max_diff)],
+        "seeds better than random": [f"{b}/{n}" for b, n in zip(tab.better, tab.n_pairs)]})
+    return _md(out)
+
+
+def _picks(rows, seed: int):
+    """{(target, ratio): {method: DataFrame of the chosen rows (id, source, ...)}} for one seed."""
+    out: dict = {}
+    for r in rows:
+        if r.get("status") != "done" or not r.get("selection") or r["seed"] != seed:
+            continue
+        p = Path(r["selection"]) / "scores.parquet"
+        if p.exists():
+            sc = pd.read_parquet(p)
+            out.setdefault((r["target"], r["ratio"]), {})[r["method"]] = sc[sc["selected"]]
+    return out
+
+
+def _source_file(record_id: str) -> str:
+    """The source file of a shared-data record id ``family:file:row`` (T0's many templates count as one)."""
+    parts = record_id.split(":")
+    return parts[0] if parts[0].startswith("t0") or len(parts) < 3 else f"{parts[0]}:{parts[1]}"
+
+
+def composition_section(rows, seed: int = 0) -> str:
+    parts = []
+    for (target, ratio), by_method in sorted(_picks(rows, seed).items()):
+        counts = {m: df["id"].astype(str).map(_source_file).value_counts() for m, df in sorted(by_method.items())}
+        table = pd.DataFrame(counts).fillna(0).astype(int)
+        table.index.name = "source"
+        parts.append(f"**{target}, ratio {ratio:.0%}, seed {seed}** (records picked per source file)\n\n"
+                     + _md(table.reset_index()))
+    return "\n\n".join(parts)
+
+
+def overlap_section(rows, seed: int = 0) -> str:
+    parts = []
+    for (target, ratio), by_method in sorted(_picks(rows, seed).items()):
+        m = overlap_matrix({k: v["id"].astype(str).tolist() for k, v in sorted(by_method.items())})
+        parts.append(f"**{target}, ratio {ratio:.0%}** (Jaccard of the selected ids, seed {seed})\n\n"
+                     + _md(m.round(2).reset_index().rename(columns={"index": "method"})))
+    return "\n\n".join(parts)
+
+
+def timing_section(rows) -> str:
+    done = [r for r in rows if r.get("status") == "done"]
+    if not done:
+        return "no finished rows"
+    sums: dict[str, float] = {}
+    for r in done:
+        for k, v in (r.get("timings") or {}).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    wall = max(r["finished"] for r in done) - min(r["created"] for r in done)
+    lines = [f"- rows finished: {len(done)} of {len(rows)}",
+             f"- wall time, first claim to last finished row: {wall / 60:.1f} min",
+             *(f"- sum of {k}: {v / 60:.1f} min" for k, v in sorted(sums.items())),
+             "- feature extraction (warmup + stores) is not in the rows: it is cached and counted once, in the "
+             "first gradient-method row of each target that needed it (select_s)"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("spec", help="the experiment spec (its name selects the registry rows)")
+    ap.add_argument("--out", help="write the report here instead of stdout")
+    ap.add_argument("--seed", type=int, default=0, help="seed whose selections the composition tables show")
+    a = ap.parse_args(argv)
+    spec = load_spec(a.spec)
+    rows = Registry.open().rows(spec.name)
+    if not rows:
+        print(f"no registry rows for {spec.name!r}: run `g2is bench run {a.spec}` first", file=sys.stderr)
+        return 1
+    text = "\n\n".join([
+        f"<!-- generated by `python bench/report_experiment.py {a.spec}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; do not edit by hand -->",
+        f"## Results: {spec.name}\n\nPrimary metric per target (accuracy: higher is better; nll: nats per answer "
+        "token, lower is better). Deltas are mean differences against the random baseline at the same ratio, "
+        "full-data training and the untrained base model.\n\n" + results_section(rows),
+        "## Seed-matched differences to random\n\n" + paired_section(rows),
+        "## What each method picked\n\n" + composition_section(rows, a.seed),
+        "## Overlap between methods\n\n" + overlap_section(rows, a.seed),
+        "## Where the time went\n\n" + timing_section(rows)]) + "\n"
+    if a.out:
+        Path(a.out).write_text(text, encoding="utf-8")
+        print(f"written {a.out}")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
