@@ -81,3 +81,25 @@ def test_target_overrides_full_seeds_and_bf16_eval(tmp_path, workspace):
     assert set(spec.targets[0].config()) == {"name", "select", "eval", "eval_limit", "n_select"}
     with pytest.raises(DataError, match="unknown field.*protcol"):
         load_spec(_write(tmp_path, {**SPEC, "targets": [{"name": "add_reverse", "protcol": "loglik"}]}))
+
+
+@pytest.mark.slow
+def test_cli_features_up_front_then_method_subsets(tmp_path, monkeypatch, capsys):
+    from g2is_core import cli
+
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("G2IS_WORKSPACE", str(ws))
+    monkeypatch.setenv("G2IS_THREADS", "1")
+    spec = _write(tmp_path, {**SPEC, "name": "tiny-cli", "methods": ["less", "bm25"]})
+    assert cli.main(["bench", "features", str(spec)]) == 0
+    assert "features ready for 1 target" in capsys.readouterr().out
+    stores = sorted(p.parent for p in ws.glob("grads/*/sidecar.json"))
+    assert len(stores) == 4  # 2 warmup checkpoints x (pool, target)
+    assert cli.main(["bench", "run", str(spec), "--methods", "base,random"]) == 0
+    assert {r["method"] for r in Registry.open().rows("tiny-cli")} == {"base", "random"}
+    assert cli.main(["bench", "run", str(spec), "--methods", "random,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert cli.main(["bench", "run", str(spec)]) == 0
+    rows = Registry.open().rows("tiny-cli")
+    assert {r["method"] for r in rows} == {"base", "random", "full", "less", "bm25"} and len(rows) == 5
+    assert sorted(p.parent for p in ws.glob("grads/*/sidecar.json")) == stores  # the run reused them
