@@ -46,11 +46,21 @@ def default_metric(rows: Sequence[dict[str, Any]]) -> str | None:
 
 
 def rows_frame(rows: Iterable[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
-    """One line per finished registry row: experiment, target, method, ratio, seed, metric, value."""
+    """One line per finished registry row: experiment, target, method, ratio, seed, metric, value.
+
+    When a spec was edited and run again under the same name, the registry holds rows of both versions
+    for a (target, method, ratio, seed); only the most recently finished one is kept, so a table never
+    averages two configurations as if they were seeds.
+    """
     recs = []
+    latest: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         if r.get("status") != "done":
             continue
+        k = (r["experiment"], r["target"], r["method"], r["ratio"], r["seed"])
+        if k not in latest or (r.get("finished") or 0) >= (latest[k].get("finished") or 0):
+            latest[k] = r
+    for r in latest.values():
         name, val = primary_metric(r.get("metrics"), metric)
         recs.append({"experiment": r["experiment"], "target": r["target"], "method": r["method"],
                      "ratio": r["ratio"], "seed": r["seed"], "metric": name, "value": val,

@@ -42,6 +42,14 @@ def test_paired_vs_random_matches_seeds_and_direction():
     assert paired_vs_random(nll).iloc[0]["better"] == 2
 
 
+def test_a_rerun_of_an_edited_spec_replaces_rather_than_averages():
+    old = {**_row("t", "g2is", 0.05, 0, 0.10), "finished": 100.0, "config_hash": "a"}
+    new = {**_row("t", "g2is", 0.05, 0, 0.30), "finished": 200.0, "config_hash": "b"}
+    for rows in ([old, new], [new, old]):
+        tab = summary_table(rows)
+        assert len(tab) == 1 and tab.iloc[0]["n_seeds"] == 1 and math.isclose(tab.iloc[0]["mean"], 0.30)
+
+
 def test_primary_metric_order():
     assert primary_metric({"f1": 0.5, "em": 0.4}) == ("em", 0.4)
     assert primary_metric({"nll": 2.0}) == ("nll", 2.0)
