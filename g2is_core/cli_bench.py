@@ -95,7 +95,15 @@ def _bench_argv(v: dict) -> list[str]:
     spec = str(v.get("spec") or "").strip()
     if not spec:
         raise ValueError("give the path of an experiment spec (YAML or TOML)")
-    return ["bench", "run", spec]
+    methods = str(v.get("methods") or "").strip()
+    return ["bench", "run", spec, *(["--methods", methods] if methods else [])]
+
+
+def _features_argv(v: dict) -> list[str]:
+    spec = str(v.get("spec") or "").strip()
+    if not spec:
+        raise ValueError("give the path of an experiment spec (YAML or TOML)")
+    return ["bench", "features", spec]
 
 
 JOB_TEMPLATES = [
@@ -108,5 +116,13 @@ JOB_TEMPLATES = [
                 description="Every (target, method, ratio, seed) cell of a spec: select, fine-tune, evaluate; "
                             "rows land in the run registry (finished rows are never redone).",
                 build=_bench_argv,
+                fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),
+                        Field("methods", "Only these methods", "text", "",
+                              help="comma-separated, e.g. base,random,full,bm25; empty = every cell. Two jobs on "
+                                   "one spec share its cells (each is claimed in the registry)"))),
+    JobTemplate(key="bench-features", label="Benchmark: gradient features of a spec, up front",
+                description="LESS warmup and the pool/target gradient stores that the spec's g2is and less cells "
+                            "need, computed once (cached; resumes after a kill), so benchmark jobs can share them.",
+                build=_features_argv,
                 fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),)),
 ]

@@ -145,6 +145,14 @@ def test_templates_build_argv():
     from g2is_core.cli import build_parser
 
     build_parser().parse_args(fetch.build({"wheel": "", "force": True}))  # the CLI accepts what it builds
+    bench, feats = ts["bench"], ts["bench-features"]
+    assert bench.build({"spec": "s.yaml", "methods": ""}) == ["bench", "run", "s.yaml"]
+    assert bench.build({"spec": "s.yaml", "methods": " base,bm25 "}) == ["bench", "run", "s.yaml", "--methods", "base,bm25"]
+    assert feats.build({"spec": "s.yaml"}) == ["bench", "features", "s.yaml"]
+    for argv in (bench.build({"spec": "s.yaml", "methods": "base"}), feats.build({"spec": "s.yaml"})):
+        build_parser().parse_args(argv)
+    with pytest.raises(ValueError, match="spec"):
+        feats.build({"spec": " "})
 
 
 def test_ids_are_unique():
