@@ -60,6 +60,15 @@ st.dataframe(table.style.format({"mean": "{:.3f}", "std": "{:.3f}", "vs_random":
 st.download_button("Download the table as CSV", table.to_csv(index=False).encode(), file_name=f"{exp}_results.csv",
                     mime="text/csv")
 
+paired = benchmarks.paired_vs_random(rows, metric)
+if not paired.empty:
+    st.markdown("**Seed-matched differences to random** (method at seed s minus random at seed s: the same "
+                "training seed, so its share of the noise cancels; *better* counts the seeds where the method wins "
+                "in the metric's own direction)")
+    st.dataframe(paired.drop(columns=["experiment"]).style.format(
+        {"mean_diff": "{:+.3f}", "min_diff": "{:+.3f}", "max_diff": "{:+.3f}", "ratio": "{:.3g}"}),
+        hide_index=True, width="stretch")
+
 st.subheader("Method x target")
 for target, sub in table.groupby("target", sort=False):
     fig = go.Figure()
