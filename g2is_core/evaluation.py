@@ -303,44 +303,30 @@ def sequence_logprobs(lm, seqs: Sequence[tuple[Sequence[int], Sequence[int]]], *
     """
     import torch
 
-    tok, model = lm.tokenizer, lm.model
-    dev = _device(model)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i][0]), i))
     out: list[list[float]] = [[] for _ in seqs]
-    was_training = model.training
-    model.eval()
-    try:
-        for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
-            ids, att, pos = _left_pad([seqs[i][0] for i in idx], pad)
-            T = ids.shape[1]
-            lab = torch.full((len(idx), T), IGNORE, dtype=torch.long)
-            for j, i in enumerate(idx):
-                x, y = seqs[i]
-                L = len(x)
-                lab[j, T - L:] = torch.tensor(list(y), dtype=torch.long)
-                lab[j, T - L] = IGNORE  # the first token has no context to be predicted from
-            scored = (lab != IGNORE).any(0).nonzero()
-            if len(scored) == 0:
-                continue
-            keep = T - int(scored[0]) + 1  # logits at positions first-1 .. T-1
-            with torch.no_grad():
-                kw = dict(input_ids=ids.to(dev), attention_mask=att.to(dev), position_ids=pos.to(dev))
-                try:
-                    logits = model(**kw, logits_to_keep=keep).logits
-                except TypeError:  # a model without logits_to_keep: project every position
-                    logits = model(**kw).logits
-                logits = logits[:, -keep:-1].float()           # [B, keep-1, V], predicting the next token
-                target = lab[:, T - keep + 1:].to(dev)          # [B, keep-1]
-                lp = logits.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-                mask = target != IGNORE
-            lp, mask = lp.cpu(), mask.cpu()
-            for j, i in enumerate(idx):
-                out[i] = lp[j][mask[j]].tolist()
-            progress(min(1.0, (b + len(idx)) / len(order)), f"{what} {b + len(idx)}/{len(order)}")
-    finally:
-        model.train(was_training)
+    labels: list = [None]  # the batch's label tensor, built by keep() from the same padding
+
+    def keep(idx, ids):
+        T = ids.shape[1]
+        lab = torch.full((len(idx), T), IGNORE, dtype=torch.long)
+        for j, i in enumerate(idx):
+            x, y = seqs[i]
+            lab[j, T - len(x):] = torch.tensor(list(y), dtype=torch.long)
+            lab[j, T - len(x)] = IGNORE  # the first token has no context to be predicted from
+        labels[0] = lab
+        scored = (lab != IGNORE).any(0).nonzero()
+        return T - int(scored[0]) + 1 if len(scored) else 0  # logits at positions first-1 .. T-1
+
+    for idx, ids, logits in _scored_batches(lm, [x for x, _ in seqs], batch_size, keep, progress, what):
+        if logits is None:
+            continue
+        k = logits.shape[1]
+        logits = logits[:, :-1].float()                              # [B, k-1, V], predicting the next token
+        target = labels[0][:, ids.shape[1] - k + 1:].to(logits.device)  # [B, k-1]
+        lp = (logits.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)).cpu()
+        mask = (target != IGNORE).cpu()
+        for j, i in enumerate(idx):
+            out[i] = lp[j][mask[j]].tolist()
     return out
 
 
@@ -372,30 +358,44 @@ def next_token_logprobs(lm, prefixes: Sequence[Sequence[int]], candidates: Seque
     """
     import torch
 
-    tok, model = lm.tokenizer, lm.model
-    dev = _device(model)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    order = sorted(range(len(prefixes)), key=lambda i: (len(prefixes[i]), i))
     out: list[list[float]] = [[] for _ in prefixes]
+    for idx, _, logits in _scored_batches(lm, prefixes, batch_size, lambda idx, ids: 1, progress, what):
+        lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
+        for j, i in enumerate(idx):
+            out[i] = lp[j, list(candidates[i])].tolist()
+    return out
+
+
+def _scored_batches(lm, rows: Sequence[Sequence[int]], batch_size: int, keep, progress: Progress, what: str):
+    """Forward ``rows`` (token lists) in length-sorted, left-padded batches, the model in eval mode and
+    without gradients; yield ``(row indices, padded ids [B, T], logits of the last keep(idx, ids)
+    positions [B, K, V])`` per batch (logits None when keep is 0) and report progress after each."""
+    import torch
+
+    model = lm.model
+    dev = _device(model)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(rows)), key=lambda i: (len(rows[i]), i))
     was_training = model.training
     model.eval()
     try:
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
-            ids, att, pos = _left_pad([prefixes[i] for i in idx], pad)
-            with torch.no_grad():
-                kw = dict(input_ids=ids.to(dev), attention_mask=att.to(dev), position_ids=pos.to(dev))
-                try:
-                    logits = model(**kw, logits_to_keep=1).logits
-                except TypeError:  # a model without logits_to_keep: project every position
-                    logits = model(**kw).logits
-                lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
-            for j, i in enumerate(idx):
-                out[i] = lp[j, list(candidates[i])].tolist()
+            ids, att, pos = _left_pad([rows[i] for i in idx], pad)
+            k = keep(idx, ids)
+            logits = None
+            if k:
+                with torch.no_grad():
+                    kw = dict(input_ids=ids.to(dev), attention_mask=att.to(dev), position_ids=pos.to(dev))
+                    try:
+                        logits = model(**kw, logits_to_keep=k).logits
+                    except TypeError:  # a model without logits_to_keep: project every position
+                        logits = model(**kw).logits
+                    logits = logits[:, -k:]
+            yield idx, ids, logits
             progress(min(1.0, (b + len(idx)) / len(order)), f"{what} {b + len(idx)}/{len(order)}")
     finally:
         model.train(was_training)
-    return out
 
 
 def _max_length(lm, max_length: int) -> int:
