@@ -39,6 +39,7 @@ import yaml
 from .progress import Progress, no_progress
 from .records import DataError, Record
 from .registry import Registry
+from .runtime import resolve_bf16
 from .workspace import Workspace, hash_config, write_json
 
 BASELINES = ("random", "full")
@@ -304,6 +305,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         lora = tcfg.pop("lora", {"r": 8, "alpha": 32, "dropout": 0.0})
         max_length = int(tcfg.pop("max_length", 256))
         full_ft = bool(tcfg.pop("full", False))
+        tcfg["bf16"] = resolve_bf16(tcfg.get("bf16", False))
         cfg = TrainConfig(**{"lr": 2e-4, "epochs": 2, "batch_size": 8, "save_every": 20, **tcfg, "seed": seed})
         model = lm.model
         if full_ft:
@@ -316,7 +318,9 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
 
         # Keyed by what determines the weights (model, settings, seed, the data itself), not by the
         # cell: the full-data model, or two methods that select the same set, are trained once.
-        train_dir = ws.dir("training", hash_config({"model": lm.key, "train": spec.train, "seed": seed,
+        # ("auto" precision keyed by what it resolved to here; specs without the switch keep their keys)
+        train_key = {**spec.train, "bf16": tcfg["bf16"]} if "bf16" in spec.train else spec.train
+        train_dir = ws.dir("training", hash_config({"model": lm.key, "train": train_key, "seed": seed,
                                                     "data": data_hash(chosen)}))
         t1 = time.perf_counter()
         train(model, enc, cfg, pad_id=lm.tokenizer.pad_token_id, out_dir=train_dir,
@@ -325,10 +329,10 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         lm.model = model
         train_dir = str(train_dir)
     t2 = time.perf_counter()
-    if spec.eval.get("dtype") == "bf16":
+    if resolve_bf16(spec.eval.get("dtype", False)):
         import torch
 
-        lm.model = lm.model.to(torch.bfloat16)  # scoring only: bf16 matmuls (AMX / tensor cores)
+        lm.model = lm.model.to(torch.bfloat16)  # scoring only: bf16 matmuls (AVX512-BF16 / AMX / tensor cores)
     eval_kw = {k: v for k, v in spec.eval.items() if k not in ("loglik", "dtype")}
     if target.shots is not None:
         eval_kw["shots"] = target.shots
@@ -379,9 +383,12 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     from .models import load_model
 
     fcfg = dict(spec.selection.get("features") or {})
-    wcfg = replace(WarmupConfig(), **(fcfg.get("warmup") or {}))
+    wraw = dict(fcfg.get("warmup") or {})
+    if "bf16" in wraw:
+        wraw["bf16"] = resolve_bf16(wraw["bf16"])
+    wcfg = replace(WarmupConfig(), **wraw)
     max_length = int(fcfg.get("max_length", wcfg.max_length))
-    bf16 = bool(fcfg.get("bf16", False))  # fast path: autocast the feature pass to bf16
+    bf16 = resolve_bf16(fcfg.get("bf16", False))  # fast path: autocast the feature pass to bf16 (true/false/auto)
     proj = replace(ProjectorConfig(), **{k: v for k, v in {"dim": fcfg.get("dim"), "seed": fcfg.get("proj_seed")}.items()
                                          if v is not None})
     lm = load_model(spec.model, workspace=ws)

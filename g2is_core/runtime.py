@@ -76,6 +76,33 @@ def pick_device(device: str | None = None) -> str:
     return device
 
 
+def bf16_is_fast(device: str | None = None) -> bool:
+    """True where bf16 matmuls run natively: a CUDA device with bf16, or a CPU with AVX512-BF16 or AMX.
+
+    Elsewhere autocasting to bf16 is emulated and slower than fp32, so ``bf16: auto`` in a spec means fp32 there.
+    """
+    import torch
+
+    dev = pick_device(device)
+    if dev.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    return any(bool(getattr(torch.cpu, f, lambda: False)()) for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def resolve_bf16(value, device: str | None = None) -> bool:
+    """A spec's bf16 switch: true / false, or "auto" (= :func:`bf16_is_fast`)."""
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v == "auto":
+            return bf16_is_fast(device)
+        if v in ("true", "yes", "1", "bf16"):
+            return True
+        if v in ("false", "no", "0", "fp32", ""):
+            return False
+        raise ValueError(f"bf16 must be true, false or auto, not {value!r}")
+    return bool(value)
+
+
 def torch_dtype(name: str):
     import torch
 
