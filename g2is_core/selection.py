@@ -153,6 +153,24 @@ class FeatureSet:
         return np.ascontiguousarray(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0])
 
 
+def centred_pair(train: FeatureSet, target: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`FeatureSet.combined` of pool and target after centring each checkpoint's unit features on
+    the POOL's mean (then unit rows again): inner products are weighted cosines of centred features.
+
+    Gradient features share a large common direction (mean pairwise cosine ~0.5 on real pools), which
+    makes the records that carry most of it the nearest neighbours of everything (hubs of the kNN
+    graph); centring removes it (docs/selection.md, "Hubs")."""
+    xs, ys = [], []
+    for a, b, w in zip(train.checkpoints, target.checkpoints, train.weights):
+        a = _unit_rows(np.asarray(a, dtype=np.float32))
+        b = _unit_rows(np.asarray(b, dtype=np.float32))
+        mu = a.astype(np.float64).mean(axis=0).astype(np.float32)
+        xs.append(_unit_rows(a - mu) * np.float32(math.sqrt(w)))
+        ys.append(_unit_rows(b - mu) * np.float32(math.sqrt(w)))
+    cat = (lambda p: np.ascontiguousarray(np.concatenate(p, axis=1) if len(p) > 1 else p[0]))
+    return cat(xs), cat(ys)
+
+
 def _array_hash(a: np.ndarray) -> str:
     import hashlib
 
@@ -348,6 +366,9 @@ class G2isOptions:
     add_mean: bool = _opt(False, "fix: add the mean target direction as a component (faithful: off)")
     centred: bool = _opt(True, "faithful: centred PCA; False = uncentred SVD")
     cache: bool = _opt(True, "reuse (and save) the kNN graph in the workspace, keyed by the features")
+    pool_centre: bool = _opt(False, "ours: subtract the pool's mean feature from pool and target features before "
+                                    "the graph, core knowledge and walk (removes the direction every gradient shares, "
+                                    "which makes a few records hubs of the kNN graph; faithful: off)")
 
 
 def graph_dir(ws: Workspace, features_key: str, k: int, method: str) -> Path:
@@ -380,14 +401,17 @@ def _g2is(ctx: Context, budget: int, o: G2isOptions) -> Scored:
     from .walk import core_knowledge, walk
 
     train, target = ctx.need_features("g2is")
-    x = train.combined()
-    y = target.combined()
+    if o.pool_centre:
+        x, y = centred_pair(train, target)
+        graph_key = hash_config({"features": train.key, "pool_centre": True})
+    else:
+        x, y, graph_key = train.combined(), target.combined(), train.key
     core = core_knowledge(y, o.pca_variance, align_signs=o.align_signs, add_mean=o.add_mean, centred=o.centred)
     k = min(int(o.k), x.shape[0] - 1)
     if k < 1:
         raise ValueError("the walk needs a pool of at least 2 records")
     t0 = time.perf_counter()
-    g, gdir = cached_graph(x, train.key, k, o.graph, ctx.ws if o.cache else None, ids=train.ids,
+    g, gdir = cached_graph(x, graph_key, k, o.graph, ctx.ws if o.cache else None, ids=train.ids,
                            inputs={"data_hash": _data_hash(ctx.pool)})
     t_graph = time.perf_counter() - t0
     res = walk(x, core, g.neighbors, budget, delta=o.delta, anchors_top=o.anchors_top)

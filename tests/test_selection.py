@@ -129,6 +129,37 @@ def test_less_and_g2is_find_the_target_cluster(workspace):
         S.select("less", pool[:-1], targets, count=3, train_features=train, target_features=target)
 
 
+def test_g2is_pool_centre_is_the_walk_on_centred_features_and_undoes_a_hub(workspace):
+    """A direction every pool gradient shares, and a few records made of little else, makes those records
+    every node's nearest neighbours (hubs): the walk is absorbed by them. Centring on the pool mean
+    removes the shared direction; it equals running the faithful walk on centred features."""
+    _, labels, centres = clusters(n_per=20, d=16, seed=1)
+    rng = np.random.default_rng(2)
+    common = np.linalg.qr(np.concatenate([centres.T, rng.normal(size=(16, 1))], axis=1))[0][:, 3]  # ⟂ clusters
+    x = 0.5 * centres[labels] + common + 0.3 * rng.normal(size=(len(labels), 16))
+    hubs = np.flatnonzero(labels == 2)[:6]
+    x[hubs] = common + 0.01 * rng.normal(size=(len(hubs), 16))
+    y = 0.5 * centres[0] + common + 0.3 * rng.normal(size=(8, 16))
+    pool, targets = recs(len(x)), recs(8, prefix="t")
+    train = S.FeatureSet.from_arrays(x.astype(np.float32), ids=[r.id for r in pool])
+    target = S.FeatureSet.from_arrays(y.astype(np.float32), ids=[r.id for r in targets])
+    kw = dict(count=10, workspace=workspace, k=5, align_signs=True, add_mean=True)
+    hub_ids = {pool[i].id for i in hubs}
+    raw = S.select("g2is", pool, targets, train_features=train, target_features=target, **kw)
+    cen = S.select("g2is", pool, targets, train_features=train, target_features=target, pool_centre=True, **kw)
+    assert len(hub_ids & set(raw.ids)) >= 3            # absorbed by the hubs
+    assert not hub_ids & set(cen.ids)                  # not any more
+    relevant = {pool[i].id for i in np.flatnonzero(labels == 0)}
+    assert S.precision(cen.ids, relevant) > S.precision(raw.ids, relevant)
+    ux, uy = (a / np.linalg.norm(a, axis=1, keepdims=True) for a in (x, y))  # the features' cosine geometry
+    mu = ux.mean(axis=0)
+    ref = S.select("g2is", pool, targets, train_features=S.FeatureSet.from_arrays((ux - mu).astype(np.float32),
+                                                                                  ids=[r.id for r in pool]),
+                   target_features=S.FeatureSet.from_arrays((uy - mu).astype(np.float32),
+                                                            ids=[r.id for r in targets]), **kw)
+    assert cen.ids == ref.ids
+
+
 def test_selection_run_round_trip(workspace):
     x, labels, centres = clusters(n_per=10)
     pool = recs(len(x), raw=True)
