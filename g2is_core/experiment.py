@@ -76,6 +76,11 @@ class ExperimentSpec:
     selection: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {method, options}
+
+    def base_method(self, name: str) -> str:
+        """The selection method a (possibly variant) method name runs."""
+        return self.variants[name]["method"] if name in self.variants else name
 
     def all_methods(self) -> list[str]:
         out = [BASE]
@@ -86,7 +91,9 @@ class ExperimentSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "pool": self.pool,
-                "targets": [t.config() for t in self.targets], "methods": self.methods, "ratios": self.ratios,
+                "targets": [t.config() for t in self.targets],
+                "methods": [{"name": m, **self.variants[m]} if m in self.variants else m for m in self.methods],
+                "ratios": self.ratios,
                 "seeds": self.seeds, "train": self.train, "selection": self.selection, "eval": self.eval,
                 **({"full_seeds": self.full_seeds} if self.full_seeds is not None else {})}
 
@@ -129,20 +136,52 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     for r in raw.get("ratios", [0.05]):
         if not isinstance(r, (int, float)) or not (0 < float(r) <= 1):
             raise DataError(f"ratio {r!r} must be a number in (0, 1]", path=str(p), field="ratios")
+    names, variants = _methods(raw.get("methods") or [], p)
     spec = ExperimentSpec(name=str(raw["name"]), model=str(raw.get("model", "default")),
                           pool=raw.get("pool") or {"builtin": {"seed": 0}}, targets=targets,
-                          methods=list(raw.get("methods") or []), ratios=[float(r) for r in raw.get("ratios", [0.05])],
+                          methods=names, variants=variants, ratios=[float(r) for r in raw.get("ratios", [0.05])],
                           seeds=[int(s) for s in raw.get("seeds", [0])],
                           full_seeds=None if raw.get("full_seeds") is None else [int(s) for s in raw["full_seeds"]],
                           train=raw.get("train") or {},
                           selection=raw.get("selection") or {}, eval=raw.get("eval") or {}, source=str(p))
+    return spec
+
+
+def _methods(entries: list, p: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Spec methods: names (``g2is``), or variants ``{name: g2is-centred, method: g2is, options: {...}}``
+    that run a method with other options under their own name (a column of their own in every table)."""
     from .selection import METHODS
 
-    for m in spec.methods:
-        if m not in METHODS and m not in BASELINES:
-            raise DataError(f"unknown method {m!r}; known: {sorted(set(METHODS) | set(BASELINES))}",
-                            path=str(p), field="methods")
-    return spec
+    known = sorted(set(METHODS) | set(BASELINES))
+    names: list[str] = []
+    variants: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        if isinstance(e, dict):
+            name, method, options = e.get("name"), e.get("method"), e.get("options") or {}
+            extra = set(e) - {"name", "method", "options"}
+            if not name or not method or extra or not isinstance(options, dict):
+                raise DataError(f"a method variant needs 'name', 'method' and optionally 'options' (a mapping); got "
+                                f"{e!r}", path=str(p), field="methods")
+            if method not in METHODS:
+                raise DataError(f"variant {name!r}: unknown method {method!r}; known: {sorted(METHODS)}",
+                                path=str(p), field="methods")
+            if name in METHODS or name in BASELINES or name == BASE:
+                raise DataError(f"variant name {name!r} is a method's own name; give it a name of its own",
+                                path=str(p), field="methods")
+            try:
+                METHODS[method].make_options(**options)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"variant {name!r}: {exc}", path=str(p), field="methods") from exc
+            variants[str(name)] = {"method": str(method), "options": dict(options)}
+            name = str(name)
+        else:
+            name = str(e)
+            if name not in METHODS and name not in BASELINES:
+                raise DataError(f"unknown method {name!r}; known: {known}", path=str(p), field="methods")
+        if name in names:
+            raise DataError(f"method {name!r} is listed twice", path=str(p), field="methods")
+        names.append(name)
+    return names, variants
 
 
 # ----------------------------------------------------------------------------- data
@@ -221,7 +260,7 @@ def cell_config(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: fl
             "method": method, "ratio": ratio, "seed": seed,
             "train": spec.train if method != BASE else None,
             "selection": spec.selection if method not in (BASE, "full", "random") else None,
-            "eval": spec.eval}
+            "eval": spec.eval, **({"variant": spec.variants[method]} if method in spec.variants else {})}
 
 
 def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, progress: Progress = no_progress,
@@ -287,14 +326,16 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         from .selection import SelectionRun, select
 
         targets = load_target(target.select, target.n_select, seed=0)
+        name, method = method, spec.base_method(method)
         opts = dict(spec.selection.get(method, {}) if isinstance(spec.selection.get(method), dict) else {})
+        opts.update(spec.variants.get(name, {}).get("options", {}))
         stores: dict[str, Any] = {}
         if method in GRADIENT_METHODS:
             stores = gradient_stores(spec, pool, targets, ws, lambda f, m: progress(0.25 * f, f"features: {m}"))
         if method == "random":
             opts.setdefault("seed", seed)
         sel = select(method, pool, targets, ratio=ratio, workspace=ws, **stores, **opts)
-        run = SelectionRun.save(sel, pool, workspace=ws, name=f"{spec.name}/{target.name}/{method}/{ratio}/{seed}")
+        run = SelectionRun.save(sel, pool, workspace=ws, name=f"{spec.name}/{target.name}/{name}/{ratio}/{seed}")
         by_id = {r.id: r for r in pool}
         chosen = [by_id[i] for i in run.ids]
         sel_dir = str(run.dir)
@@ -356,7 +397,7 @@ def prepare_features(spec: ExperimentSpec, workspace: Workspace | None = None,
     """Warmup and every gradient store the spec's gradient methods need (cached by content), up front.
 
     Returns the number of targets prepared (0 when the spec lists no gradient method)."""
-    if not any(m in GRADIENT_METHODS for m in spec.methods):
+    if not any(spec.base_method(m) in GRADIENT_METHODS for m in spec.methods):
         return 0
     ws = workspace or Workspace()
     pool = load_pool(spec.pool)

@@ -1,4 +1,7 @@
 """The closed loop on the tiny model: a spec -> selection (incl. gradient methods) -> training -> eval."""
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -103,3 +106,24 @@ def test_cli_features_up_front_then_method_subsets(tmp_path, monkeypatch, capsys
     rows = Registry.open().rows("tiny-cli")
     assert {r["method"] for r in rows} == {"base", "random", "full", "less", "bm25"} and len(rows) == 5
     assert sorted(p.parent for p in ws.glob("grads/*/sidecar.json")) == stores  # the run reused them
+
+
+def test_method_variants_run_under_their_own_name(tmp_path, workspace):
+    spec = load_spec(_write(tmp_path, {
+        **SPEC, "name": "tiny-variants",
+        "methods": ["g2is", {"name": "g2is-centred", "method": "g2is", "options": {"pool_centre": True, "k": 4}}]}))
+    assert spec.methods == ["g2is", "g2is-centred"] and spec.base_method("g2is-centred") == "g2is"
+    rows = run_experiment(spec, workspace, log=lambda m: None, methods={"g2is", "g2is-centred"})
+    by = {r["method"]: r for r in rows}
+    assert set(by) == {"g2is", "g2is-centred"} and all(r["status"] == "done" for r in rows)
+    assert by["g2is-centred"]["config"]["variant"] == {"method": "g2is", "options": {"pool_centre": True, "k": 4}}
+    assert "variant" not in by["g2is"]["config"]  # plain methods keep the config (and key) they had
+    side = json.loads((Path(by["g2is-centred"]["selection"]) / "sidecar.json").read_text())
+    assert side["config"]["options"]["pool_centre"] is True and side["config"]["options"]["k"] == 4
+    assert side["name"].endswith("/g2is-centred/0.1/0")
+    for bad, match in ([{"name": "g2is", "method": "g2is"}, "name of its own"],
+                       [{"name": "v", "method": "nope"}, "unknown method"],
+                       [{"name": "v", "method": "g2is", "options": {"nope": 1}}, "nope"],
+                       ["bm25", "twice"]):
+        with pytest.raises(DataError, match=match):
+            load_spec(_write(tmp_path, {**SPEC, "methods": ["bm25", bad]}))
