@@ -106,8 +106,8 @@ def timing_section(rows) -> str:
     lines = [f"- rows finished: {len(done)} of {len(rows)}",
              f"- wall time, first claim to last finished row: {wall / 60:.1f} min",
              *(f"- sum of {k}: {v / 60:.1f} min" for k, v in sorted(sums.items())),
-             "- feature extraction (warmup + stores) is not in the rows: it is cached and counted once, in the "
-             "first gradient-method row of each target that needed it (select_s)"]
+             "- feature extraction (warmup + stores) is cached: computed inside a row, it is in that row's select_s; "
+             "computed first by `g2is bench features SPEC`, it is in no row (that command prints its own time)"]
     return "\n".join(lines)
 
 
