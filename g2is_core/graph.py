@@ -372,9 +372,7 @@ class InstructionGraph:
         with ws.atomic_path(d / "nodes.parquet") as tmp:
             nodes.to_parquet(tmp, index=False)
         if self.core_components is not None:
-            with ws.atomic_path(d / "core_components.npy") as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, np.asarray(self.core_components, dtype=np.float32), allow_pickle=False)
+            ws.write_npy(d / "core_components.npy", np.asarray(self.core_components, dtype=np.float32))
         extra = {"n": self.n, "k": self.k, "method": self.method, "graph_kind": self.kind, "n_core": self.n_core,
                  "core_weights": None if self.core_weights is None else np.asarray(self.core_weights).tolist(),
                  "ids_are_int": not isinstance(id_col, list)}

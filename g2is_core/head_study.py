@@ -35,7 +35,7 @@ from .encoding import encode_all
 from .heads import activation_pattern
 from .progress import Progress, no_progress
 from .tasks import TASKS, get_task, is_correct, make_task_records
-from .workspace import Workspace, atomic_path, read_json, read_sidecar, write_json, write_sidecar
+from .workspace import Workspace, read_json, read_sidecar, write_json, write_npy, write_sidecar
 
 KIND = "heads"
 MIX_KIND = "heads-mix"
@@ -183,8 +183,7 @@ def run_study(cfg: StudyConfig, workspace: Workspace | None = None, *, progress:
             t0 = time.time()
             ap = activation_pattern(lm.model, pat_enc, pad_id=tok.pad_token_id)
             acc, preds = exact_match(lm.model, tok, eval_recs, max_new_tokens=cfg.max_new_tokens)
-            with atomic_path(base_npy) as tmp, open(tmp, "wb") as f:
-                np.save(f, ap.per_sample)
+            write_npy(base_npy, ap.per_sample)
             write_json(base_json, {"accuracy": acc, "predictions": preds[:8], "answers": [r.answer for r in eval_recs[:8]],
                                    "seconds": time.time() - t0})
             log(f"[{task}] base accuracy {acc:.3f}")
@@ -238,10 +237,8 @@ def _run_one(cfg, ws, task, seed, pat_enc, base_per, base_acc, eval_recs, run_di
     acc, preds = exact_match(model, tok, eval_recs, max_new_tokens=cfg.max_new_tokens)
     per = np.stack([pats[s] for s in steps]).astype(np.float32)          # [S, N, L, H]
     run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "per_sample.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, per)
-    with atomic_path(run_dir / "patterns.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, per.astype(np.float64).mean(1))
+    write_npy(run_dir / "per_sample.npy", per)
+    write_npy(run_dir / "patterns.npy", per.astype(np.float64).mean(1))
     write_json(run_dir / "run.json", {
         "task": task, "seed": seed, "steps": list(steps), "samples_seen": [seen[s] for s in steps],
         "accuracy_before": base_acc, "accuracy_after": acc, "predictions": preds[:8],

@@ -45,7 +45,7 @@ import numpy as np
 from .progress import Progress, no_progress
 from .unlearning import UnlearnConfig, encode_texts, grace_unlearn, probe_measure, record_text, shuffled_copy, \
     text_paragraphs
-from .workspace import Workspace, atomic_path, read_json, write_json, write_sidecar
+from .workspace import Workspace, read_json, write_json, write_npy, write_sidecar
 
 KIND = "impact"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -432,8 +432,7 @@ def run_study(cfg: ImpactConfig, workspace: Workspace | None = None, *, progress
     st = ImpactStudy.load(out)
     M, SE = st.impact_matrix()
     for name, arr in (("impact.npy", M), ("impact_se.npy", SE)):
-        with atomic_path(out / name) as tmp, open(tmp, "wb") as f:
-            np.save(f, arr)
+        write_npy(out / name, arr)
     write_json(out / "findings.json", st.findings())
     write_sidecar(out, KIND, cfg.to_dict(), inputs={"model": lm.identity}, extra={"seconds": time.time() - t_start})
     progress(1.0, f"study complete at {out}")

@@ -434,8 +434,7 @@ def _cached_matrix(ws: Workspace, kind: str, ident: dict, compute: Callable[[], 
         return np.load(f, allow_pickle=False)
     m = np.asarray(compute(), dtype=np.float32)
     d.mkdir(parents=True, exist_ok=True)
-    with ws_mod.atomic_path(f) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, m, allow_pickle=False)
+    ws_mod.write_npy(f, m)
     ws_mod.write_sidecar(d, kind, ident, extra={"shape": list(m.shape)})
     return m
 

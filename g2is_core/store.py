@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .workspace import SIDECAR, Workspace, atomic_path, hash_config, hash_strings, read_json, read_sidecar, \
-    write_json, write_sidecar
+    write_json, write_npy, write_sidecar
 
 KIND = "grads"
 DTYPES = {"fp16": np.float16, "fp32": np.float32}
@@ -184,8 +184,7 @@ class StoreWriter:
         want = (len(self.rows(shard)), self.dim)
         if rows.shape != want:
             raise ValueError(f"shard {shard}: got rows of shape {rows.shape}, expected {want}")
-        with atomic_path(self.shard_path(shard)) as tmp, open(tmp, "wb") as f:
-            np.save(f, rows.astype(DTYPES[self.dtype]), allow_pickle=False)
+        write_npy(self.shard_path(shard), rows.astype(DTYPES[self.dtype]))
 
     def finalize(self, inputs: dict[str, Any], extra: dict[str, Any] | None = None) -> GradientStore:
         """Copy the shards into ``features.npy`` (streaming), write the sidecar last, drop the shards."""

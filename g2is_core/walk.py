@@ -223,9 +223,7 @@ class WalkResult:
         with ws.atomic_path(d / "trajectory.parquet") as tmp:
             self.trajectory.to_parquet(tmp, index=False)
         if self.core is not None:
-            with ws.atomic_path(d / "core_components.npy") as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, np.asarray(self.core.components, dtype=np.float64), allow_pickle=False)
+            ws.write_npy(d / "core_components.npy", np.asarray(self.core.components, dtype=np.float64))
         extra = {"n_selected": int(len(self.selected)), "components": self.components.to_dict(orient="records"),
                  "core": None if self.core is None else self.core.summary()}
         ws.write_sidecar(d, "g2is_walk", self.config, inputs=inputs, extra=extra)

@@ -125,6 +125,15 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return Path(path)
 
 
+def write_npy(path: str | Path, array: Any) -> Path:
+    """Save an array as .npy atomically (never pickled: object arrays are refused)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+    return Path(path)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -257,14 +257,20 @@ def random_case(seed, n, d, clustered=True):
     return x, core, nb
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_fast_walk_equals_reference(seed):
+def reference_case(seed):
+    """The random comparison case of ``seed``: (x, core, neighbours, B, delta, its rng for further draws)."""
     rng = np.random.default_rng(1000 + seed)
     n = int(rng.integers(300, 2001))
     d = int(rng.choice([4, 8, 16, 32, 64]))
     x, core, nb = random_case(seed, n, d, clustered=seed % 3 != 0)
     B = max(core.k, int(n * rng.uniform(0.02, 0.12)))
     delta = float(rng.choice([0.5, 0.8, 0.95, 1.0]))
+    return x, core, nb, B, delta, rng
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_fast_walk_equals_reference(seed):
+    x, core, nb, B, delta, rng = reference_case(seed)
     r = walk(x, core, nb, B, delta=delta, chunk=int(rng.choice([1, 5, 256])))
     ref = reference_walk(x, core.components, core.weights, B, nb, delta=delta)
     assert r.selected.tolist() == [s["node"] for s in ref]
@@ -278,12 +284,7 @@ def test_reference_comparison_covers_every_path():
     """The random cases above exercise local steps, fallbacks and under-fill (else they prove little)."""
     seen, stops = set(), set()
     for seed in range(10):
-        rng = np.random.default_rng(1000 + seed)
-        n = int(rng.integers(300, 2001))
-        d = int(rng.choice([4, 8, 16, 32, 64]))
-        x, core, nb = random_case(seed, n, d, clustered=seed % 3 != 0)
-        B = max(core.k, int(n * rng.uniform(0.02, 0.12)))
-        delta = float(rng.choice([0.5, 0.8, 0.95, 1.0]))
+        x, core, nb, B, delta, _ = reference_case(seed)
         r = walk(x, core, nb, B, delta=delta)
         seen |= set(r.trajectory["source"])
         stops |= set(r.components["stop"])
