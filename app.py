@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from g2is_core import appkit, jobs
+from g2is_core.app import kit as appkit
+from g2is_core import jobs
 from pages import _ui
 
 st.set_page_config(page_title="G2IS Studio", page_icon=":material/hub:", layout="wide")

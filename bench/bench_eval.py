@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from g2is_core import evaluation as E
-from g2is_core.models import load_model
+from g2is_core.loop import evaluation as E
+from g2is_core.models.loading import load_model
 
 
 def _timed(fn):

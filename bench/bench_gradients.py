@@ -33,8 +33,8 @@ T = 128
 
 def examples(tok, n: int):
     """The first ``n`` records of the shared T0 pool files that encode to at least 128 tokens, cut to 128."""
-    from g2is_core.data import load_records
-    from g2is_core.encoding import encode_record
+    from g2is_core.data.loaders import load_records
+    from g2is_core.data.encoding import encode_record
     from g2is_core.workspace import shared_data_root
 
     root = shared_data_root()
@@ -89,9 +89,9 @@ def child(path: str, n: int, out: str) -> None:
     import numpy as np
     import torch
 
-    from g2is_core import gradients as G
+    from g2is_core.features import gradients as G
     from g2is_core import runtime
-    from g2is_core.models import load_model
+    from g2is_core.models.loading import load_model
 
     runtime.apply_thread_policy(THREADS)
     lm = load_model("default")

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import numpy as np  # noqa: E402
 
-from g2is_core.graph import build_knn, knn_recall, l2_normalise  # noqa: E402
-from g2is_core.walk import core_knowledge, walk  # noqa: E402
+from g2is_core.graph.knn import build_knn, knn_recall, l2_normalise  # noqa: E402
+from g2is_core.graph.walk import core_knowledge, walk  # noqa: E402
 
 
 def mixture(n: int, d: int, clusters: int, seed: int, m_target: int = 16, target_clusters: int = 3):

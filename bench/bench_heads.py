@@ -36,10 +36,10 @@ def main(argv=None) -> int:
     import numpy as np
 
     from g2is_core import runtime
-    from g2is_core.encoding import encode_all
-    from g2is_core.heads import activation_pattern
-    from g2is_core.models import load_model
-    from g2is_core.tasks import make_task_records
+    from g2is_core.data.encoding import encode_all
+    from g2is_core.heads.patterns import activation_pattern
+    from g2is_core.models.loading import load_model
+    from g2is_core.data.tasks import make_task_records
 
     threads = runtime.apply_thread_policy()
     lm = load_model(a.model)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from g2is_core.scale import knn_streaming, peak_rss_bytes, plan_index, sample_recall  # noqa: E402
+from g2is_core.graph.scale import knn_streaming, peak_rss_bytes, plan_index, sample_recall  # noqa: E402
 
 GiB = 1 << 30
 
@@ -79,7 +79,7 @@ def stage_graph(x, k: int, memory: int, queries: int):
 
 
 def stage_walk(x, y, nbrs, ratio: float, max_seconds: float):
-    from g2is_core.walk import core_knowledge, walk
+    from g2is_core.graph.walk import core_knowledge, walk
 
     core = core_knowledge(y, 0.5)
     t = time.perf_counter()
@@ -93,10 +93,10 @@ def stage_walk(x, y, nbrs, ratio: float, max_seconds: float):
 # ----------------------------------------------------------------------------- the page at 100k points
 def seed_page_workspace(ws_root: Path, x, n: int, k: int) -> None:
     """A graph, its records and a stored layout of the first n rows, as `g2is graph build` leaves them."""
-    from g2is_core.graph import InstructionGraph
-    from g2is_core.layout import layout
-    from g2is_core.records import simple
-    from g2is_core.selection import save_dataset
+    from g2is_core.graph.knn import InstructionGraph
+    from g2is_core.graph.layout import layout
+    from g2is_core.data.records import simple
+    from g2is_core.selection.core import save_dataset
     from g2is_core.workspace import Workspace, hash_config
 
     ws = Workspace(ws_root)
@@ -106,7 +106,7 @@ def seed_page_workspace(ws_root: Path, x, n: int, k: int) -> None:
     tasks = [f"task{j}" for j in range(12)]
     pool = [simple(f"r{i}", f"question {i}", f"answer {i}", source=f"src{i % 4}", task=tasks[i % 12])
             for i in range(n)]
-    from g2is_core.data import data_hash
+    from g2is_core.data.loaders import data_hash
 
     dh = data_hash(pool)
     save_dataset(pool, ws)
@@ -128,7 +128,7 @@ def stage_browser(ws_root: Path, n: int) -> None:
     from conftest import CHROMIUM, CHROMIUM_ARGS, serve  # the browser tests' own server fixture
     from playwright.sync_api import sync_playwright
 
-    from g2is_core.layout import DISPLAY_MAX
+    from g2is_core.graph.layout import DISPLAY_MAX
 
     drawn = min(n, DISPLAY_MAX)  # the page draws a fixed subset above DISPLAY_MAX visible nodes
     with serve(ws_root) as url, sync_playwright() as pw:

@@ -44,12 +44,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    from g2is_core import gradients as G
-    from g2is_core import tasks
-    from g2is_core.data import data_hash
-    from g2is_core.models import load_model
+    from g2is_core.features import gradients as G
+    from g2is_core.data import tasks
+    from g2is_core.data.loaders import data_hash
+    from g2is_core.models.loading import load_model
     from g2is_core.runtime import apply_thread_policy
-    from g2is_core.selection import FeatureSet, precision, select
+    from g2is_core.selection.core import FeatureSet, precision, select
     from g2is_core.workspace import Workspace
 
     apply_thread_policy()

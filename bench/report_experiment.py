@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from g2is_core.benchmarks import overlap_matrix, paired_vs_random, summary_table
-from g2is_core.experiment import load_spec
-from g2is_core.registry import Registry
+from g2is_core.loop.tables import overlap_matrix, paired_vs_random, summary_table
+from g2is_core.loop.experiment import load_spec
+from g2is_core.loop.registry import Registry
 
 
 def _fmt(x, nd=3) -> str:

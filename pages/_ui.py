@@ -1,6 +1,6 @@
 """Streamlit helpers shared by the pages: error guard, empty states, artefact lists, job forms.
 
-Layout only; numbers and tables come from :mod:`g2is_core.appkit` and the core modules.
+Layout only; numbers and tables come from :mod:`g2is_core.app.kit` and the core modules.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import streamlit as st
 
-from g2is_core import appkit
+from g2is_core.app import kit as appkit
 from g2is_core.workspace import Workspace
 
 log = logging.getLogger("g2is.app")
@@ -43,8 +43,8 @@ _leave_legacy_multipage_mode()
 # ----------------------------------------------------------------------------- errors
 def error_sentence(exc: BaseException) -> str:
     """The message a user reads: the exception's own sentence (our errors say what to do)."""
-    from g2is_core.models import ModelError
-    from g2is_core.records import DataError
+    from g2is_core.models.loading import ModelError
+    from g2is_core.data.records import DataError
 
     msg = str(exc).strip() or type(exc).__name__
     if isinstance(exc, (DataError, ModelError, ValueError, FileNotFoundError, PermissionError)):

@@ -8,8 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from g2is_core import benchmarks
-from g2is_core.registry import Registry
+from g2is_core.loop import tables as benchmarks
+from g2is_core.loop.registry import Registry
 from pages import _ui
 
 st.title("Benchmarks")

@@ -6,9 +6,10 @@ import json
 import plotly.express as px
 import streamlit as st
 
-from g2is_core import appkit, tasks
-from g2is_core.data import FORMATS, data_hash, load_records
-from g2is_core.records import DataError
+from g2is_core.app import kit as appkit
+from g2is_core.data import tasks
+from g2is_core.data.loaders import FORMATS, data_hash, load_records
+from g2is_core.data.records import DataError
 from g2is_core.workspace import Workspace
 from pages import _ui
 

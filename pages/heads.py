@@ -13,9 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from g2is_core import head_analysis as ha
-from g2is_core.head_study import HeadStudy, list_studies, study_findings
-from g2is_core.heads import head_label, kv_group
+from g2is_core.heads import analysis as ha
+from g2is_core.heads.study import HeadStudy, list_studies, study_findings
+from g2is_core.heads.patterns import head_label, kv_group
 from g2is_core.workspace import read_json
 from pages import _ui
 

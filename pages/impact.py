@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from g2is_core.impact import ImpactStudy, circle_layout, list_studies
+from g2is_core.impact.study import ImpactStudy, circle_layout, list_studies
 from g2is_core.workspace import read_json
 from pages import _ui
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from g2is_core import appkit, jobs
+from g2is_core.app import kit as appkit
+from g2is_core import jobs
 from pages import _ui
 
 MAX_SHOWN = 30

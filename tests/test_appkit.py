@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from g2is_core import appkit
-from g2is_core.records import simple
+from g2is_core.app import kit as appkit
+from g2is_core.data.records import simple
 from g2is_core.workspace import write_sidecar
 
 
@@ -74,7 +74,7 @@ def test_stores_for_data_filters_on_data_hash(workspace):
 
 
 def test_token_stats_counts_truncation():
-    from g2is_core.models import tiny_tokenizer
+    from g2is_core.models.loading import tiny_tokenizer
 
     tok = tiny_tokenizer()
     recs = [simple("a", "hi", "yo", source="s", task="t"), simple("b", "x" * 200, "y", source="s", task="t")]
@@ -97,7 +97,7 @@ def test_elapsed():
 
 def test_app_command_is_local_unless_asked(capsys):
     from g2is_core.cli import build_parser
-    from g2is_core.cli_app import app_command
+    from g2is_core.cli.app import app_command
 
     cmd = app_command(8600)
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"

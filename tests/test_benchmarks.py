@@ -3,8 +3,8 @@ import multiprocessing as mp
 
 import pytest
 
-from g2is_core.benchmarks import composition, overlap_matrix, paired_vs_random, primary_metric, summary_table
-from g2is_core.registry import Registry
+from g2is_core.loop.tables import composition, overlap_matrix, paired_vs_random, primary_metric, summary_table
+from g2is_core.loop.registry import Registry
 from g2is_core.workspace import Workspace
 
 
@@ -95,7 +95,7 @@ def test_two_processes_cannot_both_claim_a_row(tmp_path):
 
 
 def test_metric_choice_and_available_metrics():
-    from g2is_core.benchmarks import available_metrics
+    from g2is_core.loop.tables import available_metrics
 
     rows = [{**_row("t", "random", 0.1, 0, 0.0), "metrics": {"accuracy": 0.0, "nll": 2.0, "ppl": 7.4, "n_eval": 4}},
             {**_row("t", "g2is", 0.1, 0, 0.0), "metrics": {"accuracy": 0.0, "nll": 1.5, "ppl": 4.5, "n_eval": 4}}]
@@ -106,7 +106,7 @@ def test_metric_choice_and_available_metrics():
 
 
 def test_default_metric_skips_a_constant_one():
-    from g2is_core.benchmarks import default_metric
+    from g2is_core.loop.tables import default_metric
 
     rows = [{**_row("t", m, 0.1, 0, 0.0), "metrics": {"accuracy": 0.0, "nll": v}} for m, v in (("a", 1.0), ("b", 2.0))]
     assert default_metric(rows) == "nll"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from g2is_core.data import (FORMATS, bbh_cot_exemplars, data_hash, detect_format, export_chat, export_original,
+from g2is_core.data.loaders import (FORMATS, bbh_cot_exemplars, data_hash, detect_format, export_chat, export_original,
                             iter_records, load_bbh_cot_prompt, load_records, read_records_jsonl,
                             save_records_jsonl)
-from g2is_core.records import DataError, Record, simple
+from g2is_core.data.records import DataError, Record, simple
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

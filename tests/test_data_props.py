@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from g2is_core.data import FORMATS, load_records
-from g2is_core.records import DataError
+from g2is_core.data.loaders import FORMATS, load_records
+from g2is_core.data.records import DataError
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from g2is_core import gradients as G
-from g2is_core import models, tasks
-from g2is_core.data import data_hash
-from g2is_core.distributed import RayConfig, plan_tasks
+from g2is_core.features import gradients as G
+from g2is_core.models import loading as models
+from g2is_core.data import tasks
+from g2is_core.data.loaders import data_hash
+from g2is_core.features.distributed import RayConfig, plan_tasks
 from g2is_core.workspace import Workspace
 
 TINY_LORA = models.LoraSettings(r=4, alpha=16, dropout=0.1)
@@ -28,7 +29,7 @@ def test_plan_tasks_contiguous_and_complete():
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    from g2is_core import distributed
+    from g2is_core.features import distributed
 
     distributed.init(RAY)
     yield ray
@@ -51,7 +52,7 @@ def warm(tmp_path_factory):
 
 
 def _ray_store(warm, name: str, **kw):
-    from g2is_core.distributed import extract_store_ray
+    from g2is_core.features.distributed import extract_store_ray
 
     ws, w, pool, fcfg, proj, _ = warm
     return extract_store_ray("tiny", pool, w, 2, fcfg, proj, data_hash=data_hash(pool), dtype="fp32",
@@ -80,9 +81,9 @@ def test_worker_killed_mid_task_is_retried_without_loss(ray_cluster, warm, tmp_p
 
 
 def test_activation_pattern_on_ray_equals_local(ray_cluster, tiny):
-    from g2is_core.distributed import activation_pattern_ray
-    from g2is_core.encoding import encode_all
-    from g2is_core.heads import activation_pattern
+    from g2is_core.features.distributed import activation_pattern_ray
+    from g2is_core.data.encoding import encode_all
+    from g2is_core.heads.patterns import activation_pattern
 
     enc, _ = encode_all(tiny.tokenizer, list(tasks.make_pool(1).records[:14]), max_length=96)
     kw = dict(pad_id=tiny.tokenizer.pad_token_id, batch_size=3, max_tokens=512)
@@ -94,7 +95,7 @@ def test_activation_pattern_on_ray_equals_local(ray_cluster, tiny):
 
 def test_cli_grads_backend_ray_equals_local(ray_cluster, warm, tmp_path):
     from g2is_core.cli import main
-    from g2is_core.store import GradientStore
+    from g2is_core.features.store import GradientStore
 
     _, w, *_ = warm
     base = ["grads", "--model", "tiny", "--data", "builtin:pool", "--limit", "9", "--warmup", str(w.dir),

@@ -1,8 +1,8 @@
 import pytest
 
-from g2is_core.encoding import IGNORE, collate, encode_all, encode_prompt, encode_record, length_buckets
-from g2is_core.models import tiny_tokenizer
-from g2is_core.records import DataError, Record, simple
+from g2is_core.data.encoding import IGNORE, collate, encode_all, encode_prompt, encode_record, length_buckets
+from g2is_core.models.loading import tiny_tokenizer
+from g2is_core.data.records import DataError, Record, simple
 
 TOK = tiny_tokenizer()
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from g2is_core import evaluation as E
-from g2is_core.encoding import collate, encode_prompt, encode_record
-from g2is_core.records import simple
+from g2is_core.loop import evaluation as E
+from g2is_core.data.encoding import collate, encode_prompt, encode_record
+from g2is_core.data.records import simple
 
 
 # ============================================================================ pure metrics

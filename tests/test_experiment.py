@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from g2is_core.experiment import load_spec, run_experiment
-from g2is_core.records import DataError
-from g2is_core.registry import Registry
+from g2is_core.loop.experiment import load_spec, run_experiment
+from g2is_core.data.records import DataError
+from g2is_core.loop.registry import Registry
 
 SPEC = {
     "name": "tiny-e2e",

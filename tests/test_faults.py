@@ -161,8 +161,8 @@ def test_interrupted_rewrite_of_a_finished_walk_is_detected(feature_files, tmp_p
 @pytest.fixture(scope="module")
 def pool_stores(tmp_path_factory):
     """A pool store and a target store of random features (no model): what `g2is grads` leaves."""
-    from g2is_core.cli_grads import resolve_data
-    from g2is_core.store import write_store
+    from g2is_core.cli.grads import resolve_data
+    from g2is_core.features.store import write_store
 
     d = tmp_path_factory.mktemp("stores")
     rng = np.random.default_rng(1)
@@ -186,7 +186,7 @@ def _graph_argv(stores) -> list:
 
 @pytest.mark.slow
 def test_graph_build_killed_before_its_sidecar_then_rerun(pool_stores, tmp_path, monkeypatch):
-    from g2is_core.graph import InstructionGraph
+    from g2is_core.graph.knn import InstructionGraph
 
     seen = count_replaces(monkeypatch)
     run_here(_graph_argv(pool_stores), tmp_path / "full", monkeypatch)
@@ -223,7 +223,7 @@ def test_warmup_killed_mid_training_restarts_to_the_same_weights(tmp_path, monke
                poll=lambda: (out / "epoch-1" / "adapter.safetensors").exists())   # after epoch 1, before the end
     assert rc == -signal.SIGKILL and not (out / "sidecar.json").exists()
     with pytest.raises(FileNotFoundError):
-        from g2is_core.gradients import find_warmup
+        from g2is_core.features.gradients import find_warmup
 
         find_warmup(out)
     run_here([*WARMUP, "--out", out], tmp_path / "ws", monkeypatch)
@@ -251,7 +251,7 @@ eval: {max_new_tokens: 4}
 
 
 def _bench_rows(ws: Path) -> dict:
-    from g2is_core.registry import Registry
+    from g2is_core.loop.registry import Registry
 
     return {(r["method"], r["ratio"]): (r["status"], r["metrics"]) for r in Registry.open(Workspace(ws)).rows()}
 
@@ -313,7 +313,7 @@ def test_disk_full_mid_write_keeps_the_previous_artefact(feature_files, tmp_path
 
 # ============================================================================ concurrency
 def _registry_worker(path: str, worker: int, keys: list[str], q) -> None:
-    from g2is_core.registry import Registry
+    from g2is_core.loop.registry import Registry
 
     reg = Registry(Path(path))
     won = []
@@ -326,7 +326,7 @@ def _registry_worker(path: str, worker: int, keys: list[str], q) -> None:
 
 def test_concurrent_writers_keep_the_registry_consistent(tmp_path):
     """Four processes race over the same 40 rows: each row is done exactly once, by one owner."""
-    from g2is_core.registry import Registry
+    from g2is_core.loop.registry import Registry
 
     reg = Registry.open(Workspace(tmp_path))
     keys = [f"k{i:02d}" for i in range(40)]
@@ -354,8 +354,8 @@ def test_two_sessions_saving_the_same_selection_keep_their_own_runs(tmp_path):
     under their own names: two runs, each whole; saving under the same name twice gives one whole run."""
     import threading
 
-    from g2is_core import tasks
-    from g2is_core.selection import SelectionRun, list_runs, select
+    from g2is_core.data import tasks
+    from g2is_core.selection.core import SelectionRun, list_runs, select
 
     ws = Workspace(tmp_path)
     pool = list(tasks.make_pool(0).records)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from g2is_core import gradients as G
-from g2is_core import models, tasks
-from g2is_core.data import data_hash
-from g2is_core.encoding import encode_record
+from g2is_core.features import gradients as G
+from g2is_core.models import loading as models
+from g2is_core.data import tasks
+from g2is_core.data.loaders import data_hash
+from g2is_core.data.encoding import encode_record
 from g2is_core.workspace import Workspace, read_json
 
 TINY_LORA = models.LoraSettings(r=4, alpha=16, dropout=0.1)

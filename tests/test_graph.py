@@ -7,9 +7,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from g2is_core.graph import (InstructionGraph, build_graph, build_knn, core_neighbors,  # noqa: E402
+from g2is_core.graph.knn import (InstructionGraph, build_graph, build_knn, core_neighbors,  # noqa: E402
                              estimate_recall, graph_stats, knn_recall, l2_normalise)
-from g2is_core.walk import core_knowledge  # noqa: E402
+from g2is_core.graph.walk import core_knowledge  # noqa: E402
 
 
 def brute_force(x, k):

@@ -121,7 +121,7 @@ def test_documented_lenient_handling(capsys, tmp_path):
     rep = json.loads(capsys.readouterr().out)
     assert rep["loaded"] == 2 and rep["format"] == "alpaca" and not rep["skipped"]
 
-    from g2is_core.data import load_records
+    from g2is_core.data.loaders import load_records
 
     recs = load_records(bom).records
     assert recs[0].prompt == "Say hi" and "\r" not in recs[0].response   # CRLF is not part of the text
@@ -140,9 +140,9 @@ def test_documented_lenient_handling(capsys, tmp_path):
 
 
 def test_huge_record_is_truncated_at_encoding_not_refused():
-    from g2is_core.encoding import encode_all
-    from g2is_core.models import tiny_tokenizer
-    from g2is_core.records import simple
+    from g2is_core.data.encoding import encode_all
+    from g2is_core.models.loading import tiny_tokenizer
+    from g2is_core.data.records import simple
 
     rec = simple("big", "x" * 1_000_000, "yes", source="s", task="t")
     enc, rep = encode_all(tiny_tokenizer(), [rec], max_length=64)
@@ -249,7 +249,7 @@ def test_select_on_empty_or_unknown_data(capsys, workspace, bad_files):
 
 
 def _store(directory: Path, ids: list[str], model_key: str, kind: str, dim: int = 8, seed: int = 0):
-    from g2is_core.store import write_store
+    from g2is_core.features.store import write_store
 
     cfg = {"model_key": model_key, "lora": {"r": 4}, "projector": {"family": "rademacher", "seed": 0, "dim": dim},
            "checkpoint": {"warmup": "w", "epoch": 1, "step": 3, "weight": 1.0}, "kind": kind}
@@ -259,7 +259,7 @@ def _store(directory: Path, ids: list[str], model_key: str, kind: str, dim: int 
 
 
 def test_store_from_another_model_is_refused(capsys, workspace, tmp_path):
-    from g2is_core.cli_grads import resolve_data
+    from g2is_core.cli.grads import resolve_data
 
     pool = [r.id for r in resolve_data("builtin:pool")[0]]
     target = [r.id for r in resolve_data("builtin:targets:add_reverse")[0]]
@@ -282,7 +282,7 @@ def test_store_from_another_model_is_refused(capsys, workspace, tmp_path):
 
 # ============================================================================ models
 def test_models_unsupported_gguf_and_corrupt_safetensors(capsys, workspace, tmp_path, unsupported_gguf):
-    from g2is_core.models import tiny_llama
+    from g2is_core.models.loading import tiny_llama
 
     assert_one_line(capsys, ["model", "info", unsupported_gguf], r"cannot load this GGUF")
     (tmp_path / "junk.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64)
@@ -305,7 +305,7 @@ def test_os_errors_and_bugs_are_one_line(capsys, feats, tmp_path, monkeypatch):
     assert_one_line(capsys, ["walk", "--train-features", feats["train"], "--target-features", feats["target"],
                              "--ratio", "0.5", "--k", "5", "--out", blocker / "sub"], r"error: .*a-file")
 
-    from g2is_core import cli_base
+    from g2is_core.cli import base as cli_base
 
     def boom(args):
         raise RuntimeError("something\nunexpected")
@@ -352,7 +352,7 @@ def test_disk_full_write_keeps_previous_artefact(tmp_path, monkeypatch):
 
 # ============================================================================ the app: paths, uploads, network
 def test_typed_paths_are_confined(tmp_path, monkeypatch):
-    from g2is_core.appkit import resolve_data_path
+    from g2is_core.app.kit import resolve_data_path
 
     ws = Workspace(tmp_path / "ws")
     monkeypatch.setenv("G2IS_SHARED_DATA", str(tmp_path / "no-shared"))
@@ -368,7 +368,7 @@ def test_typed_paths_are_confined(tmp_path, monkeypatch):
 
 
 def test_upload_names_cannot_escape_or_inject(tmp_path):
-    from g2is_core.appkit import sanitize_filename, save_upload
+    from g2is_core.app.kit import sanitize_filename, save_upload
 
     ws = Workspace(tmp_path / "ws")
     for name in ["../../etc/passwd", "..\\..\\win.ini", "<script>alert(1)</script>.jsonl", ".hidden", "",
@@ -389,7 +389,7 @@ def test_upload_size_is_limited_and_app_is_local():
 
 
 def test_exposing_the_app_needs_a_flag_and_warns(capsys, monkeypatch):
-    from g2is_core import cli_app
+    from g2is_core.cli import app as cli_app
 
     calls = []
     monkeypatch.setattr(cli_app.os, "execv", lambda exe, argv: calls.append(argv))
@@ -473,7 +473,7 @@ def test_weights_are_safetensors():
 
 
 def test_md_text_makes_names_inert_in_markdown():
-    from g2is_core.appkit import md_text
+    from g2is_core.app.kit import md_text
 
     s = md_text('job <script>x</script> [a](javascript:b) **c**\nnext')
     assert "<script>" not in s and "](" not in s and "\n" not in s

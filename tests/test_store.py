@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from g2is_core import gradients as G
-from g2is_core import models, tasks
-from g2is_core.data import data_hash
-from g2is_core.store import GradientStore, StoreWriter, check_compatible, list_stores, write_store
+from g2is_core.features import gradients as G
+from g2is_core.models import loading as models
+from g2is_core.data import tasks
+from g2is_core.data.loaders import data_hash
+from g2is_core.features.store import GradientStore, StoreWriter, check_compatible, list_stores, write_store
 from g2is_core.workspace import PROJECT_ROOT, Workspace
 
 TINY_LORA = models.LoraSettings(r=4, alpha=16, dropout=0.1)
@@ -104,7 +105,7 @@ def test_kill_9_resume_gives_the_uninterrupted_rows(warm, tmp_path, monkeypatch)
     resumed = GradientStore.open(out)
 
     # the same extraction uninterrupted, in this process (same code path, same thread count)
-    from g2is_core.cli_grads import resolve_data
+    from g2is_core.cli.grads import resolve_data
 
     recs, dh, desc = resolve_data("builtin:pool", limit=240)
     lm = models.load_model("tiny")

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from g2is_core import tasks as T
-from g2is_core.records import Record
+from g2is_core.data import tasks as T
+from g2is_core.data.records import Record
 
 
 # ---- independent oracles: parse the prompt text and recompute the answer without tasks.py code

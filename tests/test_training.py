@@ -1,9 +1,9 @@
 import torch
 
-from g2is_core.encoding import encode_all
-from g2is_core.models import LoraSettings, attach_lora, tiny_llama
-from g2is_core.tasks import make_task_records
-from g2is_core.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train, trainable
+from g2is_core.data.encoding import encode_all
+from g2is_core.models.loading import LoraSettings, attach_lora, tiny_llama
+from g2is_core.data.tasks import make_task_records
+from g2is_core.loop.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train, trainable
 
 
 def test_schedule_warmup_then_linear_decay():

@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from g2is_core.models import tiny_llama
-from g2is_core.unlearning import (UnlearnConfig, compute_thresholds, encode_texts, grace_unlearn, mean_loss,
+from g2is_core.models.loading import tiny_llama
+from g2is_core.impact.unlearning import (UnlearnConfig, compute_thresholds, encode_texts, grace_unlearn, mean_loss,
                                   probe_measure, shuffle_chunks, shuffled_copy, text_paragraphs)
 
 
@@ -139,7 +139,7 @@ def test_real_ascent_raises_the_target_loss_and_thresholds_come_from_the_model()
 
 def test_mean_loss_equals_the_model_loss_on_one_chunk():
     model, tok, target, _ = _tiny_setup()
-    from g2is_core.encoding import collate
+    from g2is_core.data.encoding import collate
     with torch.no_grad():
         ref = float(model(**collate(target[:1], tok.pad_token_id)).loss)
     assert mean_loss(model, target[:1], tok.pad_token_id) == pytest.approx(ref, rel=1e-5)

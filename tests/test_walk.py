@@ -15,9 +15,9 @@ import pytest  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from g2is_core.cli_walk import register  # noqa: E402
-from g2is_core.graph import build_knn, l2_normalise  # noqa: E402
-from g2is_core.walk import CoreKnowledge, WalkResult, budgets, core_knowledge, replay, walk  # noqa: E402
+from g2is_core.cli.walk import register  # noqa: E402
+from g2is_core.graph.knn import build_knn, l2_normalise  # noqa: E402
+from g2is_core.graph.walk import CoreKnowledge, WalkResult, budgets, core_knowledge, replay, walk  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from walk_reference import reference_budgets, reference_walk  # noqa: E402

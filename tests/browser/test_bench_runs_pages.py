@@ -7,7 +7,7 @@ import time
 import pytest
 
 from g2is_core import jobs
-from g2is_core.registry import Registry
+from g2is_core.loop.registry import Registry
 from g2is_core.workspace import Workspace
 
 from conftest import TIMEOUT_MS

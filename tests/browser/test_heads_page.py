@@ -13,7 +13,7 @@ TIMEOUT_MS = 120_000
 @pytest.fixture(scope="module")
 def stored_study(app_workspace):
     """A tiny study (random 2-layer Llama, 4 tasks, 2 seeds, 3 steps) in the app's workspace."""
-    from g2is_core.head_study import StudyConfig, run_study
+    from g2is_core.heads.study import StudyConfig, run_study
     from g2is_core.workspace import Workspace
 
     cfg = StudyConfig(model="tiny", tasks=("add", "reverse", "upper", "add_reverse"), seeds=(0, 1), steps=3,

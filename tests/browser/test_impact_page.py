@@ -18,7 +18,7 @@ def stored_study(app_workspace, tmp_path_factory):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from test_impact import tiny_config
 
-    from g2is_core.impact import run_study
+    from g2is_core.impact.study import run_study
     from g2is_core.workspace import Workspace
 
     return run_study(tiny_config(tmp_path_factory.mktemp("impact-corpora")), Workspace(app_workspace),

@@ -31,11 +31,11 @@ N_PER, D = 12, 16
 def hostile(app_url, app_workspace):
     """Write hostile data, artefacts, a registry row and a job into the running app's workspace."""
     from g2is_core import jobs
-    from g2is_core.data import save_records_jsonl
-    from g2is_core.layout import layout
-    from g2is_core.records import simple
-    from g2is_core.registry import Registry
-    from g2is_core.selection import FeatureSet, SelectionRun, select
+    from g2is_core.data.loaders import save_records_jsonl
+    from g2is_core.graph.layout import layout
+    from g2is_core.data.records import simple
+    from g2is_core.loop.registry import Registry
+    from g2is_core.selection.core import FeatureSet, SelectionRun, select
     from g2is_core.workspace import Workspace
 
     ws = Workspace(app_workspace)

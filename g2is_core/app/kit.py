@@ -1,0 +1,293 @@
+"""Plain helpers behind the app's pages: tables, path rules, uploads, status lines.
+
+No Streamlit here (pages import this, never the other way round), so every number and table a
+page shows comes from a function that tests can call directly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..data.records import Record
+from ..workspace import Workspace, canonical_json, hash_file, shared_data_root
+
+UPLOADS = "uploads"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# ----------------------------------------------------------------------------- text and tables
+def truncate(text: str | None, n: int = 120) -> str:
+    """One line of at most ``n`` characters (newlines shown as " ⏎ ", an ellipsis when cut)."""
+    s = (text or "").replace("\r\n", "\n").replace("\n", " ⏎ ")
+    return s if len(s) <= n else s[: max(0, n - 1)] + "…"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&])")
+
+
+def md_text(text: str | None) -> str:
+    """User text made inert inside st.markdown: every Markdown/HTML punctuation is backslash-escaped,
+    so a name like ``<b>x</b>`` or ``[a](javascript:..)`` shows as typed, never as markup or a link."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text or "").split()))
+
+
+def records_table(records: Sequence[Record], width: int = 120):
+    """pandas DataFrame, one row per record: id, source, task, subtask, prompt, response (truncated)."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "id": [r.id for r in records],
+        "source": [r.source for r in records],
+        "task": [r.task for r in records],
+        "subtask": [r.subtask or "" for r in records],
+        "prompt": [truncate(r.prompt, width) for r in records],
+        "response": [truncate(r.response, width) for r in records],
+    })
+
+
+def count_by(records: Iterable[Record], by: str):
+    """DataFrame [by, records]: how many records per value of ``by`` ("source", "task", "subtask"), most first."""
+    import pandas as pd
+
+    counts: dict[str, int] = {}
+    for r in records:
+        k = getattr(r, by) or "(none)"
+        counts[k] = counts.get(k, 0) + 1
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return pd.DataFrame(rows, columns=[by, "records"])
+
+
+def short_json(obj: Any, n: int = 160) -> str:
+    return truncate(canonical_json(obj) if obj not in (None, {}) else "", n)
+
+
+def artefact_rows(workspace: Workspace, kinds: str | Sequence[str]):
+    """DataFrame of finished artefacts of one or more workspace kinds, newest first.
+
+    Columns: kind, key (directory name), created (UTC), config and inputs (short JSON), path.
+    """
+    import pandas as pd
+
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    rows = []
+    for kind in kinds:
+        for d, side in workspace.list(kind):
+            rows.append({"kind": kind, "key": d.name,
+                         "created": side.get("produced_by", {}).get("created_utc", ""),
+                         "config": short_json(side.get("config")), "inputs": short_json(side.get("inputs")),
+                         "path": str(d)})
+    rows.sort(key=lambda r: r["created"], reverse=True)
+    return pd.DataFrame(rows, columns=["kind", "key", "created", "config", "inputs", "path"])
+
+
+def stores_for_data(workspace: Workspace, data_hash: str | None):
+    """Gradient stores whose sidecar says they were made from this data: one row each (key, path, summary).
+
+    A store without ``inputs.data_hash`` in its sidecar cannot be matched and is left out.
+    """
+    import pandas as pd
+
+    from ..features.store import list_stores, store_summary
+
+    if data_hash is None:
+        return pd.DataFrame(columns=["key", "path"])
+    rows = [{"key": p.name, "path": str(p), **store_summary(m)} for p, m in list_stores(workspace, data_hash=data_hash)]
+    return pd.DataFrame(rows, columns=None if rows else ["key", "path"])
+
+
+# ----------------------------------------------------------------------------- files
+def sanitize_filename(name: str, max_len: int = 120) -> str:
+    """A safe file name: the base name only, characters outside [A-Za-z0-9._-] replaced by "_".
+
+    Never empty, never hidden (no leading dot), never a path.
+    """
+    base = re.split(r"[\\/]", name or "")[-1]
+    safe = _SAFE.sub("_", base).strip("._") or "upload"
+    if len(safe) > max_len:
+        stem, dot, ext = safe.rpartition(".")
+        safe = (stem[: max_len - len(ext) - 1] + "." + ext) if dot and len(ext) < 12 else safe[:max_len]
+    return safe
+
+
+def save_upload(name: str, data: bytes, workspace: Workspace) -> Path:
+    """Store uploaded bytes as ``<workspace>/uploads/<sanitised name>`` and return the path.
+
+    The same name with different content gets the content hash appended, so an upload never
+    overwrites a different earlier file; the same content is reused as is.
+    """
+    from ..workspace import atomic_path
+
+    folder = workspace.dir(UPLOADS)
+    safe = sanitize_filename(name)
+    digest = hashlib.sha256(data).hexdigest()
+    target = folder / safe
+    if target.exists():
+        if hash_file(target) == digest:
+            return target
+        stem, dot, ext = safe.partition(".")
+        target = folder / (f"{stem}-{digest[:10]}" + (dot + ext if dot else ""))
+        if target.exists():
+            return target
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return target
+
+
+def allowed_roots(workspace: Workspace) -> list[Path]:
+    roots = [workspace.root]
+    shared = shared_data_root()
+    if shared is not None:
+        roots.append(shared.resolve())
+    return roots
+
+
+def resolve_data_path(text: str, workspace: Workspace) -> Path:
+    """A typed path, confined to the workspace and the shared data folder.
+
+    Relative paths are tried against each allowed root in turn. Raises ValueError with a sentence
+    that names the allowed folders when the path is outside them or does not exist.
+    """
+    raw = (text or "").strip().strip("'\"")
+    if not raw:
+        raise ValueError("type the path of a data file or folder")
+    roots = allowed_roots(workspace)
+    where = " or ".join(str(r) for r in roots)
+    p = Path(raw).expanduser()
+    candidates = [p] if p.is_absolute() else [r / p for r in roots]
+    inside = []
+    for c in candidates:
+        c = c.resolve()
+        if any(_is_within(c, r) for r in roots):
+            inside.append(c)
+    if not inside:
+        raise ValueError(f"{raw} is outside the folders the app may read; put the file under {where}, "
+                         "or upload it")
+    for c in inside:
+        if c.exists():
+            return c
+    raise ValueError(f"{raw}: no such file or folder under {where}")
+
+
+def _is_within(p: Path, root: Path) -> bool:
+    try:
+        p.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def content_key(path: str | Path) -> str:
+    """sha256 of a file's bytes, or of (relative name, file hash) over a folder's files."""
+    p = Path(path)
+    if p.is_file():
+        return hash_file(p)
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")):
+        h.update(str(f.relative_to(p)).encode("utf-8"))
+        h.update(hash_file(f).encode())
+    return h.hexdigest()
+
+
+def file_stamp(path: str | Path) -> tuple:
+    """(path, size, mtime) of a file, or of every file under a folder: a cheap key to memoise content_key."""
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+    return (str(p),) + tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
+# ----------------------------------------------------------------------------- model and tokens
+@dataclass(frozen=True)
+class ModelStatus:
+    ready: bool
+    path: Path
+    message: str
+
+
+def model_status(workspace: Workspace) -> ModelStatus:
+    """Is the default model converted in this workspace? With a sentence saying what to do if not."""
+    from ..models.loading import DEFAULT_MODEL, default_model_dir
+
+    d = default_model_dir(workspace)
+    if workspace.is_complete(d):
+        return ModelStatus(True, d, f"{DEFAULT_MODEL.name} ready")
+    return ModelStatus(False, d, f"{DEFAULT_MODEL.name} not fetched yet: run `g2is model fetch` "
+                                 "or launch “Fetch the default model” on the Runs page")
+
+
+def load_tokenizer(workspace: Workspace):
+    """(tokenizer, description): the default model's tokenizer if converted, else the byte-level one."""
+    from ..models.loading import tiny_tokenizer
+
+    st = model_status(workspace)
+    if st.ready:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(st.path))
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok, f"the default model's tokenizer ({st.path.name})"
+    return tiny_tokenizer(), "the byte-level tokenizer (1 token per UTF-8 byte; the default model is not fetched yet)"
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Token lengths of records (full, untruncated) and what a max length would cut.
+
+    ``lengths``: one int per record, in order. ``n_cut`` sequences would be cut at ``max_length``,
+    losing ``cut_prompt_tokens`` (from the left of prompts) and ``cut_response_tokens``.
+    """
+
+    lengths: tuple[int, ...]
+    max_length: int
+    n: int
+    n_cut: int
+    cut_prompt_tokens: int
+    cut_response_tokens: int
+    summary: str
+
+
+def token_stats(tok, records: Sequence[Record], max_length: int, template: str = "chat") -> TokenStats:
+    from ..data.encoding import encode_all
+
+    full, _ = encode_all(tok, records, max_length=1 << 30, template=template, require_response=False)
+    _, rep = encode_all(tok, records, max_length=max_length, template=template, require_response=False)
+    return TokenStats(tuple(e.length for e in full), max_length, rep.n, rep.n_cut, rep.cut_prompt_tokens,
+                      rep.cut_response_tokens, rep.summary())
+
+
+def skipped_table(skipped: Sequence[tuple[int, str]]):
+    """DataFrame [line, reason] of a load report's skipped units."""
+    import pandas as pd
+
+    return pd.DataFrame(list(skipped), columns=["line", "reason"])
+
+
+def describe_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
+
+
+# ----------------------------------------------------------------------------- jobs
+STATUS_COLOURS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange"}
+
+
+def elapsed(started: str | None, ended: str | None = None) -> str:
+    """"1 h 02 min", "3 min 05 s" or "12 s" between two ISO times (``ended`` None = now); "" if not started."""
+    import datetime as dt
+
+    if not started:
+        return ""
+    try:
+        a = dt.datetime.fromisoformat(started)
+        b = dt.datetime.fromisoformat(ended) if ended else dt.datetime.now(dt.timezone.utc)
+    except ValueError:
+        return ""
+    s = max(0, int((b - a).total_seconds()))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"

@@ -1,0 +1,94 @@
+"""The ``g2is`` command line.
+
+Each capability registers its subcommands from its own module (``register(subparsers)``), listed
+once in :data:`COMMAND_MODULES`; this file only wires them up and turns expected errors (bad
+input, missing artefacts) into one readable line and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from .. import __version__
+
+# Modules that add subcommands; a missing optional module is skipped (its extra is not installed).
+COMMAND_MODULES = [
+    "g2is_core.cli.base",
+    "g2is_core.cli.walk",
+    "g2is_core.cli.grads",
+    "g2is_core.cli.graph",
+    "g2is_core.cli.heads",
+    "g2is_core.cli.impact",
+    "g2is_core.cli.bench",
+    "g2is_core.cli.app",
+]
+
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="g2is", description="G2IS Studio: instruction-data selection by gradients, "
+                                "attention-head patterns, and the loop from data to score.")
+    p.add_argument("--version", action="version", version=f"g2is {__version__}")
+    p.add_argument("--workspace", help="artefact directory (default: cache/ in the project, or $G2IS_WORKSPACE)")
+    p.add_argument("--threads", type=int, help="torch threads (default 1, or $G2IS_THREADS; 0 = all cores)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in command_modules():
+        mod.register(sub)
+    return p
+
+
+def command_modules() -> list:
+    """The importable modules of :data:`COMMAND_MODULES` (a missing optional one is skipped)."""
+    mods = []
+    for name in COMMAND_MODULES:
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return mods
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workspace:
+        os.environ["G2IS_WORKSPACE"] = str(Path(args.workspace).expanduser().resolve())
+    if args.threads is not None:
+        os.environ["G2IS_THREADS"] = str(args.threads)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from ..models.loading import ModelError
+    from ..data.records import DataError
+
+    try:
+        rc = args.func(args)
+    except (DataError, ModelError, ValueError, FileNotFoundError) as exc:
+        print(f"g2is {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, always
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"g2is {args.command}: interrupted; finished work is kept, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except OSError as exc:  # disk full, permission denied, a path that is a file: the OS said no
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"g2is {args.command}: error: {exc.strerror or exc}{where}; finished work is kept, fix this and run "
+              "the same command again", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001  (a bug: still one line; G2IS_DEBUG=1 shows the traceback)
+        if os.environ.get("G2IS_DEBUG"):
+            raise
+        msg = " ".join(str(exc).split())[:300]
+        print(f"g2is {args.command}: internal error: {type(exc).__name__}: {msg} (set G2IS_DEBUG=1 for the "
+              "traceback and please report it)", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""``g2is bench run SPEC`` (resumable), ``g2is bench show`` (results table / CSV), ``g2is demo``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..jobs import Field, JobTemplate
+
+DEMO_SPEC = Path(__file__).resolve().parent.parent / "specs" / "demo.yaml"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("bench", help="run experiment specs: select, fine-tune, evaluate; results in the run registry")
+    bsub = b.add_subparsers(dest="bench_cmd", metavar="ACTION", required=True)
+    r = bsub.add_parser("run", help="run every missing cell of a YAML/TOML spec (resumes after a kill)")
+    r.add_argument("spec")
+    r.add_argument("--methods", help="comma-separated subset of cells to run (e.g. base,random,full,bm25); default all. "
+                                     "Several `bench run` processes may share one spec: cells are claimed in the registry")
+    r.set_defaults(func=_run)
+    f = bsub.add_parser("features", help="compute the warmup and gradient features a spec's g2is/less cells need, "
+                                         "up front (cached; resumes after a kill)")
+    f.add_argument("spec")
+    f.set_defaults(func=_features)
+    s = bsub.add_parser("show", help="print an experiment's results table")
+    s.add_argument("experiment", nargs="?", help="experiment name (default: all)")
+    s.add_argument("--csv", help="also write the table to this CSV file")
+    s.add_argument("--metric", help="metric to tabulate (default: each row's primary one: accuracy, em, f1 or nll)")
+    s.set_defaults(func=_show)
+    d = sub.add_parser("demo", help="the whole chain on the embedded default (built-in pool, composite targets, "
+                                    "default model)")
+    d.add_argument("--spec", default=str(DEMO_SPEC), help="spec to run (default: the shipped demo spec)")
+    d.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    import os
+
+    from ..loop.experiment import load_spec, run_experiment
+    from ..progress import cli_progress
+
+    if args.command == "demo" and not os.environ.get("G2IS_THREADS"):
+        # The demo is a one-command job on a machine the user has to themselves: use every core
+        # (--threads 1 before `demo` restores the busy-machine default).
+        os.environ["G2IS_THREADS"] = "0"
+
+    spec = load_spec(args.spec)
+    methods = None
+    if getattr(args, "methods", None):
+        methods = {m.strip() for m in args.methods.split(",") if m.strip()}
+        unknown = methods - set(spec.all_methods())
+        if unknown:
+            raise ValueError(f"--methods: {sorted(unknown)} not in the spec; its methods: {spec.all_methods()}")
+    with cli_progress(f"bench {spec.name}") as cb:
+        rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), methods=methods)
+    _print_table(rows)
+    return 0
+
+
+def _features(args) -> int:
+    from ..loop.experiment import load_spec, prepare_features
+    from ..progress import cli_progress
+
+    spec = load_spec(args.spec)
+    with cli_progress(f"features {spec.name}") as cb:
+        n = prepare_features(spec, progress=cb)
+    print(f"features ready for {n} target(s)" if n else "the spec has no gradient method (g2is, less): nothing to do")
+    return 0
+
+
+def _show(args) -> int:
+    from ..loop.registry import Registry
+
+    rows = Registry.open().rows(args.experiment)
+    if not rows:
+        print("no results yet; run `g2is bench run SPEC` or `g2is demo`")
+        return 0
+    table = _print_table(rows, args.metric)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"written {args.csv}")
+    return 0
+
+
+def _print_table(rows, metric: str | None = None) -> "object":
+    from ..loop.tables import summary_table
+
+    table = summary_table(rows, metric)
+    with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
+        print(table.to_string(index=False))
+    return table
+
+
+def _bench_argv(v: dict) -> list[str]:
+    spec = str(v.get("spec") or "").strip()
+    if not spec:
+        raise ValueError("give the path of an experiment spec (YAML or TOML)")
+    methods = str(v.get("methods") or "").strip()
+    return ["bench", "run", spec, *(["--methods", methods] if methods else [])]
+
+
+def _features_argv(v: dict) -> list[str]:
+    spec = str(v.get("spec") or "").strip()
+    if not spec:
+        raise ValueError("give the path of an experiment spec (YAML or TOML)")
+    return ["bench", "features", spec]
+
+
+JOB_TEMPLATES = [
+    JobTemplate(key="demo", label="Demo: the whole chain on the embedded default",
+                description="Built-in pool and composite targets with the default model: LESS warmup and "
+                            "features, G2IS / LESS / BM25 / random / full-data selections, LoRA fine-tuning and "
+                            "exact-match evaluation. Resumes where it stopped.",
+                build=lambda v: ["demo"], fields=()),
+    JobTemplate(key="bench", label="Benchmark: run an experiment spec",
+                description="Every (target, method, ratio, seed) cell of a spec: select, fine-tune, evaluate; "
+                            "rows land in the run registry (finished rows are never redone).",
+                build=_bench_argv,
+                fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),
+                        Field("methods", "Only these methods", "text", "",
+                              help="comma-separated, e.g. base,random,full,bm25; empty = every cell. Two jobs on "
+                                   "one spec share its cells (each is claimed in the registry)"))),
+    JobTemplate(key="bench-features", label="Benchmark: gradient features of a spec, up front",
+                description="LESS warmup and the pool/target gradient stores that the spec's g2is and less cells "
+                            "need, computed once (cached; resumes after a kill), so benchmark jobs can share them.",
+                build=_features_argv,
+                fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),)),
+]

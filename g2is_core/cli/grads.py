@@ -1,0 +1,240 @@
+"""``g2is warmup`` and ``g2is grads``: the LESS warmup and gradient-feature extraction into stores.
+
+Data specs (``--data``): a file or folder that :func:`g2is_core.data.loaders.load_records` reads, or the
+built-in suite: ``builtin:pool`` (the mixed candidate pool), ``builtin:targets`` (all composite
+targets) or ``builtin:targets:<composite>``; ``--data-seed`` seeds the suite.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..jobs import Field, JobTemplate
+
+
+
+def resolve_data(spec: str, fmt: str | None = None, seed: int = 0, limit: int = 0) -> tuple[list, str, str]:
+    """(records, data_hash, description) for a data spec (module doc)."""
+    from ..data.loaders import data_hash, load_records
+    from ..data.records import DataError
+
+    if spec.startswith("builtin:"):
+        from ..data import tasks
+
+        parts = spec.split(":")
+        if parts[1] == "pool" and len(parts) == 2:
+            recs = list(tasks.make_pool(seed).records)
+        elif parts[1] == "targets":
+            tg = tasks.make_targets(seed)
+            if len(parts) == 3:
+                if parts[2] not in tg:
+                    raise DataError(f"{spec}: no such target; use one of {', '.join(sorted(tg))}")
+                recs = list(tg[parts[2]])
+            else:
+                recs = [r for name in sorted(tg) for r in tg[name]]
+        else:
+            raise DataError(f"{spec}: unknown built-in data; use builtin:pool, builtin:targets or "
+                            "builtin:targets:<composite>")
+        desc = f"{spec} (seed {seed})"
+    else:
+        recs = list(load_records(spec, fmt).records)
+        desc = spec
+    if limit > 0:
+        recs = recs[:limit]
+        desc += f" (first {limit})"
+    if not recs:
+        raise DataError(f"{spec}: no records to use")
+    return recs, data_hash(recs), desc
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), 'tiny', a directory or a .gguf")
+    p.add_argument("--data", required=True, help="data file/folder, or builtin:pool / builtin:targets[:NAME]")
+    p.add_argument("--fmt", help="loader format name (default: detected)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the built-in suite")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N records (0 = all)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+
+
+def _run_warmup(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..features import gradients as G
+    from ..models.loading import LoraSettings, load_model
+    from ..progress import cli_progress
+
+    base = G.LESS_WARMUP if args.preset == "less" else G.WarmupConfig()
+    lora = base.lora
+    if args.r or args.alpha:
+        lora = LoraSettings(r=args.r or lora.r, alpha=args.alpha or (4 * (args.r or lora.r)), dropout=lora.dropout,
+                            targets=lora.targets, seed=lora.seed)
+    cfg = G.with_overrides(base, fraction=args.fraction, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                           grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed)
+    cfg = replace(cfg, lora=lora, bf16=bool(args.bf16))
+    recs, dh, desc = resolve_data(args.data, args.fmt, args.data_seed, args.limit)
+    with cli_progress("warmup") as prog:
+        loaded = load_model(args.model, device=args.device, progress=prog)
+        w = G.warmup(loaded, recs, cfg, data_hash=dh, out_dir=args.out, progress=prog)
+    print(f"warmup {w.key} on {desc}: {len(w.meta['inputs']['subset_ids'])} of {len(recs)} records, "
+          f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}")
+    print(f"directory: {w.dir}")
+    for c in w.checkpoints:
+        print(f"  epoch {c.epoch}: step {c.step}, weight {c.weight:.4f}  ({c.path})")
+    return 0
+
+
+def _epochs(spec: str, warmup) -> list[int]:
+    if spec in ("all", ""):
+        return [c.epoch for c in warmup.checkpoints]
+    try:
+        return [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"--checkpoint {spec!r}: give 'all' or epoch numbers like 1,2,4") from None
+
+
+def _run_grads(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..features import gradients as G
+    from ..models.loading import load_model
+    from ..progress import cli_progress
+
+    recs, dh, desc = resolve_data(args.data, args.fmt, args.data_seed, args.limit)
+    w = G.find_warmup(args.warmup)
+    epochs = _epochs(args.checkpoint, w)
+    cfg = G.FeatureConfig(kind="adam" if args.kind == "train" else "sgd", max_length=args.max_length,
+                          template=args.template, bf16=bool(args.bf16), batch_tokens=args.batch_tokens,
+                          max_batch=args.max_batch)
+    proj = G.ProjectorConfig(dim=args.dim, seed=args.proj_seed)
+    backend = getattr(args, "backend", "local")
+    with cli_progress(f"grads ({args.kind})") as prog:
+        if backend == "ray":
+            from ..features.distributed import RayConfig, extract_store_ray
+
+            rc = RayConfig(address=args.ray_address, workers=args.ray_workers)
+        else:
+            loaded = load_model(args.model, device=args.device, progress=prog)
+        stores = []
+        for e in epochs:
+            out = None
+            if args.out:
+                out = Path(args.out) / f"epoch-{e}" if len(epochs) > 1 else Path(args.out)
+            kw = dict(data_hash=dh, data_source=desc, method=args.method, dtype=args.dtype,
+                      shard_rows=args.shard_rows, out_dir=out, progress=prog)
+            if backend == "ray":  # each Ray worker loads the model itself
+                stores.append(extract_store_ray(args.model, recs, w, e, cfg, proj, device=args.device, ray_config=rc,
+                                                **kw))
+            else:
+                stores.append(G.extract_store(loaded, recs, w, e, cfg, proj, **kw))
+    print(f"{args.kind} features of {desc}: {len(recs)} rows x {args.dim} ({args.dtype}), warmup {w.key}")
+    for s in stores:
+        print(f"  epoch {s.config['checkpoint']['epoch']} (weight {s.weight:.4f}): {s.dir}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("warmup", help="LESS warmup: LoRA training on a random fraction of a pool, one checkpoint "
+                       "(weights + Adam moments by name) per epoch",
+                       description="Train LoRA on a random fraction of the pool (LESS section 2.1). Defaults are "
+                       "scaled down for the ~135M default model (r=8, alpha=32); --preset less uses the paper's "
+                       "r=128, alpha=512, batch 1 x 32 accumulation.")
+    _add_common(p)
+    p.add_argument("--preset", choices=["small", "less"], default="small", help="default settings to start from")
+    p.add_argument("--fraction", type=float, help="fraction of the pool to train on (default 0.05)")
+    p.add_argument("--epochs", type=int, help="epochs = checkpoints (default 4)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-5)")
+    p.add_argument("--r", type=int, help="LoRA rank (default 8; LESS 128)")
+    p.add_argument("--alpha", type=int, help="LoRA alpha (default 4*r)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast during training")
+    p.add_argument("--out", help="output directory (default: <workspace>/warmup/<key>)")
+    p.set_defaults(func=_run_warmup)
+
+    q = sub.add_parser("grads", help="per-example LoRA gradient features (LESS) into a resumable GradientStore",
+                       description="Extract projected, normalised gradient features at warmup checkpoints: "
+                       "train features in the Adam direction, target features as plain gradients. One store "
+                       "per checkpoint; rerun the same command to resume an interrupted extraction.")
+    _add_common(q)
+    q.add_argument("--warmup", required=True, help="warmup directory or key (from `g2is warmup`)")
+    q.add_argument("--checkpoint", default="all", help="'all' or comma-separated epochs")
+    q.add_argument("--kind", choices=["train", "target"], default="train",
+                   help="train: Adam-direction features (pool); target: plain gradients")
+    q.add_argument("--dim", type=int, default=2048, help="projection dimension d (default 2048)")
+    q.add_argument("--proj-seed", type=int, default=0, help="projection seed (must match across compared stores)")
+    q.add_argument("--method", choices=["fast", "reference"], default="fast")
+    q.add_argument("--bf16", action="store_true", help="fast path: bf16 autocast")
+    q.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="stored feature dtype")
+    q.add_argument("--max-length", type=int, default=512)
+    q.add_argument("--template", choices=["chat", "plain"], default="chat")
+    q.add_argument("--shard-rows", type=int, default=128, help="rows per committed shard")
+    q.add_argument("--batch-tokens", type=int, default=512, help="padded tokens per backward (memory: ~1.2 MB per token on the default model)")
+    q.add_argument("--max-batch", type=int, default=16, help="examples per backward")
+    q.add_argument("--out", help="output directory (default: <workspace>/grads/<key>)")
+    add_backend_args(q)
+    q.set_defaults(func=_run_grads)
+
+
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """--backend local|ray, --ray-address, --ray-workers (docs/scaling.md)."""
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: shard the rows over Ray workers (needs the 'ray' extra)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster: 'auto' (the running one) or host:port / ray://host:port; default: start a "
+                        "local Ray cluster (2 CPUs)")
+    p.add_argument("--ray-workers", type=int, default=0,
+                   help="concurrent Ray tasks (default: the cluster's GPUs, else its CPUs)")
+
+
+# ----------------------------------------------------------------------------- Runs page forms
+def _warmup_argv(v: dict[str, Any]) -> list[str]:
+    if not v.get("data"):
+        raise ValueError("choose the data to warm up on (a file, or builtin:pool)")
+    argv = ["warmup", "--model", str(v.get("model") or "default"), "--data", str(v["data"])]
+    for k in ("fraction", "epochs", "r"):
+        if v.get(k):
+            argv += [f"--{k}", str(v[k])]
+    return argv
+
+
+def _warmup_choices() -> list[str]:
+    from ..workspace import Workspace
+
+    return [p.name for p, _ in Workspace().list("warmup")]
+
+
+def _grads_argv(v: dict[str, Any]) -> list[str]:
+    if not v.get("data") or not v.get("warmup"):
+        raise ValueError("choose the data and a finished warmup (run the warmup job first)")
+    argv = ["grads", "--model", str(v.get("model") or "default"), "--data", str(v["data"]), "--warmup",
+            str(v["warmup"]), "--kind", str(v.get("kind") or "train"), "--checkpoint", str(v.get("checkpoint") or "all"),
+            "--dim", str(int(v.get("dim") or 2048))]
+    if v.get("bf16"):
+        argv.append("--bf16")
+    return argv
+
+
+JOB_TEMPLATES = [
+    JobTemplate(key="warmup", label="LESS warmup (LoRA)",
+                description="LoRA-train the model on a random 5% of the pool for 4 epochs, keeping each "
+                            "epoch's weights and Adam moments for gradient features.",
+                build=_warmup_argv,
+                fields=(Field("model", "Model", "text", "default"),
+                        Field("data", "Pool data (file or builtin:pool)", "path", "builtin:pool"),
+                        Field("fraction", "Fraction of the pool", "float", 0.05, min=0.001, max=1.0),
+                        Field("epochs", "Epochs (checkpoints)", "int", 4, min=1, max=10),
+                        Field("r", "LoRA rank", "int", 8, min=1, max=256))),
+    JobTemplate(key="grads", label="Extract gradient features",
+                description="Per-example LoRA gradients at every warmup checkpoint, projected and normalised, "
+                            "into resumable gradient stores (train: Adam direction; target: plain gradient).",
+                build=_grads_argv,
+                fields=(Field("model", "Model", "text", "default"),
+                        Field("data", "Data (file, builtin:pool or builtin:targets)", "path", "builtin:pool"),
+                        Field("warmup", "Warmup", "choice", None, choices=_warmup_choices),
+                        Field("kind", "Features", "choice", "train", choices=["train", "target"]),
+                        Field("checkpoint", "Checkpoints", "text", "all"),
+                        Field("dim", "Projection dimension", "int", 2048, min=16, max=16384),
+                        Field("bf16", "bf16 autocast", "bool", False))),
+]

@@ -1,0 +1,9 @@
+"""Instruction data: records, file loaders, tokenisation, the built-in task suite.
+
+What lives here: :mod:`.records` (the ``Record`` type and ``DataError``), :mod:`.loaders` (every file
+format and the shared-data families, gzip, strict/lenient reading), :mod:`.encoding` (chat template,
+response-only labels, length buckets), :mod:`.tasks` (the built-in suite with exact answers).
+
+May import: :mod:`g2is_core.workspace`, :mod:`g2is_core.progress`, :mod:`g2is_core.runtime`. Nothing else
+of the package: every other folder builds on this one.
+"""
