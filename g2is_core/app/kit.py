@@ -6,7 +6,6 @@ page shows comes from a function that tests can call directly.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,10 +263,6 @@ def skipped_table(skipped: Sequence[tuple[int, str]]):
     import pandas as pd
 
     return pd.DataFrame(list(skipped), columns=["line", "reason"])
-
-
-def describe_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
 
 
 # ----------------------------------------------------------------------------- jobs

@@ -3,11 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-from ..jobs import Field, JobTemplate
-
-DEMO_SPEC = Path(__file__).resolve().parent.parent / "specs" / "demo.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,14 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_show)
     d = sub.add_parser("demo", help="the whole chain on the embedded default (built-in pool, composite targets, "
                                     "default model)")
-    d.add_argument("--spec", default=str(DEMO_SPEC), help="spec to run (default: the shipped demo spec)")
+    # None = the shipped demo spec (loop.experiment.DEMO_SPEC), resolved when run: `g2is --help` stays light
+    d.add_argument("--spec", default=None, help="spec to run (default: the shipped demo spec)")
     d.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     import os
 
-    from ..loop.experiment import load_spec, run_experiment
+    from ..loop.experiment import DEMO_SPEC, load_spec, run_experiment
     from ..progress import cli_progress
 
     if args.command == "demo" and not os.environ.get("G2IS_THREADS"):
@@ -44,7 +40,7 @@ def _run(args) -> int:
         # (--threads 1 before `demo` restores the busy-machine default).
         os.environ["G2IS_THREADS"] = "0"
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec or DEMO_SPEC)
     methods = None
     if getattr(args, "methods", None):
         methods = {m.strip() for m in args.methods.split(",") if m.strip()}
@@ -89,40 +85,3 @@ def _print_table(rows, metric: str | None = None) -> "object":
     with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(index=False))
     return table
-
-
-def _bench_argv(v: dict) -> list[str]:
-    spec = str(v.get("spec") or "").strip()
-    if not spec:
-        raise ValueError("give the path of an experiment spec (YAML or TOML)")
-    methods = str(v.get("methods") or "").strip()
-    return ["bench", "run", spec, *(["--methods", methods] if methods else [])]
-
-
-def _features_argv(v: dict) -> list[str]:
-    spec = str(v.get("spec") or "").strip()
-    if not spec:
-        raise ValueError("give the path of an experiment spec (YAML or TOML)")
-    return ["bench", "features", spec]
-
-
-JOB_TEMPLATES = [
-    JobTemplate(key="demo", label="Demo: the whole chain on the embedded default",
-                description="Built-in pool and composite targets with the default model: LESS warmup and "
-                            "features, G2IS / LESS / BM25 / random / full-data selections, LoRA fine-tuning and "
-                            "exact-match evaluation. Resumes where it stopped.",
-                build=lambda v: ["demo"], fields=()),
-    JobTemplate(key="bench", label="Benchmark: run an experiment spec",
-                description="Every (target, method, ratio, seed) cell of a spec: select, fine-tune, evaluate; "
-                            "rows land in the run registry (finished rows are never redone).",
-                build=_bench_argv,
-                fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),
-                        Field("methods", "Only these methods", "text", "",
-                              help="comma-separated, e.g. base,random,full,bm25; empty = every cell. Two jobs on "
-                                   "one spec share its cells (each is claimed in the registry)"))),
-    JobTemplate(key="bench-features", label="Benchmark: gradient features of a spec, up front",
-                description="LESS warmup and the pool/target gradient stores that the spec's g2is and less cells "
-                            "need, computed once (cached; resumes after a kill), so benchmark jobs can share them.",
-                build=_features_argv,
-                fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),)),
-]

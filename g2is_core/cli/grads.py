@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..jobs import Field, JobTemplate
-
+from ._common import add_backend_args
 
 
 def resolve_data(spec: str, fmt: str | None = None, seed: int = 0, limit: int = 0) -> tuple[list, str, str]:
@@ -175,66 +174,3 @@ def register(sub: Any) -> None:
     q.add_argument("--out", help="output directory (default: <workspace>/grads/<key>)")
     add_backend_args(q)
     q.set_defaults(func=_run_grads)
-
-
-def add_backend_args(p: argparse.ArgumentParser) -> None:
-    """--backend local|ray, --ray-address, --ray-workers (docs/scaling.md)."""
-    p.add_argument("--backend", choices=["local", "ray"], default="local",
-                   help="local: this process; ray: shard the rows over Ray workers (needs the 'ray' extra)")
-    p.add_argument("--ray-address", default=None,
-                   help="Ray cluster: 'auto' (the running one) or host:port / ray://host:port; default: start a "
-                        "local Ray cluster (2 CPUs)")
-    p.add_argument("--ray-workers", type=int, default=0,
-                   help="concurrent Ray tasks (default: the cluster's GPUs, else its CPUs)")
-
-
-# ----------------------------------------------------------------------------- Runs page forms
-def _warmup_argv(v: dict[str, Any]) -> list[str]:
-    if not v.get("data"):
-        raise ValueError("choose the data to warm up on (a file, or builtin:pool)")
-    argv = ["warmup", "--model", str(v.get("model") or "default"), "--data", str(v["data"])]
-    for k in ("fraction", "epochs", "r"):
-        if v.get(k):
-            argv += [f"--{k}", str(v[k])]
-    return argv
-
-
-def _warmup_choices() -> list[str]:
-    from ..workspace import Workspace
-
-    return [p.name for p, _ in Workspace().list("warmup")]
-
-
-def _grads_argv(v: dict[str, Any]) -> list[str]:
-    if not v.get("data") or not v.get("warmup"):
-        raise ValueError("choose the data and a finished warmup (run the warmup job first)")
-    argv = ["grads", "--model", str(v.get("model") or "default"), "--data", str(v["data"]), "--warmup",
-            str(v["warmup"]), "--kind", str(v.get("kind") or "train"), "--checkpoint", str(v.get("checkpoint") or "all"),
-            "--dim", str(int(v.get("dim") or 2048))]
-    if v.get("bf16"):
-        argv.append("--bf16")
-    return argv
-
-
-JOB_TEMPLATES = [
-    JobTemplate(key="warmup", label="LESS warmup (LoRA)",
-                description="LoRA-train the model on a random 5% of the pool for 4 epochs, keeping each "
-                            "epoch's weights and Adam moments for gradient features.",
-                build=_warmup_argv,
-                fields=(Field("model", "Model", "text", "default"),
-                        Field("data", "Pool data (file or builtin:pool)", "path", "builtin:pool"),
-                        Field("fraction", "Fraction of the pool", "float", 0.05, min=0.001, max=1.0),
-                        Field("epochs", "Epochs (checkpoints)", "int", 4, min=1, max=10),
-                        Field("r", "LoRA rank", "int", 8, min=1, max=256))),
-    JobTemplate(key="grads", label="Extract gradient features",
-                description="Per-example LoRA gradients at every warmup checkpoint, projected and normalised, "
-                            "into resumable gradient stores (train: Adam direction; target: plain gradient).",
-                build=_grads_argv,
-                fields=(Field("model", "Model", "text", "default"),
-                        Field("data", "Data (file, builtin:pool or builtin:targets)", "path", "builtin:pool"),
-                        Field("warmup", "Warmup", "choice", None, choices=_warmup_choices),
-                        Field("kind", "Features", "choice", "train", choices=["train", "target"]),
-                        Field("checkpoint", "Checkpoints", "text", "all"),
-                        Field("dim", "Projection dimension", "int", 2048, min=16, max=16384),
-                        Field("bf16", "bf16 autocast", "bool", False))),
-]

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..jobs import Field, JobTemplate
 from ..data.tasks import TASKS
+from ._common import add_backend_args
 
 _DEFAULT_CFG = None
 
@@ -60,8 +60,6 @@ def register(sub) -> None:
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--top", type=int, default=10, help="heads to list (default 10)")
     q.add_argument("--out", help="save the [layer, head] pattern as .npy (a .json sidecar beside it)")
-    from .grads import add_backend_args
-
     add_backend_args(q)
     q.set_defaults(func=cmd_pattern)
 
@@ -256,36 +254,3 @@ def mix_report(res: dict[str, Any]) -> str:
     for name, info in res["conditions"].items():
         lines.append(f"| {name} | {_f(info['accuracy'])} |")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- Runs page templates
-def _study_argv(v: dict[str, Any]) -> list[str]:
-    argv = ["heads", "study", "--model", str(v.get("model") or "default")]
-    if v.get("tasks"):
-        argv += ["--tasks", str(v["tasks"])]
-    for key, flag in (("steps", "--steps"), ("measure", "--measure"), ("seeds", "--seeds"), ("method", "--method"),
-                      ("lr", "--lr")):
-        if v.get(key) not in (None, ""):
-            argv += [flag, str(v[key])]
-    argv.append("--bf16" if v.get("bf16", True) else "--no-bf16")
-    return argv
-
-
-JOB_TEMPLATES = [
-    JobTemplate(
-        key="head-study",
-        label="Head study (activation patterns before and after SFT)",
-        description="SFT on each built-in task with the activation pattern measured at chosen steps, then "
-                    "findings 1-3 with their nulls. The defaults are the documented default study "
-                    "(see docs/heads.md).",
-        build=_study_argv,
-        fields=(Field("model", "Model", "text", "default", help="'default', 'tiny', a model directory or a .gguf"),
-                Field("tasks", "Tasks (comma-separated; empty = all)", "text", ""),
-                Field("steps", "SFT steps per run", "int", 40, min=1, max=10000),
-                Field("measure", "Measure at steps", "text", "0,10,20,40"),
-                Field("seeds", "Seeds", "text", "0,1"),
-                Field("method", "Fine-tuning", "choice", "full", choices=["full", "lora"]),
-                Field("lr", "Learning rate", "float", 5e-5),
-                Field("bf16", "bf16 autocast for SFT (patterns stay fp32)", "bool", True)),
-    ),
-]

@@ -14,7 +14,6 @@ import json
 import math
 from typing import Any
 
-from ..jobs import Field, JobTemplate
 
 
 def _corpus(s: str):
@@ -184,37 +183,3 @@ def report(st) -> str:
                      f"{_f(p['total_a'] + p['total_b'])} | {_f(p['excess'])} | "
                      + ("" if p["tolerance"] is None else f"{p['tolerance']:.3f}") + f" | {p['reason']} |")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- Runs page template
-def _run_argv(v: dict[str, Any]) -> list[str]:
-    argv = ["impact", "run", "--model", str(v.get("model") or "default")]
-    for c in str(v.get("corpora") or "").split(","):
-        if c.strip():
-            argv += ["--corpus", c.strip()]
-    for pr in str(v.get("pairs") or "").split(","):
-        if pr.strip():
-            argv += ["--pair", pr.strip()]
-    for key, flag in (("max_steps", "--max-steps"), ("lr", "--lr"), ("eval_limit", "--eval-limit")):
-        if v.get(key) not in (None, ""):
-            argv += [flag, str(v[key])]
-    return argv
-
-
-JOB_TEMPLATES = [
-    JobTemplate(
-        key="impact-study",
-        label="Data impact study (machine unlearning)",
-        description="Unlearn each corpus with GRACE (gradient ascent, descent on other corpora when their held-out "
-                    "loss rises, stop at the shuffled-text baseline), evaluate the capability suite, relate the "
-                    "corpora. Empty corpora = the default six shared-pool corpora (about 25 minutes on 2 cores).",
-        build=_run_argv,
-        fields=(Field("model", "Model", "text", "default", help="'default', 'tiny', a model directory or a .gguf"),
-                Field("corpora", "Corpora (NAME=SOURCE, comma-separated; empty = defaults)", "text", "",
-                      help="SOURCE: shared:<path>, a data file, a folder or a .txt file"),
-                Field("pairs", "Joint pairs (A+B, comma-separated)", "text", ""),
-                Field("max_steps", "Max ascent steps", "int", 8, min=1, max=1000),
-                Field("lr", "Learning rate", "float", 3e-5),
-                Field("eval_limit", "Examples per eval", "int", 6, min=1, max=1000)),
-    ),
-]

