@@ -1,13 +1,13 @@
 """Benchmarks: scores of models fine-tuned on selections, beside random, full-data and base baselines."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from g2is_core.app import readers
 from g2is_core.loop import tables as benchmarks
 from g2is_core.loop.registry import Registry
 from pages import _ui
@@ -17,8 +17,8 @@ st.caption("Every method's score is read beside the untrained base model, a rand
            "budget, and training on the full pool. Mean and spread are over seeds.")
 
 ws = _ui.workspace()
-reg_path = ws.root / "registry.sqlite"
-if not reg_path.exists():
+reg = readers.registry(ws)
+if reg is None:
     _ui.empty_state("No benchmark results yet. Run the demo chain (built-in pool, composite targets, default "
                     "model) or an experiment spec; results land in the run registry.",
                     commands=["g2is demo", "g2is bench run SPEC.yaml"], note="Both can be started from the Runs page.")
@@ -30,14 +30,13 @@ def _rows(path: str, experiment: str | None) -> list[dict]:
     return Registry(Path(path)).rows(experiment)
 
 
-reg = Registry(reg_path)
 exps = reg.experiments()
 if not exps:
     _ui.empty_state("The run registry is empty. Run `g2is demo` or `g2is bench run SPEC.yaml`.",
                     commands=["g2is demo"])
     st.stop()
 exp = st.selectbox("Experiment", exps)
-rows = _rows(str(reg_path), exp)
+rows = _rows(str(reg.path), exp)
 metrics = benchmarks.available_metrics(rows)
 first = benchmarks.default_metric(rows)
 metric = st.selectbox("Metric", metrics, index=metrics.index(first) if first in metrics else 0, help="accuracy / em / f1: higher is better; nll / ppl (the gold answer's "
@@ -94,7 +93,7 @@ else:
 
     @st.cache_data(show_spinner=False)
     def _scores(sel_dir: str) -> pd.DataFrame:
-        return pd.read_parquet(Path(sel_dir) / "scores.parquet")
+        return readers.selection_scores(sel_dir)
 
     by = st.radio("Composition by", ["source", "task"], horizontal=True)
     comp = []
@@ -119,10 +118,8 @@ else:
 st.subheader("Loss curves")
 curves = []
 for r in frame[frame["train_dir"].notna()].itertuples():
-    st_path = Path(r.train_dir) / "state.json"
-    if st_path.exists():
-        for x in json.loads(st_path.read_text())["losses"]:
-            curves.append({"run": f"{r.target}/{r.method}/{r.ratio}/{r.seed}", "samples": x["samples"], "loss": x["loss"]})
+    for x in readers.training_losses(r.train_dir) or []:
+        curves.append({"run": f"{r.target}/{r.method}/{r.ratio}/{r.seed}", "samples": x["samples"], "loss": x["loss"]})
 if curves:
     cdf = pd.DataFrame(curves).drop_duplicates()
     fig = go.Figure()

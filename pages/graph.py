@@ -6,18 +6,16 @@ table behind it comes from layout.map_frame, the neighbourhood from netview (pyv
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as components
 
-from g2is_core.app import netview
+from g2is_core.app import netview, readers
 from g2is_core.graph.knn import InstructionGraph
 from g2is_core.graph.layout import DISPLAY_MAX, display_mask, find_layout, map_frame
-from g2is_core.selection.core import list_runs, load_dataset
-from g2is_core.workspace import read_sidecar
+from g2is_core.selection.core import load_dataset
 from pages import _ui
 
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
@@ -113,7 +111,7 @@ st.caption("Nodes are pool examples; edge weights are cosine similarities of the
            "(positive: aligned knowledge, negative: conflicting).")
 
 ws = _ui.workspace()
-graphs = ws.list("graphs")
+graphs = {str(e.path): e for e in readers.graphs(ws)}
 if not graphs:
     _ui.empty_state(
         "No instruction graph yet. Build one from a gradient store with `g2is graph build ...` "
@@ -122,27 +120,24 @@ if not graphs:
         note="A graph needs a gradient store of the pool first (Data page, “Gradient stores for this data”).")
     st.stop()
 
-labels = {str(d): f"{d.name} · {m.get('n')} nodes · k={m.get('k')} · {m.get('graph_kind', 'train')} · "
-          f"{m.get('produced_by', {}).get('created_utc', '')}" for d, m in graphs}
+labels = {p: f"{e.path.name} · {e.meta.get('n')} nodes · k={e.meta.get('k')} · {e.meta.get('graph_kind', 'train')} · "
+          f"{e.meta.get('produced_by', {}).get('created_utc', '')}" for p, e in graphs.items()}
 path = st.selectbox("Graph", list(labels), format_func=labels.get, key="graph_pick")
-meta = read_sidecar(path)
-g = _graph(path, (Path(path) / "sidecar.json").stat().st_mtime)
-inputs = meta.get("inputs") or {}
-data_hash = inputs.get("data_hash")
-runs = [(p, m) for p, m in list_runs(ws) if data_hash and (m.get("inputs") or {}).get("pool_data_hash") == data_hash]
-run_labels = {"": "(none)"} | {str(p): f"{m['config']['method']} · {m.get('n_selected')} selected · {p.name}"
-                               for p, m in runs}
+entry = readers.graph(path)
+g = _graph(path, entry.stamp())
+data_hash = entry.data_hash
+runs = [r for r in readers.selection_runs(ws) if data_hash and r.pool_data_hash == data_hash]
+run_labels = {"": "(none)"} | {str(r.path): f"{r.method} · {r.meta.get('n_selected')} selected · {r.path.name}"
+                               for r in runs}
 
 c1, c2, c3 = st.columns([1, 1, 2])
 colour_by = c1.radio("Colour by", ["task", "source", "selection"], horizontal=True, key="graph_colour")
 hl_path = c2.selectbox("Highlight a selection", list(run_labels), format_func=run_labels.get, key="graph_hl")
 highlight: tuple[str, ...] = ()
 if hl_path:
-    from g2is_core.workspace import read_json
+    highlight = tuple(readers.selected_ids(hl_path))
 
-    highlight = tuple(read_json(Path(hl_path) / "selected_ids.json"))
-
-df, lmeta = _frame(inputs.get("features_key", ""), data_hash, str(ws.root), highlight, g.n)
+df, lmeta = _frame(entry.features_key, data_hash, str(ws.root), highlight, g.n)
 if df is None:
     _ui.empty_state("This graph has no cached 2-D layout yet; the map needs one (computed once, then cached).",
                     ["g2is graph build --train-store <the same stores> --layout umap"])

@@ -6,17 +6,16 @@ g2is_core.head_analysis (pure, tested functions) or the study's stored findings.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from g2is_core.app import readers
 from g2is_core.heads import analysis as ha
-from g2is_core.heads.study import HeadStudy, list_studies, study_findings
 from g2is_core.heads.patterns import head_label, kv_group
-from g2is_core.workspace import read_json
+from g2is_core.heads.study import HeadStudy
 from pages import _ui
 
 st.title("Heads")
@@ -24,7 +23,7 @@ st.caption("Activation pattern AP[l, h] = mean over samples of |Σ A·∂Loss/�
            "labelled L{layer}H{head}; measured on held-apart dev samples before, during and after SFT on each task.")
 
 ws = _ui.workspace()
-studies = list_studies(ws)
+studies = {str(e.path): e for e in readers.head_studies(ws)}
 if not studies:
     _ui.empty_state("No head study yet. Run one: it fine-tunes the model on each built-in task and measures the "
                     "activation patterns along the way (the default study takes about half an hour on a 2-core "
@@ -33,11 +32,6 @@ if not studies:
                      "--measure 0,2,4 --n-pattern 4 --n-eval 4"],
                     note="Also from the Runs page: “Head study”. A single pattern: `g2is heads pattern --task add`.")
     st.stop()
-
-
-def _stamp(d: Path) -> float:
-    files = [d / "study.json", d / "sidecar.json", *sorted((d / "runs").glob("*/run.json"))]
-    return max(f.stat().st_mtime for f in files if f.exists()) + len(files)
 
 
 @st.cache_data(max_entries=4, show_spinner="Loading the study")
@@ -50,12 +44,7 @@ def _load(path: str, stamp: float) -> dict:  # noqa: ARG001  (stamp keys the cac
 
 @st.cache_data(max_entries=4, show_spinner="Computing the findings (permutation nulls)")
 def _findings(path: str, stamp: float, n_perm: int) -> dict:  # noqa: ARG001
-    f = Path(path) / "findings.json"   # written by `g2is heads study` once the study is complete
-    if f.exists() and (Path(path) / "sidecar.json").exists():
-        got = read_json(f)
-        if got.get("n_perm") == n_perm and "order" in got:
-            return got
-    return study_findings(HeadStudy.load(path), n_perm=n_perm)
+    return readers.head_findings(path, n_perm)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -69,15 +58,14 @@ def _null(path: str, stamp: float, target: str, space: str, method: str, n_perm:
     return {"observed": res.observed, "null": res.null, "p": res.p_value}
 
 
-def _label(d: Path) -> str:
-    m = read_json(d / "study.json")
-    c = m["config"]
-    done = "complete" if (d / "sidecar.json").exists() else "in progress"
-    return f"{d.name} · {c['model']} · {len(c['tasks'])} tasks · {c['steps']} steps · {done}"
+def _label(e: readers.HeadStudyEntry) -> str:
+    c = e.config
+    done = "complete" if e.complete else "in progress"
+    return f"{e.path.name} · {c['model']} · {len(c['tasks'])} tasks · {c['steps']} steps · {done}"
 
 
-path = st.selectbox("Study", [str(d) for d in studies], format_func=lambda p: _label(Path(p)), key="heads_study")
-stamp = _stamp(Path(path))
+path = st.selectbox("Study", list(studies), format_func=lambda p: _label(studies[p]), key="heads_study")
+stamp = studies[path].stamp()
 data = _load(path, stamp)
 meta, runs, pats = data["meta"], data["runs"], data["patterns"]
 L, H, KV = meta["model"]["n_layers"], meta["model"]["n_heads"], meta["model"]["n_kv_heads"]
@@ -230,13 +218,11 @@ if not pc.empty:
                  width="stretch")
 
 # ---- the application
-mixes = [p for p in (ws.root / "heads-mix").glob("*/mix.json")] if (ws.root / "heads-mix").is_dir() else []
-mixes = [p for p in mixes if Path(read_json(p.parent / "sidecar.json")["inputs"].get("study", "")).name == Path(path).name]
+mixes = readers.head_mixes(ws, path)
 st.subheader("Application: a basic-task mix weighted by the regression")
 if not mixes:
     _ui.empty_state("No mix run for this study yet.", [f"g2is heads mix --study {path} --target add_reverse"])
-for p in mixes:
-    res = read_json(p)
+for res in mixes:
     c = res["config"]
     st.markdown(f"**{c['target']}**: {c['n_target']} target samples, {c['mix_steps']} mix steps + {c['target_steps']} "
                 f"target steps")

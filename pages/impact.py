@@ -14,8 +14,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from g2is_core.impact.study import ImpactStudy, circle_layout, list_studies
-from g2is_core.workspace import read_json
+from g2is_core.app import readers
+from g2is_core.impact.study import ImpactStudy, circle_layout
 from pages import _ui
 
 st.title("Data impact")
@@ -24,7 +24,7 @@ st.caption("Unlearn one corpus at a time (gradient ascent on it, descent on the 
            "much each capability's gold-answer NLL rises. Method and rules: docs/impact.md.")
 
 ws = _ui.workspace()
-studies = list_studies(ws)
+studies = {str(e.path): e for e in readers.impact_studies(ws)}
 if not studies:
     _ui.empty_state("No impact study yet. Run one: the default unlearns six shared-pool corpora (T0, two FLAN CoT "
                     "families, two GPTeacher sets, Code Alpaca) and one pair jointly, and evaluates a 12-eval "
@@ -38,11 +38,6 @@ if not studies:
     st.stop()
 
 
-def _stamp(d: Path) -> float:
-    files = [d / "study.json", d / "sidecar.json", d / "base" / "eval.json", *sorted((d / "runs").glob("*/*.json"))]
-    return max(f.stat().st_mtime for f in files if f.exists()) + len(files)
-
-
 @st.cache_data(max_entries=4, show_spinner="Loading the study")
 def _load(path: str, stamp: float) -> dict:  # noqa: ARG001  (stamp keys the cache to the study's content)
     s = ImpactStudy.load(path)
@@ -50,15 +45,14 @@ def _load(path: str, stamp: float) -> dict:  # noqa: ARG001  (stamp keys the cac
             "curves": {r: v["unlearn"] for r, v in s.runs.items()}}
 
 
-def _label(d: Path) -> str:
-    m = read_json(d / "study.json")
-    c = m["config"]
-    done = "complete" if (d / "sidecar.json").exists() else "in progress"
-    return f"{d.name} · {c['model']} · {len(c['corpora'])} corpora · {done}"
+def _label(e: readers.ImpactStudyEntry) -> str:
+    c = e.config
+    done = "complete" if e.complete else "in progress"
+    return f"{e.path.name} · {c['model']} · {len(c['corpora'])} corpora · {done}"
 
 
-path = st.selectbox("Study", [str(d) for d in studies], format_func=lambda p: _label(Path(p)), key="impact_study")
-data = _load(path, _stamp(Path(path)))
+path = st.selectbox("Study", list(studies), format_func=lambda p: _label(studies[p]), key="impact_study")
+data = _load(path, studies[path].stamp())
 f, meta = data["findings"], data["meta"]
 cfg = meta["config"]
 st.caption(f"Study `{Path(path).name}` in `{Path(path).parent}` · model {cfg['model']}")

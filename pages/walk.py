@@ -7,17 +7,14 @@ graph build cached, the network view from netview.
 from __future__ import annotations
 
 import html
-from pathlib import Path
-
 import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as components
 
-from g2is_core.app import netview
+from g2is_core.app import netview, readers
 from g2is_core.graph.knn import InstructionGraph
 from g2is_core.graph.layout import find_layout
-from g2is_core.selection.core import SelectionRun, compare_runs, list_runs, walk_progress
-from g2is_core.workspace import read_sidecar
+from g2is_core.selection.core import SelectionRun, compare_runs, walk_progress
 from pages import _ui
 
 
@@ -31,14 +28,10 @@ def _graph(path: str, stamp: float) -> InstructionGraph:  # noqa: ARG001
     return InstructionGraph.load(path)
 
 
-def _stamp(path: str | Path) -> float:
-    return (Path(path) / "sidecar.json").stat().st_mtime
-
-
 st.title("Walk")
 st.caption("Core-knowledge components of the target, the walk's budget per component and every step it took.")
 ws = _ui.workspace()
-walk_runs = [(p, m) for p, m in list_runs(ws) if (p / "trajectory.parquet").exists()]
+walk_runs = {str(r.path): r for r in readers.selection_runs(ws) if r.has_walk}
 if not walk_runs:
     _ui.empty_state("No walk yet. Run one with `g2is select --method g2is ...` (or `g2is walk ...` on feature "
                     "files) or from the Runs page.",
@@ -48,10 +41,10 @@ if not walk_runs:
     _ui.artefacts("selections", empty="No selection yet.")
     st.stop()
 
-labels = {str(p): f"{m.get('name') or p.name} · {m.get('n_selected')}/{m.get('budget')} selected · "
-          f"{m.get('produced_by', {}).get('created_utc', '')}" for p, m in walk_runs}
+labels = {str(r.path): f"{r.meta.get('name') or r.path.name} · {r.meta.get('n_selected')}/{r.meta.get('budget')} "
+          f"selected · {r.meta.get('produced_by', {}).get('created_utc', '')}" for r in walk_runs.values()}
 path = st.selectbox("Walk run", list(labels), format_func=labels.get, key="walk_pick")
-run = _run(path, _stamp(path))
+run = _run(path, walk_runs[path].stamp())
 traj = run.trajectory.sort_values(["component", "step"], kind="stable").reset_index(drop=True)
 comps = run.components
 n_steps = len(traj)
@@ -70,13 +63,12 @@ st.markdown(f"**Replaying step {step} / {n_steps}**")
 upto = traj.iloc[:step]
 
 # ---- the map: the pool in grey, the walk so far on top
-graph_key = run.meta.get("graph_key")
-gdir = ws.root / "graphs" / graph_key if graph_key else None
+gentry = readers.run_graph(ws, run.meta)
 layout = None
 g = None
-if gdir is not None and (gdir / "sidecar.json").exists():
-    g = _graph(str(gdir), _stamp(gdir))
-    found = find_layout((read_sidecar(gdir).get("inputs") or {}).get("features_key", ""), ws)
+if gentry is not None:
+    g = _graph(str(gentry.path), gentry.stamp())
+    found = find_layout(gentry.features_key, ws)
     layout = None if found is None else found[0]
 left, right = st.columns([3, 2])
 with left:
@@ -130,13 +122,13 @@ if g is not None:
                         height=580, scrolling=True)
 
 st.subheader("Compare with another run")
-others = [(p, m) for p, m in list_runs(ws) if str(p) != path and (m.get("inputs") or {}).get("pool_data_hash") == pool_hash]
+others = {str(r.path): r for r in readers.selection_runs(ws) if str(r.path) != path and r.pool_data_hash == pool_hash}
 if not others:
     st.caption("No other selection of the same pool yet (any method: `g2is select --method less|random|...`).")
 else:
-    olabels = {str(p): f"{m['config']['method']} · {m.get('n_selected')} selected · {p.name}" for p, m in others}
+    olabels = {str(r.path): f"{r.method} · {r.meta.get('n_selected')} selected · {r.path.name}" for r in others.values()}
     other = st.selectbox("Other run", list(olabels), format_func=olabels.get, key="walk_other")
-    b = _run(other, _stamp(other))
+    b = _run(other, others[other].stamp())
     stats, comp = compare_runs(run.ids, b.ids, task_of, source_of)
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("This run", stats["a"])
@@ -145,5 +137,5 @@ else:
     m4.metric("Jaccard", f"{stats['jaccard']:.3f}")
     st.dataframe(comp.rename(columns={"a": "this run", "b": "other run"}), hide_index=True, width="stretch")
 
-if pool_hash and not ws.is_complete(ws.root / "datasets" / pool_hash[:16]):
+if pool_hash and not readers.dataset_saved(ws, pool_hash):
     st.caption("The pool's records are not saved in this workspace; only ids are shown.")

@@ -105,3 +105,34 @@ def test_app_command_is_local_unless_asked(capsys):
     assert app_command(8600, "0.0.0.0")[cmd.index("--server.address") + 1] == "0.0.0.0"
     args = build_parser().parse_args(["app", "--port", "8600"])
     assert args.func.__name__ == "run_app" and args.host is None
+
+
+def test_readers_find_artefacts_without_pages_naming_files(workspace):
+    import pandas as pd
+
+    from g2is_core.app import readers
+    from g2is_core.workspace import write_json
+
+    g = workspace.dir("graphs", "g1")
+    write_sidecar(g, "graph", {"k": 4}, inputs={"features_key": "fk", "data_hash": "dh"})
+    assert [(e.path, e.features_key, e.data_hash) for e in readers.graphs(workspace)] == [(g, "fk", "dh")]
+    assert readers.run_graph(workspace, {"graph_key": "g1"}).path == g
+    assert readers.run_graph(workspace, {"graph_key": "nope"}) is None and readers.run_graph(workspace, {}) is None
+
+    r = workspace.dir("selections", "r1")
+    write_json(r / "selected_ids.json", ["b", "a"])
+    pd.DataFrame({"id": ["a", "b"], "selected": [True, True]}).to_parquet(r / "scores.parquet")
+    write_sidecar(r, "selection", {"method": "random"}, inputs={"pool_data_hash": "dh"})
+    (run,) = readers.selection_runs(workspace)
+    assert (run.method, run.pool_data_hash, run.has_walk) == ("random", "dh", False) and run.stamp() > 0
+    assert readers.selected_ids(r) == ["b", "a"]
+    assert list(readers.selection_scores(r)["id"]) == ["a", "b"]
+    assert not readers.dataset_saved(workspace, "dh") and not readers.dataset_saved(workspace, None)
+
+    t = workspace.dir("train", "t1")
+    assert readers.training_losses(t) is None
+    write_json(t / "state.json", {"losses": [{"samples": 2, "loss": 1.5}]})
+    assert readers.training_losses(t) == [{"samples": 2, "loss": 1.5}]
+    assert readers.registry(workspace) is None
+    assert not (workspace.root / readers.REGISTRY_FILE).exists()   # reading never creates the registry
+    assert readers.head_studies(workspace) == [] and readers.impact_studies(workspace) == []

@@ -1,0 +1,229 @@
+"""Typed readers of the workspace's artefacts, for the pages (no Streamlit).
+
+Why: a page that opens ``selected_ids.json`` or ``state.json`` by name breaks silently when the
+writer renames a file; here each artefact has one reader, next to the core class that writes it,
+and the pages only call these. Every entry is a small frozen dataclass: the directory, its parsed
+sidecar/metadata, and ``stamp()`` (a number that changes when the artefact's files change, the
+key the pages' caches use). Lists are newest first.
+
+File names below are the writers' (selection/core.py ``SelectionRun.save``, heads/study.py,
+impact/study.py, loop/training.py ``train``, loop/registry.py ``Registry.open``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..workspace import SIDECAR, Workspace, read_json, read_sidecar
+
+GRAPHS = "graphs"            # selection.core.graph_dir and cli graph build write here
+REGISTRY_FILE = "registry.sqlite"  # loop.registry.Registry.open
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def _files_stamp(files: list[Path]) -> float:
+    """Newest mtime of the files that exist, plus how many were asked for (a new file changes it)."""
+    return max(f.stat().st_mtime for f in files if f.exists()) + len(files)
+
+
+# ----------------------------------------------------------------------------- instruction graphs
+@dataclass(frozen=True)
+class GraphEntry:
+    """A finished instruction graph (``graphs/<key>``) and its sidecar."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        return self.meta.get("inputs") or {}
+
+    @property
+    def features_key(self) -> str:
+        return self.inputs.get("features_key", "")
+
+    @property
+    def data_hash(self) -> str | None:
+        return self.inputs.get("data_hash")
+
+    def stamp(self) -> float:
+        return _mtime(self.path / SIDECAR)
+
+
+def graphs(ws: Workspace) -> list[GraphEntry]:
+    """Every finished instruction graph of the workspace."""
+    return [GraphEntry(d, m) for d, m in ws.list(GRAPHS)]
+
+
+def graph(path: str | Path) -> GraphEntry:
+    """The graph in this directory (FileNotFoundError when it is not finished)."""
+    return GraphEntry(Path(path), read_sidecar(path))
+
+
+def run_graph(ws: Workspace, run_meta: dict[str, Any]) -> GraphEntry | None:
+    """The graph a g2is selection run walked on (its ``graph_key``), or None when it is not in the workspace."""
+    key = run_meta.get("graph_key")
+    d = ws.root / GRAPHS / key if key else None
+    if d is None or not ws.is_complete(d):
+        return None
+    return graph(d)
+
+
+# ----------------------------------------------------------------------------- selection runs
+@dataclass(frozen=True)
+class RunEntry:
+    """A finished selection run (``selections/<key>``) and its sidecar; :meth:`load` reads its tables."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return self.meta["config"]["method"]
+
+    @property
+    def pool_data_hash(self) -> str | None:
+        return (self.meta.get("inputs") or {}).get("pool_data_hash")
+
+    @property
+    def has_walk(self) -> bool:
+        """A g2is run with its step-by-step trajectory (the Walk page replays it)."""
+        return (self.path / "trajectory.parquet").exists()
+
+    def stamp(self) -> float:
+        return _mtime(self.path / SIDECAR)
+
+    def load(self):
+        """The :class:`g2is_core.selection.core.SelectionRun` (ids, scores, trajectory, components)."""
+        from ..selection.core import SelectionRun
+
+        return SelectionRun.load(self.path)
+
+
+def selection_runs(ws: Workspace) -> list[RunEntry]:
+    """Every finished selection run of the workspace."""
+    from ..selection.core import list_runs
+
+    return [RunEntry(p, m) for p, m in list_runs(ws)]
+
+
+def selected_ids(run_dir: str | Path) -> list[str]:
+    """The ids a selection run chose, in selection order (without reading its tables)."""
+    return list(read_json(Path(run_dir) / "selected_ids.json"))
+
+
+def selection_scores(run_dir: str | Path):
+    """DataFrame [id, source, task, score, selected, rank] of a selection run, in pool order."""
+    import pandas as pd
+
+    return pd.read_parquet(Path(run_dir) / "scores.parquet")
+
+
+def dataset_saved(ws: Workspace, data_hash: str | None) -> bool:
+    """Are the records of this data hash saved in the workspace (selection.core.save_dataset)?"""
+    from ..selection.core import DATASETS
+
+    return bool(data_hash) and ws.is_complete(ws.root / DATASETS / str(data_hash)[:16])
+
+
+# ----------------------------------------------------------------------------- head studies
+@dataclass(frozen=True)
+class HeadStudyEntry:
+    """A head study directory (partial ones too): its study.json metadata, complete or still running."""
+
+    path: Path
+    meta: dict[str, Any]
+    complete: bool
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+    def stamp(self) -> float:
+        d = self.path
+        return _files_stamp([d / "study.json", d / SIDECAR, *sorted((d / "runs").glob("*/run.json"))])
+
+
+def head_studies(ws: Workspace) -> list[HeadStudyEntry]:
+    from ..heads.study import list_studies
+
+    return [head_study(d) for d in list_studies(ws)]
+
+
+def head_study(path: str | Path) -> HeadStudyEntry:
+    d = Path(path)
+    return HeadStudyEntry(d, read_json(d / "study.json"), (d / SIDECAR).exists())
+
+
+def head_findings(path: str | Path, n_perm: int) -> dict[str, Any]:
+    """The study's findings: the stored ones (written by `g2is heads study` once the study is complete)
+    when they were computed with ``n_perm`` permutations, else computed now."""
+    from ..heads.study import HeadStudy, study_findings
+
+    f = Path(path) / "findings.json"
+    if f.exists() and (Path(path) / SIDECAR).exists():
+        got = read_json(f)
+        if got.get("n_perm") == n_perm and "order" in got:
+            return got
+    return study_findings(HeadStudy.load(path), n_perm=n_perm)
+
+
+def head_mixes(ws: Workspace, study_path: str | Path) -> list[dict[str, Any]]:
+    """Results of the mix application (``g2is heads mix``) run on this study, each as written by run_mix."""
+    from ..heads.study import MIX_KIND
+
+    base = ws.root / MIX_KIND
+    found = sorted(base.glob("*/mix.json")) if base.is_dir() else []
+    name = Path(study_path).name
+    return [read_json(p) for p in found
+            if Path(read_sidecar(p.parent)["inputs"].get("study", "")).name == name]
+
+
+# ----------------------------------------------------------------------------- impact studies
+@dataclass(frozen=True)
+class ImpactStudyEntry:
+    """An impact study directory (partial ones too): its study.json metadata, complete or still running."""
+
+    path: Path
+    meta: dict[str, Any]
+    complete: bool
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+    def stamp(self) -> float:
+        d = self.path
+        return _files_stamp([d / "study.json", d / SIDECAR, d / "base" / "eval.json",
+                             *sorted((d / "runs").glob("*/*.json"))])
+
+
+def impact_studies(ws: Workspace) -> list[ImpactStudyEntry]:
+    from ..impact.study import list_studies
+
+    return [impact_study(d) for d in list_studies(ws)]
+
+
+def impact_study(path: str | Path) -> ImpactStudyEntry:
+    d = Path(path)
+    return ImpactStudyEntry(d, read_json(d / "study.json"), (d / SIDECAR).exists())
+
+
+# ----------------------------------------------------------------------------- benchmarks
+def registry(ws: Workspace):
+    """The workspace's run registry (:class:`g2is_core.loop.registry.Registry`), or None when no benchmark
+    has run yet (reading never creates it)."""
+    from ..loop.registry import Registry
+
+    p = ws.root / REGISTRY_FILE
+    return Registry(p) if p.exists() else None
+
+
+def training_losses(train_dir: str | Path) -> list[dict[str, Any]] | None:
+    """The loss curve of a fine-tuning run ([{"samples", "loss", ...}] from its state.json), or None."""
+    p = Path(train_dir) / "state.json"
+    return read_json(p)["losses"] if p.exists() else None
