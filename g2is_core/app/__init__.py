@@ -1,5 +1,8 @@
-"""Support for the Streamlit pages, without Streamlit: artefact readers, network views, small helpers.
+"""Support for the Streamlit pages, without Streamlit: typed artefact readers, launch forms, network views.
 
-Pages ask these functions and show what they return. May import any core folder; never Streamlit,
-never :mod:`g2is_core.cli`.
+What lives here: :mod:`.readers` (the only way the pages reach artefact files), :mod:`.forms` (the Runs
+page's job templates), :mod:`.kit` (tables, path rules, uploads, status lines), :mod:`.netview`.
+Pages ask these functions and show what they return.
+
+May import: any core folder and :mod:`g2is_core.jobs`; never Streamlit, never the CLI.
 """

@@ -3,6 +3,9 @@
 Each capability registers its subcommands from its own module (``register(subparsers)``), listed
 once in :data:`COMMAND_MODULES`; this file only wires them up and turns expected errors (bad
 input, missing artefacts) into one readable line and a non-zero exit code.
+
+May import: every core folder and the base modules; never the app's helpers or the jobs runner. A
+command module imports no other module of this folder except :mod:`._common` (shared argument helpers).
 """
 from __future__ import annotations
 
