@@ -1,6 +1,7 @@
 """Streamlit helpers shared by the pages: error guard, empty states, artefact lists, job forms.
 
-Layout only; numbers and tables come from :mod:`g2is_core.app.kit` and the core modules.
+Layout only; numbers and tables come from :mod:`g2is_core.app.kit`, artefacts from
+:mod:`g2is_core.app.readers`, the launch forms from :mod:`g2is_core.app.forms`.
 """
 from __future__ import annotations
 

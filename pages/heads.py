@@ -1,8 +1,8 @@
 """Heads: attention-head activation patterns before / after SFT per task, task specificity with its
 noise floor, composition of composites from basic tasks against a permutation null, convergence.
 
-Layout only: patterns come from g2is_core.head_study.HeadStudy, every number from
-g2is_core.head_analysis (pure, tested functions) or the study's stored findings.
+Layout only: studies, stored findings and mix results come from g2is_core.app.readers, patterns from
+g2is_core.heads.study.HeadStudy, every number from g2is_core.heads.analysis (pure, tested functions).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ Zhao et al., ACL Findings 2024): the corpus x capability heatmap, the relationsh
 corpora, and the unlearning loss curves.
 
 Layout only: every number comes from g2is_core.impact (ImpactStudy.findings and its pure, tested
-functions) or the stored run files.
+functions); studies are listed by g2is_core.app.readers.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Walk: replay a G2IS walk step by step on the map, its budget fill and rejections; compare two runs.
 
-Layout only: runs come from selection.SelectionRun, the per-step numbers from
+Layout only: runs come from app.readers (selection.SelectionRun), the per-step numbers from
 selection.walk_progress, the comparison from selection.compare_runs, the map from the layout the
 graph build cached, the network view from netview.
 """
