@@ -1,4 +1,7 @@
-"""Data: load the built-in task suite or a file, look at the records, validate them."""
+"""Data: load the built-in task suite or a file, look at the records, validate them.
+
+Every source is named by one data spec (g2is_core.data.spec.DataSpec; README.md, "Naming data"): the
+caption shows it, so the same data can be pasted into `g2is ... --data` or an experiment spec."""
 from __future__ import annotations
 
 import json
@@ -8,8 +11,9 @@ import streamlit as st
 
 from g2is_core.app import kit as appkit
 from g2is_core.data import tasks
-from g2is_core.data.loaders import FORMATS, data_hash, load_records
+from g2is_core.data.loaders import FORMATS
 from g2is_core.data.records import DataError
+from g2is_core.data.spec import DataSpec
 from g2is_core.workspace import Workspace
 from pages import _ui
 
@@ -17,17 +21,12 @@ BUILTIN, UPLOAD, PATH = "Built-in task suite", "Upload a file", "Path on this ma
 
 
 # ----------------------------------------------------------------------------- cached calls
-# Everything below is keyed by content (a file's sha256, or the suite's parameters), so a rerun
+# Everything below is keyed by content (a file's sha256, or the built-in spec's text), so a rerun
 # that changes only a widget further down the page does not reload or re-tokenise anything.
 @st.cache_data(show_spinner="Building the built-in records…", max_entries=8)
-def builtin_records(mode: str, seed: int, per_task: int, distractors: int, task: str, n: int, split: str):
-    if mode == "pool":
-        recs = list(tasks.make_pool(seed=seed, per_task=per_task, distractors=distractors).records)
-        label = f"built-in pool (seed {seed}, {per_task} per task, {distractors} distractors)"
-    else:
-        recs = tasks.make_task_records(task, n, seed=seed, split=split)
-        label = f"built-in task {task} ({split}, seed {seed})"
-    return recs, label, data_hash(recs)
+def builtin_records(spec_text: str):
+    d = DataSpec.parse(spec_text).load()
+    return d.records, d.data_hash
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -36,10 +35,11 @@ def file_content_key(stamp: tuple) -> str:
 
 
 @st.cache_data(show_spinner="Loading and validating the file…", max_entries=8)
-def file_records(content: str, fmt: str | None, lenient: bool, columns_json: str, _path: str):
-    columns = json.loads(columns_json) if columns_json else None
-    res = load_records(_path, fmt, lenient=lenient, columns=columns)
-    return res.records, res.report, data_hash(res.records)
+def file_records(content: str, fmt: str | None, lenient: bool, columns_json: str, spec_text: str):
+    # The page's widgets fill what the typed spec leaves unset (a typed ?fmt= wins over auto-detect).
+    columns = tuple(json.loads(columns_json).items()) if columns_json else None
+    d = DataSpec.parse(spec_text).fill(fmt=fmt, lenient=lenient or None, columns=columns).load()
+    return d.records, d.report, d.data_hash
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the tokenizer…")
@@ -72,13 +72,19 @@ if source == BUILTIN:
         task = c3.selectbox("Task", tasks.task_names())
         n = int(c4.number_input("Records", value=100, min_value=1, max_value=5000, step=10))
         split = st.selectbox("Split", list(tasks.SPLITS))
-    records, label, dhash = builtin_records(mode, seed, per_task, distractors, task, n, split)
+    if mode == "pool":
+        spec = DataSpec(kind="pool", seed=seed, per_task=per_task, distractors=distractors)
+        label = f"built-in pool (seed {seed}, {per_task} per task, {distractors} distractors)"
+    else:
+        spec = DataSpec(kind="task", name=task, n=n, seed=seed, split=split)
+        label = f"built-in task {task} ({split}, seed {seed})"
+    records, dhash = builtin_records(str(spec))
     with st.expander("About the built-in suite"):
         st.dataframe(tasks.describe_suite(seed), hide_index=True, width="stretch")
         st.caption("Composites are built from their ingredients; controls are used by no composite, so a "
                    "selection or a head pattern can be checked against a known answer.")
 else:
-    path = None
+    path = spec = None
     if source == UPLOAD:
         up = st.file_uploader("Instruction data (JSONL, JSON, CSV, TSV; .gz accepted)", key="data-upload")
         if up is not None:
@@ -86,35 +92,49 @@ else:
             if up.file_id not in memo:
                 memo[up.file_id] = str(appkit.save_upload(up.name, up.getvalue(), ws))
             path = memo[up.file_id]
+            spec = DataSpec(kind="file", name=path)
             st.caption(f"Saved as `{path}`")
     else:
         roots = ", ".join(f"`{r}`" for r in appkit.allowed_roots(ws))
-        typed = st.text_input("File or folder", placeholder="e.g. gsm8k or uploads/mydata.jsonl",
-                              help=f"Relative paths are looked up under {roots}.")
+        typed = st.text_input("File or folder", placeholder="e.g. gsm8k, shared:gsm8k or uploads/mydata.jsonl",
+                              help=f"A data spec (README, 'Naming data'): relative paths are looked up under "
+                                   f"{roots}; shared:PATH under the shared data folder; builtin:... works too.")
         st.caption(f"Readable folders: {roots}")
         if typed:
             try:
-                path = str(appkit.resolve_data_path(typed, ws))
+                spec = appkit.resolve_data_spec(typed, ws)
+                path = str(spec.path()) if spec.is_path else None
             except ValueError as exc:
                 st.error(str(exc))
-    if path is None:
+    if spec is not None and not spec.is_path:  # a built-in spec typed into the box: no file settings
+        try:
+            records, dhash = builtin_records(str(spec))
+        except DataError as exc:
+            st.error(f"Could not load the data: {exc}")
+            st.stop()
+        label = spec.describe()
+    elif path is None:
         st.info("Choose a file to see its records; the built-in suite needs nothing.")
         st.stop()
-    c1, c2, c3 = st.columns([2, 1, 3])
-    fmt = c1.selectbox("Format", ["auto-detect", *FORMATS], help="auto-detect reads the extension and the first record")
-    lenient = c2.toggle("Lenient", value=False, help="skip bad lines and list them instead of stopping at the first")
-    columns_json = ""
-    if fmt in ("csv", "tsv", "mapped"):
-        columns_json = c3.text_input("Column mapping (JSON)", placeholder='{"prompt": "question", "response": "answer"}')
-    try:
-        records, report, dhash = file_records(file_content_key(appkit.file_stamp(path)),
-                                              None if fmt == "auto-detect" else fmt, lenient, columns_json, path)
-    except DataError as exc:
-        st.error(f"Could not load the data: {exc}")
-        if not lenient:
-            st.info("Turn on Lenient to skip bad lines and list them in the validation report.")
-        st.stop()
-    label = path
+    else:
+        c1, c2, c3 = st.columns([2, 1, 3])
+        fmt = c1.selectbox("Format", ["auto-detect", *FORMATS],
+                           help="auto-detect reads the extension and the first record")
+        lenient = c2.toggle("Lenient", value=False, help="skip bad lines and list them instead of stopping at the first")
+        columns_json = ""
+        if fmt in ("csv", "tsv", "mapped"):
+            columns_json = c3.text_input("Column mapping (JSON)",
+                                         placeholder='{"prompt": "question", "response": "answer"}')
+        try:
+            records, report, dhash = file_records(file_content_key(appkit.file_stamp(path)),
+                                                  None if fmt == "auto-detect" else fmt, lenient, columns_json,
+                                                  str(spec))
+        except DataError as exc:
+            st.error(f"Could not load the data: {exc}")
+            if not lenient:
+                st.info("Turn on Lenient to skip bad lines and list them in the validation report.")
+            st.stop()
+        label = path
 
 # ---- overview
 m1, m2, m3, m4 = st.columns(4)
@@ -122,7 +142,8 @@ m1.metric("Records", f"{len(records):,}")
 m2.metric("Sources", len({r.source for r in records}))
 m3.metric("Tasks", len({r.task for r in records}))
 m4.metric("Format", report.fmt if report else "built-in")
-st.caption(f"{label} · data hash `{dhash[:16]}`")
+named = f" · data spec `{spec}`" if str(spec) != label else ""  # what to paste into --data or a spec
+st.caption(f"{label}{named} · data hash `{dhash[:16]}`")
 
 st.subheader("Records")
 st.dataframe(appkit.records_table(records), hide_index=True, width="stretch", height=360)

@@ -64,6 +64,29 @@ def test_resolve_data_path_is_confined(workspace, tmp_path, monkeypatch):
         appkit.resolve_data_path("  ", workspace)
 
 
+def test_resolve_data_spec_parses_with_the_one_grammar_then_confines(workspace, tmp_path, monkeypatch):
+    from g2is_core.data.spec import DataSpec
+
+    shared = tmp_path / "shared"
+    (shared / "gsm8k").mkdir(parents=True)
+    (shared / "gsm8k" / "t.jsonl").write_text("{}\n")
+    monkeypatch.setenv("G2IS_SHARED_DATA", str(shared))
+    (workspace.root / "uploads").mkdir(exist_ok=True)
+    f = workspace.root / "uploads" / "x.jsonl"
+    f.write_text("{}\n")
+    got = appkit.resolve_data_spec("uploads/x.jsonl[1:]?fmt=alpaca&lenient=true", workspace)
+    assert got == DataSpec(kind="file", name=str(f), rows=(1, None), fmt="alpaca", lenient=True)
+    assert appkit.resolve_data_spec("shared:gsm8k/t.jsonl", workspace).path() == (shared / "gsm8k" / "t.jsonl").resolve()
+    assert appkit.resolve_data_spec("gsm8k", workspace).path() == (shared / "gsm8k").resolve()   # as before
+    assert appkit.resolve_data_spec(" builtin:targets:add_reverse ", workspace) == DataSpec("targets", "add_reverse")
+    with pytest.raises(ValueError, match="outside the folders"):
+        appkit.resolve_data_spec("shared:../../etc/passwd", workspace)
+    with pytest.raises(ValueError, match="built-in data, not a file or folder"):
+        appkit.resolve_data_path("builtin:pool", workspace)
+    with pytest.raises(ValueError, match="unknown option 'colour'"):
+        appkit.resolve_data_spec("uploads/x.jsonl?colour=red", workspace)
+
+
 def test_stores_for_data_filters_on_data_hash(workspace):
     for key, h in (("s1", "abc"), ("s2", "def"), ("s3", None)):
         write_sidecar(workspace.dir("grads", key), "grads", {"dim": 8}, inputs={"data_hash": h} if h else {})

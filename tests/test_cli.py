@@ -28,3 +28,24 @@ def test_tasks_lists_the_builtin_suite(capsys):
 
 def test_parser_builds():
     assert build_parser().prog == "g2is"
+
+
+def test_data_specs_on_the_command_line(workspace, tmp_path, capsys):
+    """--pool/--targets take the one data-spec grammar (README "Naming data"): the old spellings, the
+    experiment specs' builtin:<composite>, options in the text; a bad spec is one line naming what is accepted."""
+    import json
+
+    from g2is_core.selection.core import list_runs
+
+    assert main(["select", "--method", "random", "--pool", "builtin:pool?per_task=6&distractors=12", "--targets",
+                 "builtin:add_reverse", "--count", "5"]) == 0
+    (run, meta), = list_runs(workspace, "random")
+    assert meta["inputs"]["pool"] == "builtin:pool?per_task=6&distractors=12 (seed 0)"
+    assert meta["inputs"]["targets"] == "builtin:targets:add_reverse (seed 0)"
+    assert len(json.loads((run / "selected_ids.json").read_text())) == 5
+    capsys.readouterr()
+    for spec, says in (("builtin:add", "name its records builtin:task:add"),
+                       ("builtin:pool?fmt=csv", "option fmt= does not apply to builtin:pool")):
+        assert main(["select", "--method", "random", "--pool", "builtin:pool", "--targets", spec, "--count", "5"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and err.count("\n") == 0

@@ -433,3 +433,235 @@ def test_every_format_is_documented():
                             "mmlu", "tydiqa", "flan_cot", "t0", "foundry_eval", "oasst_tree", "oasst_message",
                             "text_lines", "self_instruct"}
     assert all(f.doc for f in FORMATS.values())
+
+
+# ============================================================================ naming data: DataSpec
+import dataclasses  # noqa: E402
+import random  # noqa: E402
+
+from g2is_core.data import tasks as T  # noqa: E402
+from g2is_core.data.spec import GRAMMAR, KINDS, OPTIONS, DataSpec  # noqa: E402
+
+BBH_PROMPT = ("BIG-Bench Hard canary GUID 0000\n-----\nCount the things.\n\nQ: How many apples in 'apple apple'?\n"
+              "A: Let's think step by step. Two apples. So the answer is 2.\n\nQ: How many pears in 'pear'?\n"
+              "A: One pear. So the answer is 1.\n")
+
+
+def _old_resolve_data(spec: str, fmt=None, seed: int = 0, limit: int = 0):
+    """cli/grads.resolve_data before DataSpec, verbatim but for the imports: the reference route."""
+    if spec.startswith("builtin:"):
+        parts = spec.split(":")
+        if parts[1] == "pool" and len(parts) == 2:
+            recs = list(T.make_pool(seed).records)
+        elif parts[1] == "targets":
+            tg = T.make_targets(seed)
+            recs = list(tg[parts[2]]) if len(parts) == 3 else [r for name in sorted(tg) for r in tg[name]]
+        else:
+            raise AssertionError("not an old CLI spelling")
+        desc = f"{spec} (seed {seed})"
+    else:
+        recs = list(load_records(spec, fmt).records)
+        desc = spec
+    if limit > 0:
+        recs = recs[:limit]
+        desc += f" (first {limit})"
+    return recs, data_hash(recs), desc
+
+
+def _old_resolve(path: str) -> Path:
+    from g2is_core.workspace import PROJECT_ROOT, shared_data_root
+
+    if path.startswith("shared:"):
+        return shared_data_root() / path.split(":", 1)[1]
+    p = Path(path)
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def _old_load_target(select: str, n: int, seed: int = 0):
+    """loop/experiment.load_target before DataSpec: the reference route."""
+    if select.startswith("builtin:"):
+        return T.make_targets(seed=seed, n_per_target=n)[select.split(":", 1)[1]]
+    if select.startswith("bbh-cot:"):
+        return bbh_cot_exemplars(_old_resolve("shared:bbh/cot-prompts") / f"{select.split(':', 1)[1]}.txt")[:n]
+    path, lo, hi = select, None, None
+    if select.endswith("]") and "[" in select:
+        path, rng = select[:-1].rsplit("[", 1)
+        a, _, b = rng.partition(":")
+        lo, hi = (int(a) if a else None), (int(b) if b else None)
+    recs = load_records(_old_resolve(path), lenient=True).records[lo:hi]
+    if len(recs) > n:
+        recs = random.Random(seed).sample(recs, n)
+    return recs
+
+
+def _old_load_pool(pool: dict):
+    if "builtin" in pool:
+        return list(T.make_pool(**(pool["builtin"] or {})).records)
+    rng = random.Random(pool.get("seed", 0))
+    out = []
+    for f in pool["files"]:
+        recs = load_records(_old_resolve(f), lenient=True).records
+        k = pool.get("per_file")
+        if k and len(recs) > k:
+            recs = rng.sample(recs, k)
+        out += recs
+    return out
+
+
+@pytest.fixture
+def shared_tmp(tmp_path, monkeypatch) -> Path:
+    """A hand-made shared data root: a JSONL of 12 Alpaca rows (1 bad line) and a BBH CoT prompt."""
+    root = tmp_path / "shared"
+    rows = [{"instruction": f"Say {i}", "input": "", "output": str(i)} for i in range(12)]
+    (root / "alpaca" / "x").mkdir(parents=True)
+    write(root / "alpaca" / "x", "rows.jsonl", jl(*rows[:5]) + "{bad\n" + jl(*rows[5:]))
+    (root / "bbh" / "cot-prompts").mkdir(parents=True)
+    (root / "bbh" / "cot-prompts" / "counting.txt").write_text(BBH_PROMPT)
+    monkeypatch.setenv("G2IS_SHARED_DATA", str(root))
+    return root
+
+
+@pytest.mark.parametrize("text, kind, name, canonical", [
+    ("builtin:pool", "pool", "", "builtin:pool"),
+    ("builtin:targets", "targets", "", "builtin:targets"),
+    ("builtin:targets:add_reverse", "targets", "add_reverse", "builtin:targets:add_reverse"),
+    ("builtin:add_reverse", "targets", "add_reverse", "builtin:targets:add_reverse"),   # the spec files' spelling
+    ("builtin:task:count_letter?n=7&split=test", "task", "count_letter", "builtin:task:count_letter?n=7&split=test"),
+    ("bbh-cot:object_counting", "bbh-cot", "object_counting", "bbh-cot:object_counting"),
+    ("shared:gsm8k/train.jsonl.gz[0:6000]", "shared", "gsm8k/train.jsonl.gz", "shared:gsm8k/train.jsonl.gz[0:6000]"),
+    ("  data/x.jsonl?limit=3&fmt=alpaca ", "file", "data/x.jsonl", "data/x.jsonl?fmt=alpaca&limit=3"),
+    ("/abs/t.csv[-5:]?columns=prompt:q,response:a&lenient=yes", "file", "/abs/t.csv",
+     "/abs/t.csv[-5:]?lenient=true&columns=prompt:q,response:a"),
+    ("odd?name.jsonl", "file", "odd?name.jsonl", "odd?name.jsonl"),      # a '?' without key=value is the path's
+    ("builtin:pool?seed=3&per_task=5&distractors=0&tasks=add,sort&limit=0", "pool", "",
+     "builtin:pool?seed=3&per_task=5&distractors=0&tasks=add,sort"),   # limit=0 means all: nothing to print
+])
+def test_dataspec_parses_every_form_and_round_trips(text, kind, name, canonical):
+    s = DataSpec.parse(text)
+    assert (s.kind, s.name, str(s)) == (kind, name, canonical)
+    assert DataSpec.parse(str(s)) == s and hash(DataSpec.parse(str(s))) == hash(s)
+
+
+def test_dataspec_fields_and_describe():
+    s = DataSpec.parse("shared:a/b.tsv[2:]?fmt=tsv&columns=prompt:q,response:a&lenient=false&limit=4")
+    assert (s.rows, s.fmt, s.columns, s.lenient, s.limit) == ((2, None), "tsv", (("prompt", "q"), ("response", "a")),
+                                                               False, 4)
+    assert s.describe() == "shared:a/b.tsv[2:] (first 4)"
+    assert DataSpec.parse("builtin:pool").describe() == "builtin:pool (seed 0)"
+    assert DataSpec.parse("builtin:targets:sort_desc?seed=2&limit=5").describe() == \
+        "builtin:targets:sort_desc (seed 2) (first 5)"
+    # --fmt/--data-seed/--limit fill what the text leaves unset, only where the kind takes them; the text wins
+    f = DataSpec.parse("x.jsonl?limit=2").fill(fmt="alpaca", seed=7, limit=9)
+    assert (f.fmt, f.seed, f.limit) == ("alpaca", None, 2)
+    assert DataSpec.parse("builtin:pool").fill(fmt="csv", seed=7, limit=0) == DataSpec(kind="pool", seed=7)
+    assert set(KINDS) == {"pool", "targets", "task", "bbh-cot", "shared", "file"}
+    # every option is a field and every field but the source is an option: the registry drives the grammar
+    assert [f.name for f in dataclasses.fields(DataSpec)][3:] == list(OPTIONS)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("", "no data named; give builtin:pool"),
+    ("builtin:nope", "unknown built-in data; use builtin:pool, builtin:targets, builtin:targets:<composite> or "
+                     "builtin:task:<task>"),
+    ("builtin:add", "name its records builtin:task:add"),                 # a basic task is not a target...
+    ("builtin:add", "builtin:add is also the name of its evaluation"),    # ...and the eval of the same name is said
+    ("builtin:targets:<script>", "no such target '<script>'; use one of add_reverse, lookup_add, sort_desc"),
+    ("builtin:targets:add", "no such target 'add'"),
+    ("builtin:task:nope", "unknown built-in task 'nope'; use one of add"),
+    ("builtin:pool?fmt=csv", "option fmt= does not apply to builtin:pool; it takes seed, per_task"),
+    ("x.jsonl?seed=1", "option seed= does not apply to <path>"),
+    ("x.jsonl?colour=red", "unknown option 'colour'; options are seed, n, split"),
+    ("x.jsonl?limit=-1", "option limit=: -1 is below 0"),
+    ("x.jsonl?limit=1&limit=2", "option limit= is given twice"),
+    ("x.jsonl?lenient=maybe", "'maybe' is not true or false"),
+    ("x.jsonl?fmt=nope", "unknown format 'nope'; use one of"),
+    ("x.csv?columns=prompt", "is not key:column"),
+    ("builtin:targets?split=train", "targets never come from the pool's train split"),
+    ("builtin:task:add?split=val", "split 'val' is not one of train, dev, test"),
+    ("builtin:pool?tasks=add,nope", "unknown task(s) nope in tasks="),
+    ("shared:", "shared:<relative path>[a:b]: the name is missing"),
+])
+def test_dataspec_errors_are_sentences_that_say_what_is_accepted(text, says):
+    with pytest.raises(DataError) as exc:
+        DataSpec.parse(text)
+    assert says in str(exc.value)
+
+
+def test_dataspec_missing_path_and_mistyped_kind(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="no such file or folder; check the path"):
+        DataSpec.parse(str(tmp_path / "none.jsonl")).load()
+    with pytest.raises(DataError, match=r"if you meant built-in or shared data, name it as builtin:pool"):
+        DataSpec.parse("builtins:pool").load(base=tmp_path)
+    monkeypatch.setenv("G2IS_SHARED_DATA", str(tmp_path / "absent"))
+    for text in ("shared:gsm8k", "bbh-cot:object_counting"):
+        with pytest.raises(DataError, match="needs the shared data folder"):
+            DataSpec.parse(text).load()
+    with pytest.raises(DataError, match="no records to use"):
+        write(tmp_path, "one.jsonl", jl({"instruction": "a", "input": "", "output": "b"}))
+        DataSpec.parse(str(tmp_path / "one.jsonl") + "[5:]").load()
+    assert "README.md, 'Naming data'" in GRAMMAR
+
+
+@pytest.mark.parametrize("text, seed, limit", [
+    ("builtin:pool", 0, 0), ("builtin:pool", 1, 50), ("builtin:targets", 0, 0), ("builtin:targets", 2, 30),
+    ("builtin:targets:add_reverse", 0, 0), ("builtin:targets:lookup_add", 3, 5)])
+def test_dataspec_loads_what_the_old_cli_route_loaded(text, seed, limit):
+    new = DataSpec.parse(text).fill(seed=seed, limit=limit).load()
+    recs, dh, desc = _old_resolve_data(text, seed=seed, limit=limit)
+    assert new.records == recs and new.data_hash == dh and new.description == desc and new.report is None
+
+
+def test_dataspec_file_loads_what_the_old_cli_route_loaded(tmp_path, monkeypatch):
+    p = write(tmp_path, "d.jsonl", jl(*({"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(9))))
+    monkeypatch.chdir(tmp_path)  # the CLI reads relative paths from the current directory
+    for fmt, limit in ((None, 0), ("alpaca", 4)):
+        new = DataSpec.parse("d.jsonl").fill(fmt=fmt, limit=limit).load()
+        recs, dh, desc = _old_resolve_data("d.jsonl", fmt, limit=limit)
+        assert (new.records, new.data_hash, new.description) == (recs, dh, desc)
+        assert new.report.n_loaded == 9 and new.report.fmt == "alpaca"
+    assert DataSpec.parse(str(p) + "?fmt=alpaca&limit=4").load().records == recs
+
+
+@pytest.mark.parametrize("select, n, seed", [
+    ("builtin:add_reverse", 16, 0), ("builtin:sort_desc", 5, 1), ("builtin:targets:lookup_add", 16, 0),
+    ("bbh-cot:counting", 3, 0), ("bbh-cot:counting", 1, 0),
+    ("shared:alpaca/x/rows.jsonl", 4, 0), ("shared:alpaca/x/rows.jsonl[0:6]", 4, 2),
+    ("shared:alpaca/x/rows.jsonl[6:]", 50, 0), ("shared:alpaca", 3, 1)])
+def test_dataspec_targets_equal_the_old_experiment_route(shared_tmp, select, n, seed):
+    from g2is_core.loop.experiment import load_target
+
+    old = _old_load_target(select.replace("builtin:targets:", "builtin:"), n, seed)
+    assert load_target(select, n, seed) == old and len(old) == min(n, len(old))
+
+
+def test_dataspec_pools_equal_the_old_experiment_route(shared_tmp, tmp_path):
+    from g2is_core.loop.experiment import load_pool
+
+    for pool in ({"builtin": {"seed": 0, "per_task": 6, "distractors": 12}}, {"builtin": None},
+                 {"builtin": {"seed": 1, "per_task": 3, "distractors": 0, "per_composite": 1, "tasks": ["add", "sort"]}},
+                 {"files": ["shared:alpaca/x/rows.jsonl", "shared:alpaca"], "per_file": 5, "seed": 3},
+                 {"files": [str(shared_tmp / "alpaca")]}):
+        assert load_pool(pool) == _old_load_pool(pool)
+    assert load_pool("builtin:pool?per_task=6&distractors=12") == _old_load_pool(
+        {"builtin": {"per_task": 6, "distractors": 12}})
+    with pytest.raises(DataError, match=r"pool builtin: unknown key\(s\) \['fmt'\]"):
+        load_pool({"builtin": {"fmt": "x"}})
+    with pytest.raises(DataError, match="pool must be a data spec"):
+        load_pool({"nothing": 1})
+
+
+def test_dataspec_builtin_task_equals_the_suite():
+    s = DataSpec.parse("builtin:task:upper?n=9&split=dev&seed=4")
+    assert s.load().records == T.make_task_records("upper", 9, 4, "dev")
+    assert DataSpec.parse("builtin:task:add").load().records == T.make_task_records("add", 100, 0, "train")
+    pool = DataSpec.parse("builtin:pool?seed=2&per_task=4&distractors=8&per_composite=1&tasks=add,add_reverse")
+    assert pool.load().records == list(T.make_pool(2, 4, 8, per_composite=1, tasks=["add", "add_reverse"]).records)
+
+
+def test_the_readme_documents_every_kind_and_option():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Naming data", 1)[1].split("\n## ", 1)[0]
+    for kind, (text, _) in KINDS.items():
+        assert f"`{text.split('[')[0]}" in section, kind
+    for opt in OPTIONS:
+        assert f"`{opt}`" in section, opt

@@ -99,3 +99,62 @@ def test_junk_only_raises_data_error(lines, fmt, lenient, name):
     except DataError:
         return
     assert res.report.n_loaded == len(res.records) > 0
+
+
+# ============================================================================ naming data: DataSpec
+from g2is_core.data import tasks as _tasks  # noqa: E402
+from g2is_core.data.spec import DataSpec  # noqa: E402
+
+_path_char = st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="?[]")
+_path = st.text(_path_char, min_size=1, max_size=30).filter(
+    lambda s: not s.startswith(("builtin:", "bbh-cot:", "shared:")))
+_maybe = lambda strat: st.one_of(st.none(), strat)  # noqa: E731
+_n = st.integers(1, 10_000)
+_rows = _maybe(st.tuples(_maybe(st.integers(-99, 99)), _maybe(st.integers(-99, 99))))
+_col = st.text(st.characters(whitelist_categories=("L", "N")), min_size=1, max_size=8)
+
+
+@st.composite
+def dataspecs(draw) -> DataSpec:
+    """Any valid DataSpec, every kind and option in range."""
+    kind = draw(st.sampled_from(["pool", "targets", "task", "bbh-cot", "shared", "file"]))
+    limit = draw(_maybe(st.integers(1, 10_000)))
+    if kind == "pool":
+        return DataSpec(kind, seed=draw(_maybe(st.integers(-5, 10**6))), per_task=draw(_maybe(st.integers(0, 500))),
+                        distractors=draw(_maybe(st.integers(0, 500))), per_composite=draw(_maybe(st.integers(0, 50))),
+                        tasks=draw(_maybe(st.lists(st.sampled_from(list(_tasks.TASKS)), min_size=1, max_size=3)
+                                          .map(tuple))), limit=limit)
+    if kind in ("targets", "task"):
+        names = _tasks.task_names("composite") if kind == "targets" else tuple(_tasks.TASKS)
+        splits = ["dev", "test"] if kind == "targets" else list(_tasks.SPLITS)
+        name = draw(st.sampled_from(([""] if kind == "targets" else []) + list(names)))
+        return DataSpec(kind, name, seed=draw(_maybe(st.integers(0, 99))), n=draw(_maybe(_n)),
+                        split=draw(_maybe(st.sampled_from(splits))), limit=limit)
+    if kind == "bbh-cot":
+        return DataSpec(kind, draw(st.from_regex(r"[a-z_]{1,20}", fullmatch=True)), limit=limit)
+    return DataSpec(kind, draw(_path), rows=draw(_rows), fmt=draw(_maybe(st.sampled_from(list(FORMATS)))),
+                    lenient=draw(_maybe(st.booleans())),
+                    columns=draw(_maybe(st.lists(st.tuples(_col, _col), min_size=1, max_size=3).map(tuple))),
+                    limit=limit)
+
+
+@SETTINGS
+@given(dataspecs())
+def test_every_dataspec_round_trips_through_its_text(spec):
+    assert DataSpec.parse(str(spec)) == spec
+    assert DataSpec.parse(f"  {spec}  ") == spec
+    assert str(DataSpec.parse(str(spec))) == str(spec)
+
+
+@SETTINGS
+@given(st.one_of(st.text(max_size=60),
+                 st.builds(lambda a, b: a + b, st.sampled_from(["builtin:", "builtin:targets:", "builtin:task:",
+                                                                "shared:", "bbh-cot:", "x?", "x[", "x?limit="]),
+                           st.text(max_size=30))))
+def test_parsing_any_text_gives_a_spec_or_a_data_error(text):
+    try:
+        spec = DataSpec.parse(text)
+    except DataError as exc:
+        assert str(exc)  # a sentence, never a bare KeyError/IndexError/TypeError
+        return
+    assert DataSpec.parse(str(spec)) == spec

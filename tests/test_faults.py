@@ -161,13 +161,13 @@ def test_interrupted_rewrite_of_a_finished_walk_is_detected(feature_files, tmp_p
 @pytest.fixture(scope="module")
 def pool_stores(tmp_path_factory):
     """A pool store and a target store of random features (no model): what `g2is grads` leaves."""
-    from g2is_core.cli.grads import resolve_data
+    from g2is_core.data.spec import DataSpec
     from g2is_core.features.store import write_store
 
     d = tmp_path_factory.mktemp("stores")
     rng = np.random.default_rng(1)
-    pool = [r.id for r in resolve_data("builtin:pool")[0]]
-    target = [r.id for r in resolve_data("builtin:targets:add_reverse")[0]]
+    pool = [r.id for r in DataSpec.parse("builtin:pool").load().records]
+    target = [r.id for r in DataSpec.parse("builtin:targets:add_reverse").load().records]
     cfg = {"model_key": "tiny", "lora": {"r": 4}, "projector": {"family": "rademacher", "seed": 0, "dim": 16},
            "checkpoint": {"warmup": "w", "epoch": 1, "step": 3, "weight": 1.0}}
     a = write_store(d / "pool", {**cfg, "kind": "adam"}, pool, 16,

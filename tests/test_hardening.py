@@ -259,10 +259,10 @@ def _store(directory: Path, ids: list[str], model_key: str, kind: str, dim: int 
 
 
 def test_store_from_another_model_is_refused(capsys, workspace, tmp_path):
-    from g2is_core.cli.grads import resolve_data
+    from g2is_core.data.spec import DataSpec
 
-    pool = [r.id for r in resolve_data("builtin:pool")[0]]
-    target = [r.id for r in resolve_data("builtin:targets:add_reverse")[0]]
+    pool = [r.id for r in DataSpec.parse("builtin:pool").load().records]
+    target = [r.id for r in DataSpec.parse("builtin:targets:add_reverse").load().records]
     a = _store(tmp_path / "pool", pool, "model-A", "adam")
     b = _store(tmp_path / "target-other-model", target, "model-B", "sgd")
     base = ["--pool", "builtin:pool", "--targets", "builtin:targets:add_reverse", "--ratio", "0.05",

@@ -105,9 +105,10 @@ def test_kill_9_resume_gives_the_uninterrupted_rows(warm, tmp_path, monkeypatch)
     resumed = GradientStore.open(out)
 
     # the same extraction uninterrupted, in this process (same code path, same thread count)
-    from g2is_core.cli.grads import resolve_data
+    from g2is_core.data.spec import DataSpec
 
-    recs, dh, desc = resolve_data("builtin:pool", limit=240)
+    d = DataSpec.parse("builtin:pool?limit=240").load()
+    recs, dh, desc = d.records, d.data_hash, d.description
     lm = models.load_model("tiny")
     full = G.extract_store(lm, recs, w, 1, G.FeatureConfig(kind="adam", max_length=128), G.ProjectorConfig(dim=64),
                            data_hash=dh, data_source=desc, dtype="fp32", shard_rows=8, out_dir=tmp_path / "full")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..data.records import Record
+from ..data.spec import DataSpec
 from ..workspace import Workspace, canonical_json, hash_file, shared_data_root
 
 UPLOADS = "uploads"
@@ -144,31 +145,49 @@ def allowed_roots(workspace: Workspace) -> list[Path]:
     return roots
 
 
-def resolve_data_path(text: str, workspace: Workspace) -> Path:
-    """A typed path, confined to the workspace and the shared data folder.
+def resolve_data_spec(text: str, workspace: Workspace) -> DataSpec:
+    """A typed data spec (README.md, "Naming data"), its path confined to the workspace and the shared
+    data folder: the same grammar as the CLI's ``--data``, with the app's path rule on top.
 
-    Relative paths are tried against each allowed root in turn. Raises ValueError with a sentence
-    that names the allowed folders when the path is outside them or does not exist.
+    Built-in specs come back as parsed. A ``shared:`` spec is looked up under the shared folder only;
+    a plain relative path is tried against each allowed root in turn; either comes back as a ``file``
+    spec with the absolute path and the options kept. Raises ValueError with a sentence that names the
+    allowed folders when the path is outside them or does not exist, or what the grammar accepts.
     """
     raw = (text or "").strip().strip("'\"")
     if not raw:
         raise ValueError("type the path of a data file or folder")
+    spec = DataSpec.parse(raw)
+    if not spec.is_path:
+        return spec
     roots = allowed_roots(workspace)
     where = " or ".join(str(r) for r in roots)
-    p = Path(raw).expanduser()
-    candidates = [p] if p.is_absolute() else [r / p for r in roots]
+    if spec.kind == "shared":
+        candidates = [spec.path()]
+    else:
+        p = Path(spec.name).expanduser()
+        candidates = [p] if p.is_absolute() else [r / p for r in roots]
     inside = []
     for c in candidates:
         c = c.resolve()
         if any(_is_within(c, r) for r in roots):
             inside.append(c)
     if not inside:
-        raise ValueError(f"{raw} is outside the folders the app may read; put the file under {where}, "
+        raise ValueError(f"{spec.name} is outside the folders the app may read; put the file under {where}, "
                          "or upload it")
     for c in inside:
         if c.exists():
-            return c
-    raise ValueError(f"{raw}: no such file or folder under {where}")
+            return replace(spec, kind="file", name=str(c))
+    raise ValueError(f"{spec.name}: no such file or folder under {where}")
+
+
+def resolve_data_path(text: str, workspace: Workspace) -> Path:
+    """The confined file or folder a typed spec names (:func:`resolve_data_spec`); built-in data,
+    which has no path, is refused with a sentence."""
+    spec = resolve_data_spec(text, workspace)
+    if not spec.is_path:
+        raise ValueError(f"{spec} is built-in data, not a file or folder; choose the built-in task suite instead")
+    return spec.path()
 
 
 def _is_within(p: Path, root: Path) -> bool:

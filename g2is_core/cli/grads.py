@@ -1,54 +1,21 @@
 """``g2is warmup`` and ``g2is grads``: the LESS warmup and gradient-feature extraction into stores.
 
-Data specs (``--data``): a file or folder that :func:`g2is_core.data.loaders.load_records` reads, or the
-built-in suite: ``builtin:pool`` (the mixed candidate pool), ``builtin:targets`` (all composite
-targets) or ``builtin:targets:<composite>``; ``--data-seed`` seeds the suite.
+Data (``--data``): a data spec, :class:`g2is_core.data.spec.DataSpec` (README.md, "Naming data"): a file
+or folder, ``builtin:pool``, ``builtin:targets[:<composite>]``, ``builtin:task:<task>``, ``shared:<path>``;
+``--fmt``, ``--data-seed`` and ``--limit`` fill the options the spec's text leaves unset.
 """
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from ..data.spec import DataSpec
 from ._common import add_backend_args
-
-
-def resolve_data(spec: str, fmt: str | None = None, seed: int = 0, limit: int = 0) -> tuple[list, str, str]:
-    """(records, data_hash, description) for a data spec (module doc)."""
-    from ..data.loaders import data_hash, load_records
-    from ..data.records import DataError
-
-    if spec.startswith("builtin:"):
-        from ..data import tasks
-
-        parts = spec.split(":")
-        if parts[1] == "pool" and len(parts) == 2:
-            recs = list(tasks.make_pool(seed).records)
-        elif parts[1] == "targets":
-            tg = tasks.make_targets(seed)
-            if len(parts) == 3:
-                if parts[2] not in tg:
-                    raise DataError(f"{spec}: no such target; use one of {', '.join(sorted(tg))}")
-                recs = list(tg[parts[2]])
-            else:
-                recs = [r for name in sorted(tg) for r in tg[name]]
-        else:
-            raise DataError(f"{spec}: unknown built-in data; use builtin:pool, builtin:targets or "
-                            "builtin:targets:<composite>")
-        desc = f"{spec} (seed {seed})"
-    else:
-        recs = list(load_records(spec, fmt).records)
-        desc = spec
-    if limit > 0:
-        recs = recs[:limit]
-        desc += f" (first {limit})"
-    if not recs:
-        raise DataError(f"{spec}: no records to use")
-    return recs, data_hash(recs), desc
-
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), 'tiny', a directory or a .gguf")
-    p.add_argument("--data", required=True, help="data file/folder, or builtin:pool / builtin:targets[:NAME]")
+    p.add_argument("--data", required=True, help="data spec: a file/folder, builtin:pool, builtin:targets[:NAME], "
+                                                  "shared:PATH, ... (README 'Naming data')")
     p.add_argument("--fmt", help="loader format name (default: detected)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the built-in suite")
     p.add_argument("--limit", type=int, default=0, help="use only the first N records (0 = all)")
@@ -70,7 +37,8 @@ def _run_warmup(args: argparse.Namespace) -> int:
     cfg = G.with_overrides(base, fraction=args.fraction, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed)
     cfg = replace(cfg, lora=lora, bf16=bool(args.bf16))
-    recs, dh, desc = resolve_data(args.data, args.fmt, args.data_seed, args.limit)
+    d = DataSpec.parse(args.data).fill(fmt=args.fmt, seed=args.data_seed, limit=args.limit).load()
+    recs, dh, desc = d.records, d.data_hash, d.description
     with cli_progress("warmup") as prog:
         loaded = load_model(args.model, device=args.device, progress=prog)
         w = G.warmup(loaded, recs, cfg, data_hash=dh, out_dir=args.out, progress=prog)
@@ -98,7 +66,8 @@ def _run_grads(args: argparse.Namespace) -> int:
     from ..models.loading import load_model
     from ..progress import cli_progress
 
-    recs, dh, desc = resolve_data(args.data, args.fmt, args.data_seed, args.limit)
+    d = DataSpec.parse(args.data).fill(fmt=args.fmt, seed=args.data_seed, limit=args.limit).load()
+    recs, dh, desc = d.records, d.data_hash, d.description
     w = G.find_warmup(args.warmup)
     epochs = _epochs(args.checkpoint, w)
     cfg = G.FeatureConfig(kind="adam" if args.kind == "train" else "sgd", max_length=args.max_length,

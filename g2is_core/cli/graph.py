@@ -7,7 +7,8 @@ selection method from the command line.
                 --targets builtin:targets:add_reverse (--ratio 0.05 | --count 72) \\
                 [--train-store ... --target-store ...] [--option key=value ...] [--out DIR]
 
-Data specs are those of ``g2is grads`` (a file or folder, ``builtin:pool``, ``builtin:targets[:NAME]``).
+Data specs are :class:`g2is_core.data.spec.DataSpec` texts (README.md, "Naming data"): a file or folder,
+``builtin:pool``, ``builtin:targets[:NAME]``, ``shared:PATH``, ...
 Stores are gradient-store directories or their keys under ``<workspace>/grads``; give one per
 warmup checkpoint (their LESS weights come from the store sidecars). Outputs go to the workspace
 (kinds ``graphs``, ``layouts``, ``selections``) and are listed on the app's pages.
@@ -122,13 +123,13 @@ def build_and_save_graph(train_stores: list[Any], target_stores: list[Any] | Non
 
 
 def _graph_build(args: argparse.Namespace) -> int:
-    from .grads import resolve_data
+    from ..data.spec import DataSpec
     from ..runtime import apply_thread_policy
 
     apply_thread_policy()
     train = _open_stores(args.train_store)
     target = _open_stores(args.target_store)
-    pool = resolve_data(args.pool, args.fmt, args.data_seed)[0] if args.pool else None
+    pool = DataSpec.parse(args.pool).fill(fmt=args.fmt, seed=args.data_seed).load().records if args.pool else None
     d, s = build_and_save_graph(train, target, k=args.k, method=args.method, layout=args.layout, pool=pool,
                                 pca_variance=args.pca_variance)
     print(f"graph ({s['kind']}) of {s['n']} nodes, k={s['k']}: built in {s['graph_seconds']}s"
@@ -138,7 +139,7 @@ def _graph_build(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- select
 def _select(args: argparse.Namespace) -> int:
-    from .grads import resolve_data
+    from ..data.spec import DataSpec
     from ..runtime import apply_thread_policy
     from ..selection.core import SelectionRun, select
 
@@ -146,8 +147,8 @@ def _select(args: argparse.Namespace) -> int:
     opts = _parse_options(args.method, args.option)
     if args.ratio is None and args.count is None:
         raise ValueError("give --ratio (a fraction in (0, 1]) or --count (a number of records)")
-    pool, _, pool_desc = resolve_data(args.pool, args.fmt, args.data_seed)
-    targets, _, target_desc = resolve_data(args.targets, args.fmt, args.data_seed)
+    p, t = (DataSpec.parse(x).fill(fmt=args.fmt, seed=args.data_seed).load() for x in (args.pool, args.targets))
+    pool, pool_desc, targets, target_desc = p.records, p.description, t.records, t.description
     sel = select(args.method, pool, targets, ratio=None if args.count is not None else args.ratio, count=args.count,
                  train_stores=_open_stores(args.train_store), target_stores=_open_stores(args.target_store), **opts)
     sel.inputs.update({"pool": pool_desc, "targets": target_desc})

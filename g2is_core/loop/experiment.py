@@ -187,72 +187,61 @@ def _methods(entries: list, p: Path) -> tuple[list[str], dict[str, dict[str, Any
 
 
 # ----------------------------------------------------------------------------- data
-def load_pool(pool: dict[str, Any]) -> list[Record]:
-    """The candidate pool of a spec: the built-in mixed pool, or a seeded sample of files."""
+def load_pool(pool: dict[str, Any] | str) -> list[Record]:
+    """The candidate pool of a spec: a data spec text (README.md, "Naming data"; paths from the project
+    root), ``{builtin: {seed, per_task, distractors, per_composite, tasks}}`` (= ``builtin:pool?...``),
+    or ``{files: [spec, ...], per_file: N, seed: S}``: each file read leniently, then at most N
+    of its records drawn with one seeded RNG shared by the files in order."""
+    from ..data.spec import DataSpec
+    from ..workspace import PROJECT_ROOT
+
+    if isinstance(pool, str):
+        return DataSpec.parse(pool).load(base=PROJECT_ROOT).records
     if "builtin" in pool:
-        from ..data.tasks import make_pool
-
-        return list(make_pool(**(pool["builtin"] or {})).records)
+        opts = dict(pool["builtin"] or {})
+        known = ("seed", "per_task", "distractors", "per_composite", "tasks")
+        if set(opts) - set(known):
+            raise DataError(f"pool builtin: unknown key(s) {sorted(set(opts) - set(known))}; known: {list(known)}",
+                            field="pool")
+        if opts.get("tasks") is not None:
+            opts["tasks"] = tuple(opts["tasks"])
+        return DataSpec(kind="pool", **opts).load().records
     if "files" in pool:
-        from ..data.loaders import load_records
-
         rng = random.Random(pool.get("seed", 0))
         out: list[Record] = []
         for f in pool["files"]:
-            recs = load_records(_resolve(f), lenient=True).records
+            recs = DataSpec.parse(f).fill(lenient=True).load(base=PROJECT_ROOT).records
             k = pool.get("per_file")
             if k and len(recs) > k:
                 recs = rng.sample(recs, k)
             out += recs
         return out
-    raise DataError("pool must be {builtin: {...}} or {files: [...]}", field="pool")
+    raise DataError("pool must be a data spec (e.g. builtin:pool; README.md, 'Naming data'), {builtin: {...}} or "
+                    "{files: [...]}", field="pool")
 
 
 def load_target(select: str, n: int, seed: int = 0) -> list[Record]:
-    """Target examples used for selection, sampled (seeded) to at most ``n``:
+    """Target examples used for selection, at most ``n``, from a data spec (README.md, "Naming data"):
 
-    - ``builtin:<composite>``: the built-in composite's dev split;
-    - ``bbh-cot:<task>``: the 3 chain-of-thought exemplars of a BBH task (LESS's BBH target set);
-    - a data file or folder (``shared:`` prefix = the shared data root), optionally with a row range
-      ``path[a:b]`` so that target rows stay apart from rows an evaluation uses.
+    - ``builtin:targets:<composite>`` (short: ``builtin:<composite>``): n records of its dev split
+      (``seed`` = the suite's seed unless the spec gives one); ``builtin:task:<task>`` likewise;
+    - ``bbh-cot:<task>``: the first n of the 3 chain-of-thought exemplars of a BBH task (LESS's BBH target set);
+    - anything else, e.g. a data file or folder (``shared:`` = the shared data root; relative paths from the
+      project root), read leniently, optionally with a row range ``path[a:b]`` so that target rows stay apart
+      from rows an evaluation uses, then sampled (seeded) down to n.
     """
-    if select.startswith("builtin:"):
-        from ..data.tasks import make_targets
+    from ..data.spec import DataSpec
+    from ..workspace import PROJECT_ROOT
 
-        name = select.split(":", 1)[1]
-        targets = make_targets(seed=seed, n_per_target=n)
-        if name not in targets:
-            raise DataError(f"no built-in target {name!r}; choose from {sorted(targets)}", field="targets")
-        return targets[name]
-    if select.startswith("bbh-cot:"):
-        from ..data.loaders import bbh_cot_exemplars
-
-        root = _resolve("shared:bbh/cot-prompts")
-        return bbh_cot_exemplars(root / f"{select.split(':', 1)[1]}.txt")[:n]
-    from ..data.loaders import load_records
-
-    path, lo, hi = select, None, None
-    if select.endswith("]") and "[" in select:
-        path, rng = select[:-1].rsplit("[", 1)
-        a, _, b = rng.partition(":")
-        lo, hi = (int(a) if a else None), (int(b) if b else None)
-    recs = load_records(_resolve(path), lenient=True).records[lo:hi]
+    spec = DataSpec.parse(select)
+    if spec.kind in ("targets", "task"):  # generated: n records, a prefix of any larger n
+        return spec.fill(n=n, seed=seed).load().records
+    recs = spec.fill(lenient=True).load(base=PROJECT_ROOT).records
+    if spec.kind == "bbh-cot":
+        return recs[:n]
     if len(recs) > n:
         recs = random.Random(seed).sample(recs, n)
     return recs
-
-
-def _resolve(path: str) -> Path:
-    """Paths in specs are relative to the shared data root when they start with 'shared:'."""
-    from ..workspace import PROJECT_ROOT, shared_data_root
-
-    if path.startswith("shared:"):
-        root = shared_data_root()
-        if root is None:
-            raise DataError(f"{path}: needs the shared data folder (../shared/data), which is absent here")
-        return root / path.split(":", 1)[1]
-    p = Path(path)
-    return p if p.is_absolute() else PROJECT_ROOT / p
 
 
 # ----------------------------------------------------------------------------- running
