@@ -556,6 +556,7 @@ def hidden_representations(loaded, records: Sequence[Record], pooling: str = "me
     import torch
 
     from ..data.encoding import collate, encode_record, length_buckets
+    from ..models import lm_ops
     from ..runtime import apply_thread_policy
 
     if pooling not in ("mean", "last"):
@@ -563,7 +564,7 @@ def hidden_representations(loaded, records: Sequence[Record], pooling: str = "me
     apply_thread_policy()
     tok, model = loaded.tokenizer, loaded.model
     enc = [encode_record(tok, r, max_length=max_length, require_response=False) for r in records]
-    base = getattr(model, "base_model", model)
+    base = lm_ops.decoder_parts(model)[0]
     dev = next(model.parameters()).device
     out = np.zeros((len(records), int(model.config.hidden_size)), np.float32)
     with torch.inference_mode():
