@@ -89,28 +89,30 @@ def child(path: str, n: int, out: str) -> None:
     import numpy as np
     import torch
 
-    from g2is_core.features import gradients as G
+    from g2is_core.features.extract import FeatureConfig, encode_rows, extract, lora_layout, prepare_model
+    from g2is_core.features.projection import DEFAULT_DIM, Projector, ProjectorConfig
+    from g2is_core.models.lora import SMALL_LORA, lora_parameters
     from g2is_core import runtime
     from g2is_core.models.loading import load_model
 
     runtime.apply_thread_policy(THREADS)
     lm = load_model("default")
-    model = G.prepare_model(lm, G.SMALL_LORA)
-    layout = G.lora_layout(model)
+    model = prepare_model(lm, SMALL_LORA)
+    layout = lora_layout(model)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for _, p in G.lora_parameters(model):
+        for _, p in lora_parameters(model):
             p.copy_(torch.randn(p.shape, generator=g) * 0.02)
     moments = (torch.randn(layout.total, generator=g) * 1e-4, torch.rand(layout.total, generator=g) * 1e-7)
     recs = examples(lm.tokenizer, max(n, 8))
-    proj = G.Projector(G.ProjectorConfig(dim=G.DEFAULT_DIM), layout.total)
-    cfg = G.FeatureConfig(kind="adam", max_length=T, bf16=(path == "fast-bf16"))
+    proj = Projector(ProjectorConfig(dim=DEFAULT_DIM), layout.total)
+    cfg = FeatureConfig(kind="adam", max_length=T, bf16=(path == "fast-bf16"))
     method = "reference" if path == "reference" else "fast"
-    G.extract(model, lm.tokenizer, recs[:1 if method == "reference" else 8], cfg, proj, moments=moments, method=method)
+    extract(model, lm.tokenizer, recs[:1 if method == "reference" else 8], cfg, proj, moments=moments, method=method)
     t0 = time.perf_counter()
-    feats = G.extract(model, lm.tokenizer, recs[:n], cfg, proj, moments=moments, method=method)
+    feats = extract(model, lm.tokenizer, recs[:n], cfg, proj, moments=moments, method=method)
     el = time.perf_counter() - t0
-    enc = G.encode_rows(lm.tokenizer, recs[:n], cfg)
+    enc = encode_rows(lm.tokenizer, recs[:n], cfg)
     n_labels = sum(sum(1 for x in e.labels[1:] if x != -100) for e in enc) / n
     np.save(out + ".npy", feats)
     fl = flops_per_example(lm.model.get_base_model(), layout.total, proj.cfg.dim, n_labels, method == "reference")

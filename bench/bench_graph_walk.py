@@ -23,13 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import numpy as np  # noqa: E402
 
-from g2is_core.graph.knn import build_knn, knn_recall, l2_normalise  # noqa: E402
+from g2is_core.graph.knn import build_knn, knn_recall  # noqa: E402
+from g2is_core.linalg import unit_rows  # noqa: E402
 from g2is_core.graph.walk import core_knowledge, walk  # noqa: E402
 
 
 def mixture(n: int, d: int, clusters: int, seed: int, m_target: int = 16, target_clusters: int = 3):
     rng = np.random.default_rng(seed)
-    centres = l2_normalise(rng.standard_normal((clusters, d)))
+    centres = unit_rows(rng.standard_normal((clusters, d)), zero="raise")
     scale = rng.uniform(1.0, 2.0, clusters).astype(np.float32)
     x = np.empty((n, d), np.float32)
     lab = rng.integers(0, clusters, n)
@@ -39,7 +40,7 @@ def mixture(n: int, d: int, clusters: int, seed: int, m_target: int = 16, target
         x[a:a + len(lb)] = centres[lb] + noise * scale[lb, None]
     tl = rng.choice(clusters, target_clusters, replace=False)[rng.integers(0, target_clusters, m_target)]
     y = centres[tl] + rng.standard_normal((m_target, d), dtype=np.float32) / np.sqrt(d) * scale[tl, None]
-    return l2_normalise(x), l2_normalise(y)
+    return unit_rows(x, zero="raise"), unit_rows(y, zero="raise")
 
 
 class Clock:

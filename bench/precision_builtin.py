@@ -8,7 +8,7 @@ Pool: ``tasks.make_pool(seed)`` (1440 records: 9 tasks x 120 + 360 distractors).
 relevant to composite C when it is C's own task or one of its ingredients
 (``pool.relevant_ids(C)``; 360 of 1440 = 25% for every composite, the random baseline).
 
-Gradient features: the LESS warmup (gradients.WarmupConfig defaults: 5% of the pool, 4 epochs,
+Gradient features: the LESS warmup (features.warmup.WarmupConfig defaults: 5% of the pool, 4 epochs,
 LoRA r=8) on the pool, then train (Adam) features of the pool and target (SGD) features of all
 targets at the chosen checkpoints, d = --dim. Everything is cached in the workspace, so a second
 run only re-selects. Prints the markdown tables and writes them to --out.
@@ -44,7 +44,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    from g2is_core.features import gradients as G
+    from g2is_core.features.extract import FeatureConfig, extract_store
+    from g2is_core.features.projection import ProjectorConfig
+    from g2is_core.features.warmup import WarmupConfig, warmup
     from g2is_core.data import tasks
     from g2is_core.data.loaders import data_hash
     from g2is_core.models.loading import load_model
@@ -65,21 +67,21 @@ def main() -> int:
         t0 = time.perf_counter()
         loaded = load_model(args.model)
         recs = list(pool.records)
-        w = G.warmup(loaded, recs, G.WarmupConfig(), data_hash=data_hash(recs), workspace=ws,
-                     progress=lambda f, m: log(f"warmup {f:.0%} {m}"))
+        w = warmup(loaded, recs, WarmupConfig(), data_hash=data_hash(recs), workspace=ws,
+                   progress=lambda f, m: log(f"warmup {f:.0%} {m}"))
         timings["warmup"] = time.perf_counter() - t0
         epochs = [c.epoch for c in w.checkpoints] if args.checkpoints == "all" else [int(e) for e in args.checkpoints.split(",")]
         all_t = [r for n in names for r in targets[n]]
-        proj = G.ProjectorConfig(dim=args.dim)
+        proj = ProjectorConfig(dim=args.dim)
         tr_stores, tg_stores = [], []
         t0 = time.perf_counter()
         for e in epochs:
-            tr_stores.append(G.extract_store(loaded, recs, w, e, G.FeatureConfig(kind="adam"), proj,
-                                             data_hash=data_hash(recs), data_source="builtin:pool", workspace=ws,
-                                             progress=lambda f, m: log(f"pool {m}")))
-            tg_stores.append(G.extract_store(loaded, all_t, w, e, G.FeatureConfig(kind="sgd"), proj,
-                                             data_hash=data_hash(all_t), data_source="builtin:targets", workspace=ws,
-                                             progress=lambda f, m: log(f"targets {m}")))
+            tr_stores.append(extract_store(loaded, recs, w, e, FeatureConfig(kind="adam"), proj,
+                                           data_hash=data_hash(recs), data_source="builtin:pool", workspace=ws,
+                                           progress=lambda f, m: log(f"pool {m}")))
+            tg_stores.append(extract_store(loaded, all_t, w, e, FeatureConfig(kind="sgd"), proj,
+                                           data_hash=data_hash(all_t), data_source="builtin:targets", workspace=ws,
+                                           progress=lambda f, m: log(f"targets {m}")))
         timings["gradient features"] = time.perf_counter() - t0
         train_fs = FeatureSet.from_stores(tr_stores)
         tg_ids = tg_stores[0].ids

@@ -6,14 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from g2is_core.features import gradients as G
-from g2is_core.models import loading as models
+from g2is_core.features.extract import FeatureConfig, extract_store
+from g2is_core.features.projection import ProjectorConfig
+from g2is_core.features.warmup import WarmupConfig, warmup
+from g2is_core.models.loading import load_model
+from g2is_core.models.lora import LoraSettings
 from g2is_core.data import tasks
 from g2is_core.data.loaders import data_hash
-from g2is_core.features.distributed import RayConfig, plan_tasks
+from g2is_core.features.ray_backend import RayConfig, plan_tasks
 from g2is_core.workspace import Workspace
 
-TINY_LORA = models.LoraSettings(r=4, alpha=16, dropout=0.1)
+TINY_LORA = LoraSettings(r=4, alpha=16, dropout=0.1)
 N_ROWS, SHARD = 22, 4                 # 6 shards, the last one short
 RAY = RayConfig(local_cpus=2, workers=2, tasks_per_worker=2, threads=1, max_retries=2)
 
@@ -29,30 +32,30 @@ def test_plan_tasks_contiguous_and_complete():
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    from g2is_core.features import distributed
+    from g2is_core.features import ray_backend
 
-    distributed.init(RAY)
+    ray_backend.init(RAY)
     yield ray
-    distributed.shutdown()
+    ray_backend.shutdown()
 
 
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory):
     ws = Workspace(tmp_path_factory.mktemp("ws"))
-    lm = models.load_model("tiny")
+    lm = load_model("tiny")
     recs = list(tasks.make_pool(0).records[:48])
-    cfg = G.WarmupConfig(fraction=0.5, epochs=2, lr=1e-3, batch_size=4, grad_accum=1, max_length=96, lora=TINY_LORA)
-    w = G.warmup(lm, recs, cfg, data_hash=data_hash(recs), workspace=ws)
+    cfg = WarmupConfig(fraction=0.5, epochs=2, lr=1e-3, batch_size=4, grad_accum=1, max_length=96, lora=TINY_LORA)
+    w = warmup(lm, recs, cfg, data_hash=data_hash(recs), workspace=ws)
     pool = recs[:N_ROWS]
-    fcfg = G.FeatureConfig(kind="adam", max_length=96, max_batch=3)
-    proj = G.ProjectorConfig(dim=64, seed=7, block=700)
-    local = G.extract_store(lm, pool, w, 2, fcfg, proj, data_hash=data_hash(pool), dtype="fp32", shard_rows=SHARD,
-                            workspace=ws, out_dir=ws.root / "local")
+    fcfg = FeatureConfig(kind="adam", max_length=96, max_batch=3)
+    proj = ProjectorConfig(dim=64, seed=7, block=700)
+    local = extract_store(lm, pool, w, 2, fcfg, proj, data_hash=data_hash(pool), dtype="fp32", shard_rows=SHARD,
+                          workspace=ws, out_dir=ws.root / "local")
     return ws, w, pool, fcfg, proj, local
 
 
 def _ray_store(warm, name: str, **kw):
-    from g2is_core.features.distributed import extract_store_ray
+    from g2is_core.features.ray_backend import extract_store_ray
 
     ws, w, pool, fcfg, proj, _ = warm
     return extract_store_ray("tiny", pool, w, 2, fcfg, proj, data_hash=data_hash(pool), dtype="fp32",
@@ -81,7 +84,7 @@ def test_worker_killed_mid_task_is_retried_without_loss(ray_cluster, warm, tmp_p
 
 
 def test_activation_pattern_on_ray_equals_local(ray_cluster, tiny):
-    from g2is_core.features.distributed import activation_pattern_ray
+    from g2is_core.features.ray_backend import activation_pattern_ray
     from g2is_core.data.encoding import encode_all
     from g2is_core.heads.patterns import activation_pattern
 

@@ -223,7 +223,7 @@ def test_warmup_killed_mid_training_restarts_to_the_same_weights(tmp_path, monke
                poll=lambda: (out / "epoch-1" / "adapter.safetensors").exists())   # after epoch 1, before the end
     assert rc == -signal.SIGKILL and not (out / "sidecar.json").exists()
     with pytest.raises(FileNotFoundError):
-        from g2is_core.features.gradients import find_warmup
+        from g2is_core.features.warmup import find_warmup
 
         find_warmup(out)
     run_here([*WARMUP, "--out", out], tmp_path / "ws", monkeypatch)

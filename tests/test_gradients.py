@@ -8,14 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from g2is_core.features import gradients as G
-from g2is_core.models import loading as models
+from g2is_core.features.extract import FeatureConfig, extract, extract_store, lora_layout, prepare_model, with_overrides
+from g2is_core.features.projection import Projector, ProjectorConfig
+from g2is_core.features.warmup import WarmupConfig, warmup
+from g2is_core.models.loading import load_model, tiny_llama
+from g2is_core.models.lora import LoraSettings, attach_lora, lora_parameters
 from g2is_core.data import tasks
 from g2is_core.data.loaders import data_hash
 from g2is_core.data.encoding import encode_record
 from g2is_core.workspace import Workspace, read_json
 
-TINY_LORA = models.LoraSettings(r=4, alpha=16, dropout=0.1)
+TINY_LORA = LoraSettings(r=4, alpha=16, dropout=0.1)
 
 
 def _records(n: int, seed: int = 0):
@@ -25,11 +28,11 @@ def _records(n: int, seed: int = 0):
 @pytest.fixture(scope="module")
 def perturbed():
     """Tiny model with LoRA whose A and B are both non-zero (a fresh LoRA has B = 0, so dL/dA = 0)."""
-    lm = models.load_model("tiny")
-    model = G.prepare_model(lm, TINY_LORA)
+    lm = load_model("tiny")
+    model = prepare_model(lm, TINY_LORA)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for _, p in models.lora_parameters(model):
+        for _, p in lora_parameters(model):
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     return lm, model
 
@@ -37,11 +40,11 @@ def perturbed():
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory):
     ws = Workspace(tmp_path_factory.mktemp("ws"))
-    lm = models.load_model("tiny")
+    lm = load_model("tiny")
     recs = _records(48)
-    cfg = G.WarmupConfig(fraction=0.5, epochs=3, lr=1e-3, batch_size=4, grad_accum=1, max_length=128,
-                         lora=TINY_LORA)
-    w = G.warmup(lm, recs, cfg, data_hash=data_hash(recs), workspace=ws)
+    cfg = WarmupConfig(fraction=0.5, epochs=3, lr=1e-3, batch_size=4, grad_accum=1, max_length=128,
+                       lora=TINY_LORA)
+    w = warmup(lm, recs, cfg, data_hash=data_hash(recs), workspace=ws)
     return ws, lm, recs, w
 
 
@@ -49,32 +52,32 @@ def warm(tmp_path_factory):
 def test_fast_path_equals_reference_fp32(perturbed, kind):
     lm, model = perturbed
     recs = _records(20)
-    layout = G.lora_layout(model)
-    proj = G.Projector(G.ProjectorConfig(dim=96, seed=3, block=1000), layout.total)  # blocks straddle tensors
+    layout = lora_layout(model)
+    proj = Projector(ProjectorConfig(dim=96, seed=3, block=1000), layout.total)  # blocks straddle tensors
     moments = None
     if kind == "adam":
         g = torch.Generator().manual_seed(2)
         moments = (torch.randn(layout.total, generator=g) * 1e-3, torch.rand(layout.total, generator=g) * 1e-5)
     # small batches and groups: several buckets with padding, several projection groups
-    cfg = G.FeatureConfig(kind=kind, max_length=96, max_batch=6, proj_rows=7)
-    ref = G.extract(model, lm.tokenizer, recs, cfg, proj, moments=moments, method="reference")
-    fast = G.extract(model, lm.tokenizer, recs, cfg, proj, moments=moments, method="fast")
+    cfg = FeatureConfig(kind=kind, max_length=96, max_batch=6, proj_rows=7)
+    ref = extract(model, lm.tokenizer, recs, cfg, proj, moments=moments, method="reference")
+    fast = extract(model, lm.tokenizer, recs, cfg, proj, moments=moments, method="fast")
     cos = (ref * fast).sum(1)
     assert cos.min() > 0.999, cos.min()
     assert np.allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
     # bf16 autocast stays close (stated tolerance in docs/gradients.md: cosine > 0.99)
-    fast16 = G.extract(model, lm.tokenizer, recs, G.with_overrides(cfg, bf16=True), proj, moments=moments)
+    fast16 = extract(model, lm.tokenizer, recs, with_overrides(cfg, bf16=True), proj, moments=moments)
     assert (ref * fast16).sum(1).min() > 0.99
 
 
 def test_padding_and_batch_mates_do_not_leak(perturbed):
     lm, model = perturbed
     recs = _records(9)
-    layout = G.lora_layout(model)
-    proj = G.Projector(G.ProjectorConfig(dim=32), layout.total)
-    cfg = G.FeatureConfig(kind="sgd", max_length=96)
-    together = G.extract(model, lm.tokenizer, recs, cfg, proj)
-    alone = np.concatenate([G.extract(model, lm.tokenizer, [r], cfg, proj) for r in recs])
+    layout = lora_layout(model)
+    proj = Projector(ProjectorConfig(dim=32), layout.total)
+    cfg = FeatureConfig(kind="sgd", max_length=96)
+    together = extract(model, lm.tokenizer, recs, cfg, proj)
+    alone = np.concatenate([extract(model, lm.tokenizer, [r], cfg, proj) for r in recs])
     assert np.abs(together - alone).max() < 1e-4
 
 
@@ -82,20 +85,20 @@ def test_adam_feature_equals_hand_computation(warm):
     ws, lm, recs, w = warm
     ckpt = w.checkpoint(2)
     pool = recs[:10]
-    cfgp = G.ProjectorConfig(dim=64, seed=5, block=512)
-    store = G.extract_store(lm, pool, w, 2, G.FeatureConfig(kind="adam", max_length=128), cfgp,
-                            data_hash=data_hash(pool), dtype="fp32", shard_rows=4, workspace=ws)
+    cfgp = ProjectorConfig(dim=64, seed=5, block=512)
+    store = extract_store(lm, pool, w, 2, FeatureConfig(kind="adam", max_length=128), cfgp,
+                          data_hash=data_hash(pool), dtype="fp32", shard_rows=4, workspace=ws)
     # by hand: a fresh tiny model, adapter weights and moments read by NAME from the checkpoint files
     from safetensors.torch import load_file
 
-    fresh = models.attach_lora(models.tiny_llama()[0], TINY_LORA).eval()
+    fresh = attach_lora(tiny_llama()[0], TINY_LORA).eval()
     weights = load_file(str(ckpt.path / "adapter.safetensors"))
     mom = load_file(str(ckpt.path / "optimizer.safetensors"))
-    params = models.lora_parameters(fresh)
+    params = lora_parameters(fresh)
     with torch.no_grad():
         for n, p in params:
             p.copy_(weights[n])
-    R = torch.cat([G.Projector(cfgp, sum(p.numel() for _, p in params)).block(k)
+    R = torch.cat([Projector(cfgp, sum(p.numel() for _, p in params)).block(k)
                    for k in range(math.ceil(sum(p.numel() for _, p in params) / 512))])
     assert torch.count_nonzero(mom[f"exp_avg::{params[0][0]}"]) > 0
     for i, rec in enumerate(pool):
@@ -131,9 +134,9 @@ def test_checkpoint_weights_are_mean_lr_per_epoch(warm):
 
 def test_projection_is_seeded_and_preserves_inner_products():
     P, d = 5000, 512
-    a = G.Projector(G.ProjectorConfig(dim=d, seed=7, block=1024), P)
-    assert torch.equal(a.dense(), G.Projector(G.ProjectorConfig(dim=d, seed=7, block=1024), P).dense())
-    assert not torch.equal(a.dense(), G.Projector(G.ProjectorConfig(dim=d, seed=8, block=1024), P).dense())
+    a = Projector(ProjectorConfig(dim=d, seed=7, block=1024), P)
+    assert torch.equal(a.dense(), Projector(ProjectorConfig(dim=d, seed=7, block=1024), P).dense())
+    assert not torch.equal(a.dense(), Projector(ProjectorConfig(dim=d, seed=8, block=1024), P).dense())
     vals = torch.unique(a.dense())
     assert len(vals) == 2 and vals[0] == -vals[1] and float(vals[1]) == pytest.approx(1 / math.sqrt(d))
     g = torch.Generator().manual_seed(0)
@@ -147,6 +150,6 @@ def test_projection_is_seeded_and_preserves_inner_products():
 
 def test_train_features_need_moments(perturbed):
     lm, model = perturbed
-    proj = G.Projector(G.ProjectorConfig(dim=8), G.lora_layout(model).total)
+    proj = Projector(ProjectorConfig(dim=8), lora_layout(model).total)
     with pytest.raises(ValueError, match="Adam moments"):
-        G.extract(model, lm.tokenizer, _records(2), G.FeatureConfig(kind="adam"), proj)
+        extract(model, lm.tokenizer, _records(2), FeatureConfig(kind="adam"), proj)

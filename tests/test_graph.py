@@ -8,8 +8,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from g2is_core.graph.knn import (InstructionGraph, build_graph, build_knn, core_neighbors,  # noqa: E402
-                             estimate_recall, graph_stats, knn_recall, l2_normalise)
+                             estimate_recall, graph_stats, knn_recall)
 from g2is_core.graph.walk import core_knowledge  # noqa: E402
+from g2is_core.linalg import unit_rows  # noqa: E402
 
 
 def brute_force(x, k):
@@ -20,7 +21,7 @@ def brute_force(x, k):
 
 
 def random_unit(n, d, seed=0):
-    return l2_normalise(np.random.default_rng(seed).standard_normal((n, d)))
+    return unit_rows(np.random.default_rng(seed).standard_normal((n, d)), zero="raise")
 
 
 @pytest.mark.parametrize("n, d, k, block", [(500, 16, 7, 64), (301, 8, 1, 100), (257, 32, 20, 4096)])
@@ -37,7 +38,7 @@ def test_exact_equals_brute_force(n, d, k, block):
 
 def test_exact_ties_by_index_and_duplicates_kept():
     # rows 1, 2, 3 are identical: each is the others' nearest neighbour, self excluded, ties by index
-    x = l2_normalise(np.array([[1, 0], [0, 1], [0, 1], [0, 1], [1, 1]], dtype=np.float32))
+    x = unit_rows(np.array([[1, 0], [0, 1], [0, 1], [0, 1], [1, 1]], dtype=np.float32), zero="raise")
     nb, sims = build_knn(x, 2)
     assert nb[1].tolist() == [2, 3] and nb[2].tolist() == [1, 3] and nb[3].tolist() == [1, 2]
     assert np.allclose(sims[1], 1.0)
@@ -94,13 +95,13 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="method"):
         build_knn(x, 3, "annoy")
     with pytest.raises(ValueError, match="NaN"):
-        l2_normalise(np.array([[1.0, np.nan], [1.0, 0.0]]))
+        unit_rows(np.array([[1.0, np.nan], [1.0, 0.0]]), zero="raise")
     with pytest.raises(ValueError, match="zeros"):
-        l2_normalise(np.array([[0.0, 0.0], [1.0, 0.0]]))
+        unit_rows(np.array([[0.0, 0.0], [1.0, 0.0]]), zero="raise")
 
 
 def test_core_neighbors_use_signed_similarity():
-    x = l2_normalise(np.array([[1, 0], [-1, 0], [0.5, 0.5], [0, 1]], dtype=np.float32))
+    x = unit_rows(np.array([[1, 0], [-1, 0], [0.5, 0.5], [0, 1]], dtype=np.float32), zero="raise")
     nb, s = core_neighbors(x, np.array([[-1.0, 0.0]]), 2)
     assert nb.tolist() == [[1, 3]] and np.allclose(s, [[1.0, 0.0]])
 

@@ -8,8 +8,10 @@ import pytest
 
 from g2is_core.heads import analysis as ha
 from g2is_core.data.encoding import encode_all
-from g2is_core.heads.patterns import activation_pattern, head_label, kv_group, o_proj_modules
-from g2is_core.models.loading import LoraSettings, TinyLlamaConfig, attach_lora, tiny_llama
+from g2is_core.heads.patterns import activation_pattern, head_label, kv_group
+from g2is_core.models.lm_ops import o_proj_modules
+from g2is_core.models.loading import TinyLlamaConfig, tiny_llama
+from g2is_core.models.lora import LoraSettings, attach_lora
 from g2is_core.data.tasks import make_task_records
 from g2is_core.workspace import Workspace
 

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from g2is_core.models.loading import (LoraSettings, ModelError, attach_lora, lora_parameters, load_model, tiny_llama,
-                              tiny_tokenizer)
+from g2is_core.models.loading import ModelError, load_model, tiny_llama, tiny_tokenizer
+from g2is_core.models.lora import LoraSettings, attach_lora, lora_parameters
 
 
 def test_tiny_tokenizer_is_lossless_on_unicode():

@@ -11,14 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from g2is_core.features import gradients as G
-from g2is_core.models import loading as models
+from g2is_core.features.extract import FeatureConfig, extract_store
+from g2is_core.features.projection import ProjectorConfig
+from g2is_core.features.warmup import WarmupConfig, warmup
+from g2is_core.models.loading import load_model
+from g2is_core.models.lora import LoraSettings
 from g2is_core.data import tasks
 from g2is_core.data.loaders import data_hash
 from g2is_core.features.store import GradientStore, StoreWriter, check_compatible, list_stores, write_store
 from g2is_core.workspace import PROJECT_ROOT, Workspace
 
-TINY_LORA = models.LoraSettings(r=4, alpha=16, dropout=0.1)
+TINY_LORA = LoraSettings(r=4, alpha=16, dropout=0.1)
 
 
 def _cfg(**kw):
@@ -68,10 +71,10 @@ def test_incompatible_stores_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory):
     ws = Workspace(tmp_path_factory.mktemp("ws"))
-    lm = models.load_model("tiny")
+    lm = load_model("tiny")
     recs = list(tasks.make_pool(0).records[:40])
-    cfg = G.WarmupConfig(fraction=0.25, epochs=2, lr=1e-3, batch_size=5, grad_accum=1, max_length=128, lora=TINY_LORA)
-    return ws, G.warmup(lm, recs, cfg, data_hash=data_hash(recs), workspace=ws)
+    cfg = WarmupConfig(fraction=0.25, epochs=2, lr=1e-3, batch_size=5, grad_accum=1, max_length=128, lora=TINY_LORA)
+    return ws, warmup(lm, recs, cfg, data_hash=data_hash(recs), workspace=ws)
 
 
 def test_kill_9_resume_gives_the_uninterrupted_rows(warm, tmp_path, monkeypatch):
@@ -109,9 +112,9 @@ def test_kill_9_resume_gives_the_uninterrupted_rows(warm, tmp_path, monkeypatch)
 
     d = DataSpec.parse("builtin:pool?limit=240").load()
     recs, dh, desc = d.records, d.data_hash, d.description
-    lm = models.load_model("tiny")
-    full = G.extract_store(lm, recs, w, 1, G.FeatureConfig(kind="adam", max_length=128), G.ProjectorConfig(dim=64),
-                           data_hash=dh, data_source=desc, dtype="fp32", shard_rows=8, out_dir=tmp_path / "full")
+    lm = load_model("tiny")
+    full = extract_store(lm, recs, w, 1, FeatureConfig(kind="adam", max_length=128), ProjectorConfig(dim=64),
+                         data_hash=dh, data_source=desc, dtype="fp32", shard_rows=8, out_dir=tmp_path / "full")
     assert resumed.ids == full.ids and len(set(resumed.ids)) == len(resumed) == 240
     assert np.array_equal(np.asarray(resumed.features), np.asarray(full.features))  # bitwise
     check_compatible(resumed, full)

@@ -1,9 +1,10 @@
 import torch
 
 from g2is_core.data.encoding import encode_all
-from g2is_core.models.loading import LoraSettings, attach_lora, tiny_llama
+from g2is_core.models.loading import tiny_llama
+from g2is_core.models.lora import LoraSettings, attach_lora, lora_parameters
 from g2is_core.data.tasks import make_task_records
-from g2is_core.loop.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train, trainable
+from g2is_core.loop.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
 
 
 def test_schedule_warmup_then_linear_decay():
@@ -53,7 +54,7 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path):
     assert _run(tmp_path / "b", stop_at=5) == (None, None)   # dies after step 5; last save at step 4
     m2, r2 = _run(tmp_path / "b")
     assert r1.steps == r2.steps == 12
-    for (n, a), (_, b) in zip(trainable(m1), trainable(m2)):
+    for (n, a), (_, b) in zip(lora_parameters(m1), lora_parameters(m2)):
         assert torch.equal(a, b), n
     assert [x["loss"] for x in r1.losses] == [x["loss"] for x in r2.losses]
     assert (tmp_path / "a" / "epoch-1" / "optimizer.safetensors").exists()

@@ -16,7 +16,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from g2is_core.cli.walk import register  # noqa: E402
-from g2is_core.graph.knn import build_knn, l2_normalise  # noqa: E402
+from g2is_core.graph.knn import build_knn  # noqa: E402
+from g2is_core.linalg import unit_rows  # noqa: E402
 from g2is_core.graph.walk import CoreKnowledge, WalkResult, budgets, core_knowledge, replay, walk  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -250,7 +251,7 @@ def random_case(seed, n, d, clustered=True):
         x = cent[rng.integers(0, 6, n)] + rng.standard_normal((n, d)) * rng.uniform(0.5, 2.0)
     else:
         x = rng.standard_normal((n, d)) + 0.3 * rng.standard_normal(d)
-    x = l2_normalise(x)
+    x = unit_rows(x, zero="raise")
     core = core_knowledge(rng.standard_normal((int(rng.integers(4, 16)), d)) + rng.standard_normal(d),
                           float(rng.uniform(0.3, 0.9)), align_signs=bool(seed % 2))
     nb, _ = build_knn(x, int(rng.integers(2, 16)))
@@ -342,7 +343,7 @@ def test_cli_walk_writes_selection(tmp_path, capsys):
     assert sel == traj.sort_values(["component", "step"])["node"].tolist() and 0 < len(sel) <= 20
     assert side["kind"] == "g2is_walk" and len(side["inputs"]["train_features"]["sha256"]) == 64
     # the same selection as calling the library directly on normalised inputs
-    x, y = l2_normalise(a), l2_normalise(b)
+    x, y = unit_rows(a, zero="raise"), unit_rows(b, zero="raise")
     core = core_knowledge(y, 0.5)
     nb, _ = build_knn(x, 8)
     assert walk(x, core, nb, 20).selected.tolist() == sel

@@ -78,7 +78,7 @@ def _warmup_choices() -> list[str]:
 
 
 def _grads_argv(v: dict[str, Any]) -> list[str]:
-    from ..features.gradients import DEFAULT_DIM
+    from ..features.projection import DEFAULT_DIM
 
     if not v.get("data") or not v.get("warmup"):
         raise ValueError("choose the data and a finished warmup (run the warmup job first)")
@@ -142,7 +142,8 @@ def job_templates() -> list[JobTemplate]:
     Built on call: the defaults are read from the command's settings dataclasses (imported here,
     lazily, so importing this module stays cheap).
     """
-    from ..features.gradients import DEFAULT_DIM, WarmupConfig
+    from ..features.projection import DEFAULT_DIM
+    from ..features.warmup import WarmupConfig
     from ..heads.study import StudyConfig
     from ..impact.study import ImpactConfig
     from ..loop.experiment import DEMO_SPEC

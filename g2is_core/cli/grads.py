@@ -11,6 +11,11 @@ from typing import Any
 
 from ..data.spec import DataSpec
 from ._common import add_backend_args
+from ..features.extract import FeatureConfig
+from ..features.projection import ProjectorConfig
+from ..features.warmup import LESS_WARMUP, WarmupConfig
+from ..models.lora import LESS_LORA, SMALL_LORA
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), 'tiny', a directory or a .gguf")
@@ -25,23 +30,25 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _run_warmup(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..features import gradients as G
-    from ..models.loading import LoraSettings, load_model
+    from ..features.extract import with_overrides
+    from ..features.warmup import warmup
+    from ..models.loading import load_model
+    from ..models.lora import LoraSettings
     from ..progress import cli_progress
 
-    base = G.LESS_WARMUP if args.preset == "less" else G.WarmupConfig()
+    base = LESS_WARMUP if args.preset == "less" else WarmupConfig()
     lora = base.lora
     if args.r or args.alpha:
         lora = LoraSettings(r=args.r or lora.r, alpha=args.alpha or (4 * (args.r or lora.r)), dropout=lora.dropout,
                             targets=lora.targets, seed=lora.seed)
-    cfg = G.with_overrides(base, fraction=args.fraction, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+    cfg = with_overrides(base, fraction=args.fraction, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed)
     cfg = replace(cfg, lora=lora, bf16=bool(args.bf16))
     d = DataSpec.parse(args.data).fill(fmt=args.fmt, seed=args.data_seed, limit=args.limit).load()
     recs, dh, desc = d.records, d.data_hash, d.description
     with cli_progress("warmup") as prog:
         loaded = load_model(args.model, device=args.device, progress=prog)
-        w = G.warmup(loaded, recs, cfg, data_hash=dh, out_dir=args.out, progress=prog)
+        w = warmup(loaded, recs, cfg, data_hash=dh, out_dir=args.out, progress=prog)
     print(f"warmup {w.key} on {desc}: {len(w.meta['inputs']['subset_ids'])} of {len(recs)} records, "
           f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}")
     print(f"directory: {w.dir}")
@@ -62,22 +69,23 @@ def _epochs(spec: str, warmup) -> list[int]:
 def _run_grads(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..features import gradients as G
+    from ..features.extract import extract_store
+    from ..features.warmup import find_warmup
     from ..models.loading import load_model
     from ..progress import cli_progress
 
     d = DataSpec.parse(args.data).fill(fmt=args.fmt, seed=args.data_seed, limit=args.limit).load()
     recs, dh, desc = d.records, d.data_hash, d.description
-    w = G.find_warmup(args.warmup)
+    w = find_warmup(args.warmup)
     epochs = _epochs(args.checkpoint, w)
-    cfg = G.FeatureConfig(kind="adam" if args.kind == "train" else "sgd", max_length=args.max_length,
+    cfg = FeatureConfig(kind="adam" if args.kind == "train" else "sgd", max_length=args.max_length,
                           template=args.template, bf16=bool(args.bf16), batch_tokens=args.batch_tokens,
                           max_batch=args.max_batch)
-    proj = G.ProjectorConfig(dim=args.dim, seed=args.proj_seed)
+    proj = ProjectorConfig(dim=args.dim, seed=args.proj_seed)
     backend = getattr(args, "backend", "local")
     with cli_progress(f"grads ({args.kind})") as prog:
         if backend == "ray":
-            from ..features.distributed import RayConfig, extract_store_ray
+            from ..features.ray_backend import RayConfig, extract_store_ray
 
             rc = RayConfig(address=args.ray_address, workers=args.ray_workers)
         else:
@@ -93,7 +101,7 @@ def _run_grads(args: argparse.Namespace) -> int:
                 stores.append(extract_store_ray(args.model, recs, w, e, cfg, proj, device=args.device, ray_config=rc,
                                                 **kw))
             else:
-                stores.append(G.extract_store(loaded, recs, w, e, cfg, proj, **kw))
+                stores.append(extract_store(loaded, recs, w, e, cfg, proj, **kw))
     print(f"{args.kind} features of {desc}: {len(recs)} rows x {args.dim} ({args.dtype}), warmup {w.key}")
     for s in stores:
         print(f"  epoch {s.config['checkpoint']['epoch']} (weight {s.weight:.4f}): {s.dir}")
@@ -104,14 +112,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("warmup", help="LESS warmup: LoRA training on a random fraction of a pool, one checkpoint "
                        "(weights + Adam moments by name) per epoch",
                        description="Train LoRA on a random fraction of the pool (LESS section 2.1). Defaults are "
-                       "scaled down for the ~135M default model (r=8, alpha=32); --preset less uses the paper's "
-                       "r=128, alpha=512, batch 1 x 32 accumulation.")
+                       f"scaled down for the ~135M default model (r={SMALL_LORA.r}, alpha={SMALL_LORA.alpha}); --preset "
+                       f"less uses the paper's r={LESS_LORA.r}, alpha={LESS_LORA.alpha}, batch {LESS_WARMUP.batch_size} x "
+                       f"{LESS_WARMUP.grad_accum} accumulation.")
     _add_common(p)
     p.add_argument("--preset", choices=["small", "less"], default="small", help="default settings to start from")
-    p.add_argument("--fraction", type=float, help="fraction of the pool to train on (default 0.05)")
-    p.add_argument("--epochs", type=int, help="epochs = checkpoints (default 4)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-5)")
-    p.add_argument("--r", type=int, help="LoRA rank (default 8; LESS 128)")
+    p.add_argument("--fraction", type=float, help=f"fraction of the pool to train on (default {WarmupConfig.fraction})")
+    p.add_argument("--epochs", type=int, help=f"epochs = checkpoints (default {WarmupConfig.epochs})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {WarmupConfig.lr})")
+    p.add_argument("--r", type=int, help=f"LoRA rank (default {SMALL_LORA.r}; LESS {LESS_LORA.r})")
     p.add_argument("--alpha", type=int, help="LoRA alpha (default 4*r)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--grad-accum", type=int)
@@ -130,16 +139,16 @@ def register(sub: Any) -> None:
     q.add_argument("--checkpoint", default="all", help="'all' or comma-separated epochs")
     q.add_argument("--kind", choices=["train", "target"], default="train",
                    help="train: Adam-direction features (pool); target: plain gradients")
-    q.add_argument("--dim", type=int, default=2048, help="projection dimension d (default 2048)")
-    q.add_argument("--proj-seed", type=int, default=0, help="projection seed (must match across compared stores)")
+    q.add_argument("--dim", type=int, default=ProjectorConfig.dim, help=f"projection dimension d (default {ProjectorConfig.dim})")
+    q.add_argument("--proj-seed", type=int, default=ProjectorConfig.seed, help="projection seed (must match across compared stores)")
     q.add_argument("--method", choices=["fast", "reference"], default="fast")
     q.add_argument("--bf16", action="store_true", help="fast path: bf16 autocast")
     q.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="stored feature dtype")
-    q.add_argument("--max-length", type=int, default=512)
-    q.add_argument("--template", choices=["chat", "plain"], default="chat")
+    q.add_argument("--max-length", type=int, default=FeatureConfig.max_length)
+    q.add_argument("--template", choices=["chat", "plain"], default=FeatureConfig.template)
     q.add_argument("--shard-rows", type=int, default=128, help="rows per committed shard")
-    q.add_argument("--batch-tokens", type=int, default=512, help="padded tokens per backward (memory: ~1.2 MB per token on the default model)")
-    q.add_argument("--max-batch", type=int, default=16, help="examples per backward")
+    q.add_argument("--batch-tokens", type=int, default=FeatureConfig.batch_tokens, help="padded tokens per backward (memory: ~1.2 MB per token on the default model)")
+    q.add_argument("--max-batch", type=int, default=FeatureConfig.max_batch, help="examples per backward")
     q.add_argument("--out", help="output directory (default: <workspace>/grads/<key>)")
     add_backend_args(q)
     q.set_defaults(func=_run_grads)

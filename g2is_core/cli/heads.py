@@ -114,7 +114,7 @@ def cmd_pattern(a: argparse.Namespace) -> int:
         lm = load_model(a.model, progress=lambda f, m: prog(0.2 * f, m))
         enc, _ = encode_all(lm.tokenizer, make_task_records(a.task, a.n, a.seed, a.split))
         if getattr(a, "backend", "local") == "ray":  # the same batches, spread over Ray workers
-            from ..features.distributed import RayConfig, activation_pattern_ray
+            from ..features.ray_backend import RayConfig, activation_pattern_ray
 
             ap = activation_pattern_ray(a.model, enc, pad_id=lm.tokenizer.pad_token_id, route=a.route,
                                         batch_size=a.batch_size, progress=lambda f, m: prog(0.2 + 0.8 * f, m),

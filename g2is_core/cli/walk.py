@@ -58,7 +58,8 @@ def _load(path: Path, what: str) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     """Run the walk described by parsed arguments; prints a one-line summary. Returns 0."""
-    from ..graph.knn import build_knn, l2_normalise
+    from ..graph.knn import build_knn
+    from ..linalg import unit_rows
     from ..runtime import apply_thread_policy
     from ..graph.walk import core_knowledge, walk
 
@@ -81,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= budget <= n:
         raise ValueError(f"the budget is {budget} rows but must be between 1 and N={n}; "
                          "raise --ratio or give --count")
-    x = l2_normalise(train, f"train features ({args.train_features})")
-    y = l2_normalise(target, f"target features ({args.target_features})")
+    x = unit_rows(train, zero="raise", what=f"train features ({args.train_features})")
+    y = unit_rows(target, zero="raise", what=f"target features ({args.target_features})")
 
     t0 = time.perf_counter()
     core = core_knowledge(y, args.pca_variance, align_signs=args.align_signs, add_mean=args.add_mean,

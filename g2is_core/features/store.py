@@ -17,11 +17,10 @@ shard into a memmap, so memory does not grow with N.
 """
 from __future__ import annotations
 
-import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -153,7 +152,7 @@ class StoreWriter:
     @classmethod
     def attach(cls, directory: str | Path) -> "StoreWriter":
         """A writer for an existing plan, made from ``plan.json`` alone: another process (a distributed
-        worker, :mod:`g2is_core.features.distributed`) commits shards through it. It knows the row count but
+        worker, :mod:`g2is_core.features.ray_backend`) commits shards through it. It knows the row count but
         not the ids, so only the writer that made the plan can :meth:`finalize`."""
         d = Path(directory)
         plan = read_json(d / "plan.json")
@@ -249,14 +248,3 @@ def store_summary(meta: dict[str, Any]) -> dict[str, Any]:
             "weight": ck.get("weight"), "projector_seed": pj.get("seed"), "data_hash": i.get("data_hash"),
             "created": meta.get("produced_by", {}).get("created_utc")}
 
-
-def remove_partial(directory: str | Path) -> None:
-    """Delete an unfinished store (plan and shards); a finished one is left alone."""
-    d = Path(directory)
-    if not (d / SIDECAR).exists():
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(d)
-
-
-def stores_by_checkpoint(stores: Iterable[GradientStore]) -> dict[int, GradientStore]:
-    return {int(s.config["checkpoint"]["epoch"]): s for s in stores}

@@ -47,25 +47,6 @@ EDGE_TYPES = ("train-train", "core-train")
 
 
 # ----------------------------------------------------------------------------- helpers
-def l2_normalise(x: np.ndarray, what: str = "features") -> np.ndarray:
-    """Rows of ``x`` [N, d] scaled to unit L2 norm (float32). Zero or non-finite rows are an error."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array [N, d]; got shape {x.shape}")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ValueError(f"{what}: {len(rows)} row(s) contain NaN or inf (first: {rows[:5].tolist()}); "
-                         "recompute or drop those rows")
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
-    zero = norms == 0
-    if zero.any():
-        rows = np.flatnonzero(zero)
-        raise ValueError(f"{what}: {len(rows)} row(s) are all zeros (first: {rows[:5].tolist()}) and have no "
-                         "direction; drop those rows")
-    return (x / norms[:, None]).astype(np.float32, copy=False)
-
-
 def _sort_rows(nbrs: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sort each row by descending similarity, ties by ascending index (deterministic order)."""
     order = np.lexsort((nbrs, -sims.astype(np.float64)), axis=-1)

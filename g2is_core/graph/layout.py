@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import workspace as ws_mod
+from ..linalg import unit_rows
 from ..workspace import Workspace, hash_config
 
 KIND = "layouts"
@@ -56,11 +57,6 @@ def _pca2(x: np.ndarray, seed: int) -> np.ndarray:
     return np.c_[z, np.zeros((len(z), 2 - z.shape[1]), np.float32)] if z.shape[1] < 2 else z
 
 
-def _unit(b: np.ndarray) -> np.ndarray:
-    b = np.asarray(b, dtype=np.float32)
-    return b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-
-
 def compute_layout(features: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
                    block: int = 16384, method: str = "umap", max_fit: int = MAX_FIT) -> tuple[np.ndarray, str]:
     """[N, 2] float32 coordinates of the rows of ``features`` [N, d], and a note naming the method used.
@@ -82,7 +78,7 @@ def compute_layout(features: np.ndarray, n_neighbors: int = 15, min_dist: float 
         return _layout_by_sample(x, n_neighbors, min_dist, seed, block, max_fit)
     xs = np.empty((n, x.shape[1]), np.float32)
     for a in range(0, n, block):  # normalise block by block (the input may be an fp16 memmap)
-        xs[a:a + block] = _unit(x[a:a + block])
+        xs[a:a + block] = unit_rows(x[a:a + block], zero="keep")
     if method == "pca":
         return _pca2(xs, seed), "PCA (first two components), as asked"
     if n < MIN_UMAP:
@@ -105,7 +101,8 @@ def _layout_by_sample(x, n_neighbors: int, min_dist: float, seed: int, block: in
 
     n = x.shape[0]
     fit_rows = np.sort(np.random.default_rng(seed).choice(n, size=max_fit, replace=False))
-    sample = _unit(np.concatenate([np.asarray(x[fit_rows[a:a + block]]) for a in range(0, max_fit, block)]))
+    sample = unit_rows(np.concatenate([np.asarray(x[fit_rows[a:a + block]]) for a in range(0, max_fit, block)]),
+                       zero="keep")
     pca = PCA(n_components=min(PCA_DIMS, sample.shape[1]), random_state=seed).fit(sample) \
         if sample.shape[1] > PCA_DIMS else None
     z = pca.transform(sample).astype(np.float32) if pca is not None else sample
@@ -113,7 +110,7 @@ def _layout_by_sample(x, n_neighbors: int, min_dist: float, seed: int, block: in
     del sample, z
     out = np.empty((n, 2), np.float32)
     for a in range(0, n, block):
-        b = _unit(x[a:a + block])
+        b = unit_rows(x[a:a + block], zero="keep")
         zb = pca.transform(b).astype(np.float32) if pca is not None else b
         out[a:a + block] = reducer.transform(zb)
     return out, (f"UMAP (cosine, after PCA to 50 dims) fitted on a seeded sample of {max_fit:,} of {n:,} rows; "

@@ -29,18 +29,17 @@ head; :func:`kv_group` says which KV head a query head reads.
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from .. import runtime
-from ..data.encoding import IGNORE, Encoded, collate, length_buckets
+from ..data.encoding import Encoded, collate, length_buckets
+from ..models import lm_ops
 from ..progress import Progress, no_progress
 
 ROUTES = ("gate", "eager")
-_O_PROJ = re.compile(r"(?:^|\.)layers\.(\d+)\.self_attn\.o_proj$")
 
 
 # ----------------------------------------------------------------------------- labels
@@ -86,26 +85,8 @@ class ActivationPattern:
 
 
 # ----------------------------------------------------------------------------- model plumbing
-def _base(model):
-    """The transformers model under a peft wrapper (LoRA layers stay injected in it)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def o_proj_modules(model) -> list[Any]:
-    """Each layer's ``self_attn.o_proj`` module, indexed by layer (works under a peft wrapper)."""
-    found: dict[int, Any] = {}
-    for name, mod in model.named_modules():
-        m = _O_PROJ.search(name)
-        if m:
-            found[int(m.group(1))] = mod
-    if not found or sorted(found) != list(range(len(found))):
-        raise ValueError("this model has no '<...>.layers.<i>.self_attn.o_proj' modules; activation patterns "
-                         "need a Llama-style decoder (Llama, Mistral, Qwen2, SmolLM2, ...)")
-    return [found[i] for i in range(len(found))]
-
-
 def _dims(model) -> tuple[int, int, int]:
-    cfg = _base(model).config
+    cfg = lm_ops.unwrap(model).config
     h = int(cfg.num_attention_heads)
     return int(cfg.num_hidden_layers), h, int(getattr(cfg, "num_key_value_heads", None) or h)
 
@@ -129,7 +110,7 @@ def measuring(model) -> Iterator[None]:
 @contextlib.contextmanager
 def attention_implementation(model, name: str) -> Iterator[None]:
     """Switch the attention kernel (e.g. to "eager") for the duration, then restore it."""
-    base = _base(model)
+    base = lm_ops.unwrap(model)
     old = base.config._attn_implementation
     if old == name:
         yield
@@ -139,39 +120,6 @@ def attention_implementation(model, name: str) -> Iterator[None]:
         yield
     finally:
         base.set_attn_implementation(old)
-
-
-def response_loss_per_sample(logits, labels):
-    """[B] mean cross-entropy over each sample's response tokens (labels != -100, shifted by one).
-
-    ``logits`` [B, T, V], ``labels`` [B, T]. A sample without response tokens gets 0.
-    """
-    import torch
-
-    lg = logits[:, :-1].float()
-    tgt = labels[:, 1:]
-    mask = (tgt != IGNORE)
-    ce = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), tgt.clamp_min(0).reshape(-1),
-                                           reduction="none").view(tgt.shape)
-    return (ce * mask).sum(1) / mask.sum(1).clamp_min(1)
-
-
-def _response_loss(model, batch, **kw):
-    """(summed per-sample response loss, model outputs). Logits only at response positions: the
-    LM head over the whole vocabulary is ~20% of a 135M model's forward, needed only there."""
-    import torch
-
-    base = _base(model)
-    out = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw)
-    hidden = out.last_hidden_state[:, :-1]                       # position t predicts token t+1
-    tgt = batch["labels"][:, 1:]
-    sel = tgt != IGNORE
-    logits = base.get_output_embeddings()(hidden[sel]).float()    # [n_response_tokens, V]
-    ce = torch.nn.functional.cross_entropy(logits, tgt[sel], reduction="none")
-    row = sel.nonzero()[:, 0]
-    per = torch.zeros(tgt.shape[0], dtype=ce.dtype, device=ce.device).index_add_(0, row, ce)
-    per = per / sel.sum(1).clamp_min(1)
-    return per.sum(), out
 
 
 def _gate_scores(model, batch, n_layers: int, n_heads: int):
@@ -189,13 +137,9 @@ def _gate_scores(model, batch, n_layers: int, n_heads: int):
             return (y, *args[1:])
         return hook
 
-    handles = [m.register_forward_pre_hook(make_hook(i)) for i, m in enumerate(o_proj_modules(model))]
-    try:
-        loss, _ = _response_loss(model, batch)
-        (g,) = torch.autograd.grad(loss, gate)
-    finally:
-        for h in handles:
-            h.remove()
+    with lm_ops.hooks(pre=[(m, make_hook(i)) for i, m in enumerate(lm_ops.o_proj_modules(model))]):
+        per, _ = lm_ops.response_loss(model, batch)
+        (g,) = torch.autograd.grad(per.sum(), gate)
     return g
 
 
@@ -205,20 +149,12 @@ def _eager_scores(model, batch, n_layers: int, n_heads: int):
 
     # With every parameter frozen nothing upstream of the probabilities would need a gradient:
     # feed embeddings that require one so the probabilities join the graph.
-    base = _base(model)
-    emb = base.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_(True)
-    dec = base.get_decoder()
-    out = dec(inputs_embeds=emb, attention_mask=batch["attention_mask"], output_attentions=True)
+    emb = lm_ops.unwrap(model).get_input_embeddings()(batch["input_ids"]).detach().requires_grad_(True)
+    per, out = lm_ops.response_loss(model, batch, input_ids=None, inputs_embeds=emb, output_attentions=True)
     attn = out.attentions
     if attn is None or len(attn) != n_layers or attn[0] is None:
         raise ValueError("the model returned no attention probabilities; the eager route needs "
                          "attn_implementation='eager' and output_attentions support")
-    hidden = out.last_hidden_state[:, :-1]
-    tgt = batch["labels"][:, 1:]
-    sel = tgt != IGNORE
-    ce = torch.nn.functional.cross_entropy(base.get_output_embeddings()(hidden[sel]).float(), tgt[sel],
-                                           reduction="none")
-    per = torch.zeros(tgt.shape[0], dtype=ce.dtype).index_add_(0, sel.nonzero()[:, 0], ce) / sel.sum(1).clamp_min(1)
     grads = torch.autograd.grad(per.sum(), list(attn))
     return torch.stack([(a * g).sum((-1, -2)) for a, g in zip(attn, grads)], 1)   # [B, L, H]
 

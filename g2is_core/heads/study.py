@@ -24,7 +24,7 @@ Runs finished before an interruption are kept; the same command resumes with the
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,6 +35,7 @@ from ..data.encoding import encode_all
 from .patterns import activation_pattern
 from ..progress import Progress, no_progress
 from ..data.tasks import TASKS, get_task, is_correct, make_task_records
+from ..models.lora import HEAD_STUDY_LORA
 from ..workspace import Workspace, read_json, read_sidecar, write_json, write_npy, write_sidecar
 
 KIND = "heads"
@@ -56,8 +57,8 @@ class StudyConfig:
     n_pattern: int = 12                      # held-apart dev samples for the AP
     n_eval: int = 24                         # test samples for exact-match accuracy
     max_new_tokens: int = 12                 # greedy generation budget for accuracy
-    lora_r: int = 16
-    lora_alpha: int = 32
+    lora_r: int = HEAD_STUDY_LORA.r          # method "lora": rank (dropout 0, models/lora.py)
+    lora_alpha: int = HEAD_STUDY_LORA.alpha
     bf16: bool = True                        # bf16 autocast for the SFT steps (the AP is always fp32)
 
     def __post_init__(self):
@@ -89,12 +90,13 @@ class StudyConfig:
 # ----------------------------------------------------------------------------- model helpers
 def _load(cfg: StudyConfig, workspace: Workspace, train: bool):
     """A fresh base model (full: all parameters trainable; lora: adapters attached)."""
-    from ..models.loading import LoraSettings, attach_lora, load_model
+    from ..models.loading import load_model
+    from ..models.lora import attach_lora
 
     lm = load_model(cfg.model, workspace=workspace)
     model = lm.model
     if train and cfg.method == "lora":
-        model = attach_lora(model, LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=0.0))
+        model = attach_lora(model, replace(HEAD_STUDY_LORA, r=cfg.lora_r, alpha=cfg.lora_alpha))
     elif train:
         for p in model.parameters():
             p.requires_grad_(True)

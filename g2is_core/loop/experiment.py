@@ -302,7 +302,8 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
               pool: list[Record], ws: Workspace, key: str, progress: Progress):
     from ..data.encoding import encode_all
     from .evaluation import evaluate
-    from ..models.loading import LoraSettings, attach_lora, load_model
+    from ..models.loading import load_model
+    from ..models.lora import LoraSettings, attach_lora
     from .training import TrainConfig, train
 
     timings: dict[str, float] = {}
@@ -411,7 +412,9 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     from dataclasses import replace
 
     from ..data.loaders import data_hash
-    from ..features.gradients import FeatureConfig, ProjectorConfig, WarmupConfig, extract_store, warmup
+    from ..features.extract import FeatureConfig, extract_store
+    from ..features.projection import ProjectorConfig
+    from ..features.warmup import WarmupConfig, warmup
     from ..models.loading import load_model
 
     fcfg = dict(spec.selection.get("features") or {})

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 from .. import runtime
 from ..data.encoding import Encoded, collate
+from ..models.lora import lora_parameters
 from ..progress import Progress, no_progress
 from ..workspace import atomic_path, read_json, write_json, write_sidecar
 
@@ -90,14 +91,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- state I/O
-def trainable(model) -> list[tuple[str, Any]]:
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-
 def _state_tensors(model, opt) -> dict[str, Any]:
     """Trainable params and Adam moments keyed by parameter name (never by index)."""
     out: dict[str, Any] = {}
-    for name, p in trainable(model):
+    for name, p in lora_parameters(model):
         out[f"param::{name}"] = p.detach().float().cpu().contiguous()
         st = opt.state.get(p, {})
         if "exp_avg" in st:
@@ -132,7 +129,7 @@ def load_checkpoint(path: Path, model, opt, step: int) -> None:
     from safetensors.torch import load_file
 
     t = load_file(str(path))
-    params = dict(trainable(model))
+    params = dict(lora_parameters(model))
     missing = [n for n in params if f"param::{n}" not in t]
     if missing:
         raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[0]}); delete it to restart")
@@ -189,7 +186,7 @@ def train(model, examples: Sequence[Encoded], cfg: TrainConfig, *, pad_id: int, 
     if not examples:
         raise ValueError("no training examples; the selection or data file is empty")
     dev = device or next(model.parameters()).device.type
-    params = [p for _, p in trainable(model)]
+    params = [p for _, p in lora_parameters(model)]
     if not params:
         raise ValueError("the model has no trainable parameters (attach LoRA or unfreeze it)")
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)

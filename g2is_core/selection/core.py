@@ -43,6 +43,7 @@ import numpy as np
 
 from .. import workspace as ws_mod
 from ..data.records import Record
+from ..linalg import unit_rows
 from ..workspace import Workspace, hash_config
 
 KIND = "selections"
@@ -149,7 +150,7 @@ class FeatureSet:
         parts = []
         for x, w in zip(self.checkpoints, self.weights):
             a = np.asarray(x if rows is None else x[rows], dtype=np.float32)
-            parts.append(_unit_rows(a) * np.float32(math.sqrt(w)))
+            parts.append(unit_rows(a, zero="keep") * np.float32(math.sqrt(w)))
         return np.ascontiguousarray(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0])
 
 
@@ -162,11 +163,11 @@ def centred_pair(train: FeatureSet, target: FeatureSet) -> tuple[np.ndarray, np.
     graph); centring removes it (docs/selection.md, "Hubs")."""
     xs, ys = [], []
     for a, b, w in zip(train.checkpoints, target.checkpoints, train.weights):
-        a = _unit_rows(np.asarray(a, dtype=np.float32))
-        b = _unit_rows(np.asarray(b, dtype=np.float32))
+        a = unit_rows(np.asarray(a, dtype=np.float32), zero="keep")
+        b = unit_rows(np.asarray(b, dtype=np.float32), zero="keep")
         mu = a.astype(np.float64).mean(axis=0).astype(np.float32)
-        xs.append(_unit_rows(a - mu) * np.float32(math.sqrt(w)))
-        ys.append(_unit_rows(b - mu) * np.float32(math.sqrt(w)))
+        xs.append(unit_rows(a - mu, zero="keep") * np.float32(math.sqrt(w)))
+        ys.append(unit_rows(b - mu, zero="keep") * np.float32(math.sqrt(w)))
     cat = (lambda p: np.ascontiguousarray(np.concatenate(p, axis=1) if len(p) > 1 else p[0]))
     return cat(xs), cat(ys)
 
@@ -178,13 +179,6 @@ def _array_hash(a: np.ndarray) -> str:
     for r0 in range(0, a.shape[0], 8192):
         h.update(np.ascontiguousarray(a[r0:r0 + 8192]).tobytes())
     return h.hexdigest()
-
-
-def _unit_rows(a: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm; an all-zero row stays zero (it has no direction, cosine 0)."""
-    a = np.asarray(a, dtype=np.float32)
-    nrm = np.linalg.norm(a, axis=1, keepdims=True)
-    return a / np.maximum(nrm, 1e-12)
 
 
 def pair_features(train: FeatureSet, target: FeatureSet, train_stores: Sequence[Any] = (),
@@ -331,13 +325,13 @@ def less_scores(train: FeatureSet, target: FeatureSet, subtasks: Sequence[str], 
     if len(labels) != target.n:
         raise ValueError(f"{len(labels)} subtask labels for {target.n} target rows")
     groups = [np.flatnonzero(labels == g) for g in dict.fromkeys(labels.tolist())]
-    ys = [_unit_rows(np.asarray(y, dtype=np.float32)) for y in target.checkpoints]
+    ys = [unit_rows(np.asarray(y, dtype=np.float32), zero="keep") for y in target.checkpoints]
     out = np.empty(train.n, np.float64)
     for r0 in range(0, train.n, block):
         r1 = min(train.n, r0 + block)
         acc = np.zeros((r1 - r0, target.n), np.float64)
         for x, y, w in zip(train.checkpoints, ys, train.weights):
-            acc += w * (_unit_rows(np.asarray(x[r0:r1], dtype=np.float32)) @ y.T)
+            acc += w * (unit_rows(np.asarray(x[r0:r1], dtype=np.float32), zero="keep") @ y.T)
         out[r0:r1] = np.stack([acc[:, g].mean(axis=1) for g in groups], axis=1).max(axis=1)
     return out
 
@@ -562,6 +556,7 @@ def hidden_representations(loaded, records: Sequence[Record], pooling: str = "me
     import torch
 
     from ..data.encoding import collate, encode_record, length_buckets
+    from ..models import lm_ops
     from ..runtime import apply_thread_policy
 
     if pooling not in ("mean", "last"):
@@ -569,7 +564,7 @@ def hidden_representations(loaded, records: Sequence[Record], pooling: str = "me
     apply_thread_policy()
     tok, model = loaded.tokenizer, loaded.model
     enc = [encode_record(tok, r, max_length=max_length, require_response=False) for r in records]
-    base = getattr(model, "base_model", model)
+    base = lm_ops.decoder_parts(model)[0]
     dev = next(model.parameters()).device
     out = np.zeros((len(records), int(model.config.hidden_size)), np.float32)
     with torch.inference_mode():

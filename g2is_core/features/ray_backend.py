@@ -1,6 +1,6 @@
 """Ray backend: gradient extraction and activation-pattern measurement sharded across workers.
 
-The unit of work is the store's own shard (rows ``[s * S, (s + 1) * S)``, :class:`~g2is_core.store.StoreWriter`).
+The unit of work is the store's own shard (rows ``[s * S, (s + 1) * S)``, :class:`~g2is_core.features.store.StoreWriter`).
 A Ray task gets a contiguous run of pending shards and the records of those rows; it loads the
 model once per worker process (cached), loads the warmup checkpoint, and for each shard computes
 ``extract(records[rows])`` -- exactly the call the local backend makes for that shard -- and
@@ -125,12 +125,12 @@ def _worker_model(spec: str, model_dtype: str, device: str | None, purpose: str)
 
 def _model_info(spec: str, model_dtype: str, device: str | None, lora) -> dict[str, Any]:
     """(runs in a worker) The model's identity, key and LoRA layout, so the driver never loads the weights."""
-    from . import gradients as G
     from .. import runtime
+    from .extract import lora_layout, prepare_model
 
     runtime.apply_thread_policy()
     lm = _worker_model(spec, model_dtype, device, "grads")
-    layout = G.lora_layout(G.prepare_model(lm, lora))
+    layout = lora_layout(prepare_model(lm, lora))
     return {"identity": lm.identity, "key": lm.key, "layout": layout.to_dict()}
 
 
@@ -142,19 +142,21 @@ def _extract_task(spec: str, model_dtype: str, device: str | None, warmup_dir: s
     ``crash_marker`` (tests): on the first attempt (marker absent) the worker creates the marker and
     dies with ``os._exit`` after computing its second shard and before committing it.
     """
-    from . import gradients as G
     from .. import runtime
+    from .extract import extract, load_checkpoint_into, lora_layout, prepare_model
+    from .projection import Projector
     from .store import StoreWriter
+    from .warmup import load_warmup
 
     runtime.apply_thread_policy()
     lm = _worker_model(spec, model_dtype, device, "grads")
-    w = G.load_warmup(warmup_dir)
-    model = G.prepare_model(lm, w.config.lora)
-    layout = G.lora_layout(model)
-    moments = G.load_checkpoint_into(model, w.checkpoint(epoch), layout)
+    w = load_warmup(warmup_dir)
+    model = prepare_model(lm, w.config.lora)
+    layout = lora_layout(model)
+    moments = load_checkpoint_into(model, w.checkpoint(epoch), layout)
     if cfg.kind == "sgd":
         moments = None
-    projector = G.Projector(proj, layout.total)
+    projector = Projector(proj, layout.total)
     writer = StoreWriter.attach(store_dir)
     computed, skipped = [], []
     for j, s in enumerate(shards):
@@ -162,8 +164,8 @@ def _extract_task(spec: str, model_dtype: str, device: str | None, warmup_dir: s
             skipped.append(s)
             continue
         r = writer.rows(s)
-        feats = G.extract(model, lm.tokenizer, records[r.start - row0: r.stop - row0], cfg, projector,
-                          moments=moments, method=method)
+        feats = extract(model, lm.tokenizer, records[r.start - row0: r.stop - row0], cfg, projector,
+                        moments=moments, method=method)
         if crash_marker and j >= 1 and not os.path.exists(crash_marker):
             Path(crash_marker).write_text(f"killed before committing shard {s}\n")
             os._exit(1)
@@ -192,19 +194,20 @@ def extract_store_ray(model_spec: str, records: Sequence, warmup, epoch: int, cf
                       shard_rows: int = 128, workspace=None, out_dir: str | Path | None = None,
                       model_dtype: str = "fp32", device: str | None = None, ray_config: RayConfig = RayConfig(),
                       progress: Progress = no_progress, crash_marker: str | None = None):
-    """:func:`g2is_core.features.gradients.extract_store` on Ray workers; the same store, rows and directory.
+    """:func:`g2is_core.features.extract.extract_store` on Ray workers; the same store, rows and directory.
 
     ``model_spec`` is what :func:`g2is_core.models.loading.load_model` takes ("default", "tiny", a path):
-    each worker loads the model itself. Returns the finished :class:`~g2is_core.store.GradientStore`;
+    each worker loads the model itself. Returns the finished :class:`~g2is_core.features.store.GradientStore`;
     its sidecar records ``distributed`` (backend, tasks, workers, shards re-done after a failure).
     """
-    from . import gradients as G
     from ..models.loading import LoadedModel
+    from .extract import FeatureConfig, store_config
+    from .projection import ProjectorConfig
     from .store import SIDECAR, GradientStore, StoreWriter
     from ..workspace import Workspace, hash_config
 
-    cfg = cfg or G.FeatureConfig()
-    proj = proj or G.ProjectorConfig()
+    cfg = cfg or FeatureConfig()
+    proj = proj or ProjectorConfig()
     ws = workspace or Workspace()
     ray = init(ray_config)
     width, gpt = _resources(ray, ray_config)
@@ -215,7 +218,7 @@ def extract_store_ray(model_spec: str, records: Sequence, warmup, epoch: int, cf
                          f"({info['key']}); give the warmup's model or run a new warmup")
     ckpt = warmup.checkpoint(epoch)
     shell = LoadedModel(None, None, info["identity"])
-    config = G.store_config(shell, warmup, ckpt, cfg, proj, method, dtype)
+    config = store_config(shell, warmup, ckpt, cfg, proj, method, dtype)
     d = Path(out_dir) if out_dir else ws.dir("grads", hash_config({**config, "data_hash": data_hash,
                                                                     "shard_rows": shard_rows}))
     if (d / SIDECAR).exists():

@@ -1,7 +1,8 @@
-"""LESS gradient features: warmup, per-example LoRA gradients, Adam direction, random projection.
+"""LESS gradient features: per-example LoRA gradients, two extractors of the same function, and the store.
 
 Method: ``shared/spec/g2is_method.md`` section 2 (LESS, Xia et al. 2024). Design choices and
-measured speed: ``docs/gradients.md``.
+measured speed: ``docs/gradients.md``. The projection and the Adam direction:
+:mod:`g2is_core.features.projection`; the warmup and its checkpoints: :mod:`g2is_core.features.warmup`.
 
 Pipeline for one example z and one warmup checkpoint i (LoRA parameters only, P of them):
 
@@ -21,54 +22,39 @@ Two implementations of the same function:
   LoRA gradient: for a LoRA module y = B(A x) * s, the per-example weight gradients are
   ``dL_b/dB = sum_t gy_bt (A x_bt)^T`` and ``dL_b/dA = sum_t (B^T gy_bt) x_bt^T``, built from the
   inputs kept by forward hooks and the output gradients returned by ``torch.autograd.grad``;
-  logits only at positions that carry a label; optional bf16 autocast; and the projection applied
-  block by block to a group of rows, so a block of R is generated once per group, never the
-  whole P x d matrix.
+  logits only at positions that carry a label (:func:`g2is_core.models.lm_ops.response_loss`);
+  optional bf16 autocast; and the projection applied block by block to a group of rows, so a
+  block of R is generated once per group, never the whole P x d matrix.
 
-Projection identity. R is defined by (seed, dim, block) alone: column block k of R^T (rows
-[k*block, (k+1)*block) of R, i.e. the parameters at flattened positions in that range) is
-``randint(0, 2, (width, dim), generator=Generator().manual_seed(h(seed, k)))*2-1`` divided by
-sqrt(dim). Both paths call :meth:`Projector.block`, so they use the SAME matrix and their features
-agree up to float rounding (tested: cosine > 0.999 per example in fp32, in practice 1 - 1e-6).
+Both call :meth:`~g2is_core.features.projection.Projector.block`, so they use the SAME R and their
+features agree up to float rounding (tested: cosine > 0.999 per example in fp32, in practice 1 - 1e-6).
+An example without response tokens has g = 0 and its feature stays the zero row.
 """
 from __future__ import annotations
 
-import hashlib
 import math
-import random
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .. import runtime
-from ..data.encoding import IGNORE, Encoded, collate, encode_record, length_buckets
-from ..models.loading import LoadedModel, LoraSettings, attach_lora, lora_parameters
-from ..progress import Progress, no_progress
+from ..data.encoding import Encoded, collate, encode_record, length_buckets
 from ..data.records import Record
-from ..loop.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
-from ..workspace import Workspace, hash_config, read_sidecar, write_sidecar
+from ..linalg import unit_rows
+from ..models import lm_ops
+from ..models.lora import LoraSettings, attach_lora, lora_parameters
+from ..progress import Progress, no_progress
+from ..workspace import Workspace, hash_config
+from .projection import Projector, ProjectorConfig, adam_direction
+from .warmup import Checkpoint, Warmup
+
+if TYPE_CHECKING:  # annotations only: loading pulls in the download machinery
+    from ..models.loading import LoadedModel
+
 
 # ----------------------------------------------------------------------------- configs
-SMALL_LORA = LoraSettings(r=8, alpha=32, dropout=0.1)  # scaled-down LESS LoRA for ~100M-param models
-DEFAULT_DIM = 2048       # projection dim for the small model (papers: 8192 for 7B); see docs/gradients.md
-PROJ_BLOCK = 4096        # parameters per generated block of R (part of the projector's identity)
-
-
-@dataclass(frozen=True)
-class ProjectorConfig:
-    """The random projection's identity: features are comparable only under equal configs."""
-
-    family: str = "rademacher"   # dense +-1/sqrt(dim) entries, generated blockwise from (seed, block index)
-    dim: int = DEFAULT_DIM       # d: output dimension
-    seed: int = 0                # the projection seed (LESS: fixed across train and target features)
-    block: int = PROJ_BLOCK      # parameters per generated block; changing it changes the matrix
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 @dataclass(frozen=True)
 class FeatureConfig:
     """How features are computed (besides the projection and the checkpoint)."""
@@ -137,209 +123,6 @@ def flatten_by_name(tensors: dict[str, Any], layout: Layout, prefix: str = ""):
     return torch.cat([tensors[prefix + n].float().reshape(-1) for n in layout.names])
 
 
-# ----------------------------------------------------------------------------- projection
-def _block_seed(seed: int, k: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"g2is-proj:{seed}:{k}".encode()).digest()[:8], "little") >> 1
-
-
-class Projector:
-    """x = R^T g for g in R^P, R in {+-1/sqrt(d)}^{P x d}, generated block by block (never whole)."""
-
-    def __init__(self, cfg: ProjectorConfig, n_params: int):
-        if cfg.family != "rademacher":
-            raise ValueError(f"projector family {cfg.family!r} is not known; use 'rademacher'")
-        if cfg.dim < 1 or cfg.block < 1:
-            raise ValueError("projection dim and block must be positive")
-        self.cfg, self.n_params = cfg, n_params
-        self.n_blocks = math.ceil(n_params / cfg.block)
-        self._cache: dict[int, Any] = {}
-        # Keep generated blocks when the whole R is small (tiny test models); otherwise regenerate.
-        self._cache_ok = n_params * cfg.dim * 4 <= 64 << 20
-
-    def columns(self, k: int) -> slice:
-        return slice(k * self.cfg.block, min((k + 1) * self.cfg.block, self.n_params))
-
-    def block(self, k: int, dtype=None):
-        """Rows ``columns(k)`` of R: [width, d], entries +-1/sqrt(d)."""
-        import torch
-
-        if k in self._cache:
-            return self._cache[k]
-        cols = self.columns(k)
-        g = torch.Generator().manual_seed(_block_seed(self.cfg.seed, k))
-        r = torch.randint(0, 2, (cols.stop - cols.start, self.cfg.dim), generator=g, dtype=torch.int8)
-        out = r.to(dtype or torch.float32).mul_(2).sub_(1).mul_(1.0 / math.sqrt(self.cfg.dim))
-        if self._cache_ok:
-            self._cache[k] = out
-        return out
-
-    def dense(self):
-        """The whole R [P, d] (tests and tiny models only)."""
-        import torch
-
-        return torch.cat([self.block(k) for k in range(self.n_blocks)])
-
-    def project(self, g):
-        """g [..., P] -> [..., d], one block at a time."""
-        import torch
-
-        out = torch.zeros(*g.shape[:-1], self.cfg.dim, dtype=torch.float32)
-        for k in range(self.n_blocks):
-            out += g[..., self.columns(k)].float() @ self.block(k)
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.cfg.to_dict()
-
-
-def adam_direction(g, m, v, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
-    """LESS train-feature direction (no bias correction): (b1 m + (1-b1) g) / sqrt(b2 v + (1-b2) g^2 + eps)."""
-    return (beta1 * m + (1 - beta1) * g) / (beta2 * v + (1 - beta2) * g * g + eps).sqrt()
-
-
-def l2_normalise(x):
-    """Rows scaled to unit norm; an all-zero row stays zero."""
-    import torch
-
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-# ----------------------------------------------------------------------------- checkpoints / warmup
-@dataclass(frozen=True)
-class WarmupConfig:
-    """LESS warmup (section 2.1): LoRA SFT on a random ``fraction`` of the pool, one checkpoint per epoch.
-
-    Defaults are the scaled-down ones for the ~135M default model (docs/gradients.md): LoRA r=8,
-    alpha=32 (LESS's alpha/r = 4), everything else as LESS. :data:`LESS_WARMUP` has the paper's.
-    """
-
-    fraction: float = 0.05       # LESS: 5% of the pool
-    epochs: int = 4              # LESS: 4 epochs, a checkpoint after each
-    lr: float = 2e-5             # LESS: peak 2e-5, linear decay
-    warmup_ratio: float = 0.03   # LESS: 3% linear warmup
-    batch_size: int = 8
-    grad_accum: int = 4          # effective batch 32 (LESS reference scripts)
-    max_length: int = 512
-    template: str = "chat"
-    seed: int = 0                # subset draw, data order, LoRA init
-    bf16: bool = False
-    lora: LoraSettings = SMALL_LORA
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, grad_accum=self.grad_accum,
-                           warmup_ratio=self.warmup_ratio, seed=self.seed, bf16=self.bf16, save_epochs=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-LESS_WARMUP = WarmupConfig(lora=LoraSettings(r=128, alpha=512, dropout=0.1), batch_size=1, grad_accum=32)
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    epoch: int
-    step: int
-    weight: float                # LESS checkpoint weight: mean LR of the epoch, normalised over epochs
-    path: Path                   # directory holding adapter.safetensors and optimizer.safetensors
-
-
-@dataclass
-class Warmup:
-    """A finished warmup: its directory, settings and checkpoints (with computed weights)."""
-
-    dir: Path
-    config: WarmupConfig
-    model_key: str
-    checkpoints: list[Checkpoint]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return self.dir.name
-
-    def checkpoint(self, epoch: int) -> Checkpoint:
-        for c in self.checkpoints:
-            if c.epoch == epoch:
-                return c
-        raise ValueError(f"warmup {self.key} has no checkpoint for epoch {epoch}; it has epochs "
-                         f"{', '.join(str(c.epoch) for c in self.checkpoints)}")
-
-
-def warmup_subset(n: int, fraction: float, seed: int) -> list[int]:
-    """Indices of the random warmup fraction (at least one), in pool order."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"warmup fraction {fraction} must be in (0, 1]")
-    k = max(1, round(fraction * n))
-    return sorted(random.Random(f"warmup:{seed}").sample(range(n), k))
-
-
-def checkpoint_weights(n_examples: int, cfg: WarmupConfig) -> list[float]:
-    """w_i: the mean learning rate of epoch i under the loop's own schedule, normalised to sum 1."""
-    return epoch_lr_weights(n_examples, cfg.train_config())
-
-
-def warmup(loaded: LoadedModel, records: Sequence[Record], cfg: WarmupConfig = WarmupConfig(), *,
-           data_hash: str, workspace: Workspace | None = None, out_dir: str | Path | None = None,
-           progress: Progress = no_progress) -> Warmup:
-    """Run (or resume, or reuse) the LESS warmup on a random ``cfg.fraction`` of ``records``.
-
-    Writes ``<workspace>/warmup/<key>/epoch-<i>/{adapter,optimizer}.safetensors`` via
-    :func:`g2is_core.loop.training.train` (Adam moments keyed by parameter name) and a sidecar with the
-    checkpoint weights computed from the schedule. Leaves LoRA attached to ``loaded.model``.
-    """
-    from ..data.encoding import encode_all
-
-    ws = workspace or Workspace()
-    ident = {"model": loaded.key, "data_hash": data_hash, "n_pool": len(records), "warmup": cfg.to_dict()}
-    d = Path(out_dir) if out_dir else ws.dir("warmup", hash_config(ident))
-    if ws.is_complete(d):
-        progress(1.0, f"warmup {d.name} already done")
-        return load_warmup(d)
-    idx = warmup_subset(len(records), cfg.fraction, cfg.seed)
-    subset = [records[i] for i in idx]
-    enc, rep = encode_all(loaded.tokenizer, subset, max_length=cfg.max_length, template=cfg.template)
-    peft_model = attach_lora(loaded.model, cfg.lora)
-    loaded.model = peft_model
-    tcfg = cfg.train_config()
-    res = train(peft_model, enc, tcfg, pad_id=loaded.tokenizer.pad_token_id, out_dir=d, progress=progress)
-    weights = checkpoint_weights(len(enc), cfg)
-    spe = steps_per_epoch(len(enc), tcfg)
-    total = total_steps(len(enc), tcfg)
-    ckpts = [{"epoch": e + 1, "step": min((e + 1) * spe, total), "weight": w,
-              "mean_lr": sum(lr_at(s, total, tcfg) for s in range(e * spe, min((e + 1) * spe, total)))
-              / max(1, min((e + 1) * spe, total) - e * spe)}
-             for e, w in enumerate(weights)]
-    write_sidecar(d, "warmup", {"warmup": cfg.to_dict(), "train": tcfg.to_dict()},
-                  inputs={"model": loaded.identity, "model_key": loaded.key, "data_hash": data_hash,
-                          "n_pool": len(records), "n_rows": len(subset),
-                          "subset_ids": [r.id for r in subset]},
-                  extra={"checkpoints": ckpts, "truncation": rep.summary(),
-                         "final_loss": res.losses[-1]["loss"] if res.losses else None})
-    return load_warmup(d)
-
-
-def load_warmup(directory: str | Path) -> Warmup:
-    d = Path(directory)
-    meta = read_sidecar(d)
-    if meta.get("kind") != "warmup":
-        raise ValueError(f"{d} is not a warmup (its sidecar says {meta.get('kind')!r}); give a `g2is warmup` output")
-    wc = dict(meta["config"]["warmup"])
-    wc["lora"] = LoraSettings(**{**wc["lora"], "targets": tuple(wc["lora"]["targets"])})
-    cfg = WarmupConfig(**wc)
-    ckpts = [Checkpoint(c["epoch"], c["step"], c["weight"], d / f"epoch-{c['epoch']}") for c in meta["checkpoints"]]
-    return Warmup(d, cfg, meta["inputs"]["model_key"], ckpts, meta)
-
-
-def find_warmup(spec: str | Path, workspace: Workspace | None = None) -> Warmup:
-    """A warmup by directory or by key (``<workspace>/warmup/<key>``)."""
-    p = Path(spec).expanduser()
-    if not p.is_dir():
-        p = (workspace or Workspace()).root / "warmup" / str(spec)
-    if not (p / "sidecar.json").exists():
-        raise FileNotFoundError(f"no finished warmup at {spec}; run `g2is warmup` first (or give its directory)")
-    return load_warmup(p)
-
 
 def load_checkpoint_into(model, ckpt: Checkpoint, layout: Layout) -> tuple[Any, Any]:
     """Copy the checkpoint's adapter weights into ``model`` by name; return its Adam moments (m, v) [P]."""
@@ -355,6 +138,7 @@ def load_checkpoint_into(model, ckpt: Checkpoint, layout: Layout) -> tuple[Any, 
             params[n].copy_(weights[n].to(params[n].dtype))
     mom = load_file(str(ckpt.path / "optimizer.safetensors"))
     return flatten_by_name(mom, layout, "exp_avg::"), flatten_by_name(mom, layout, "exp_avg_sq::")
+
 
 
 # ----------------------------------------------------------------------------- reference path
@@ -390,7 +174,7 @@ def extract_reference(model, encoded: Sequence[Encoded], cfg: FeatureConfig, pro
         x = torch.zeros(projector.cfg.dim)
         for k in range(projector.n_blocks):  # dense R, one chunk of rows at a time
             x += g[projector.columns(k)] @ projector.block(k)
-        out[i] = l2_normalise(x).numpy()
+        out[i] = unit_rows(x, zero="keep").numpy()  # g = 0 (no response token) stays the zero row
         progress((i + 1) / len(encoded), f"{i + 1}/{len(encoded)}")
     return out
 
@@ -404,10 +188,11 @@ def _check_kind(cfg: FeatureConfig, moments) -> None:
 
 # ----------------------------------------------------------------------------- fast path
 class _LoraTap:
-    """Forward hooks on every LoRA A/B Linear that keep what the per-example gradients need.
+    """What the per-example gradients need from every LoRA A/B Linear, kept by forward hooks.
 
     For module m: ``x`` [B, T, in] (input of A), ``h`` [B, T, r] (output of A = input of B),
     ``y`` [B, T, out] (output of B, before the LoRA scaling; we differentiate the loss w.r.t. it).
+    The hooks are live only inside ``with lm_ops.hooks(forward=tap.forward_hooks()):``.
     """
 
     def __init__(self, model, layout: Layout):
@@ -429,10 +214,13 @@ class _LoraTap:
         self.x: list[Any] = [None] * len(self.mods)
         self.h: list[Any] = [None] * len(self.mods)
         self.y: list[Any] = [None] * len(self.mods)
-        self.handles = []
+
+    def forward_hooks(self) -> list[tuple[Any, Any]]:
+        """(module, hook) pairs for :func:`g2is_core.models.lm_ops.hooks`: A keeps x and h, B keeps y."""
+        pairs = []
         for i, (_, _, a, b) in enumerate(self.mods):
-            self.handles.append(a.register_forward_hook(self._keep_a(i)))
-            self.handles.append(b.register_forward_hook(self._keep_b(i)))
+            pairs += [(a, self._keep_a(i)), (b, self._keep_b(i))]
+        return pairs
 
     def _keep_a(self, i: int):
         def hook(_mod, inp, out):
@@ -448,43 +236,6 @@ class _LoraTap:
         n = len(self.mods)
         self.x, self.h, self.y = [None] * n, [None] * n, [None] * n
 
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-
-def _decoder_parts(model):
-    """(backbone returning hidden states, lm_head) of a (peft-wrapped) causal LM."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(base, "model", None)
-    head = base.get_output_embeddings()
-    if backbone is None or head is None:
-        raise ValueError(f"{type(base).__name__}: the fast path needs a decoder with .model and an output "
-                         "embedding (Llama-style); use the reference path")
-    return backbone, head
-
-
-def per_example_loss(model, batch: dict[str, Any]):
-    """[B] mean response-token loss of each example, with logits only at positions that carry a label.
-
-    Position t predicts token t+1; ``hidden[:, :-1]`` is gathered where ``labels[:, 1:] != -100``,
-    so the vocabulary projection runs on response positions only.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    backbone, head = _decoder_parts(model)
-    hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    tgt = batch["labels"][:, 1:]
-    sel = tgt != IGNORE                                   # [B, T-1]
-    rows = sel.nonzero(as_tuple=True)[0]                  # example index of each label position
-    logits = head(hidden[:, :-1][sel]).float()            # [n_labels, V]
-    ce = F.cross_entropy(logits, tgt[sel], reduction="none")
-    count = sel.sum(1)                                    # [B]
-    per = torch.zeros(tgt.shape[0], dtype=ce.dtype, device=ce.device).index_add_(0, rows, ce)
-    return per / count.clamp_min(1)
-
 
 def batch_gradients(model, tap: _LoraTap, layout: Layout, batch: dict[str, Any], out, *, bf16: bool = False) -> None:
     """Write each example's LoRA gradient g_b [P] into ``out[b]`` (fp32 [B, P]) with ONE backward.
@@ -497,7 +248,7 @@ def batch_gradients(model, tap: _LoraTap, layout: Layout, batch: dict[str, Any],
     dev_type = batch["input_ids"].device.type
     tap.clear()
     with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=bf16):
-        loss = per_example_loss(model, batch).sum()
+        loss = lm_ops.response_loss(model, batch)[0].sum()
     gys = torch.autograd.grad(loss, tap.y, allow_unused=True)
     mask = batch["attention_mask"].unsqueeze(-1)          # [B, T, 1]
     with torch.no_grad(), torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=bf16):
@@ -529,7 +280,7 @@ def project_rows(G, projector: Projector, cfg: FeatureConfig, moments=None):
         if cfg.kind == "adam":
             gk = adam_direction(gk, moments[0][cols], moments[1][cols], cfg.beta1, cfg.beta2, cfg.eps)
         x += gk @ projector.block(k)
-    return l2_normalise(x)
+    return unit_rows(x, zero="keep")
 
 
 def group_rows(cfg: FeatureConfig, n_params: int) -> int:
@@ -548,7 +299,7 @@ def extract_fast(model, encoded: Sequence[Encoded], cfg: FeatureConfig, projecto
     dev = next(model.parameters()).device
     tap = _LoraTap(model, layout)
     out = np.zeros((len(encoded), projector.cfg.dim), dtype=np.float32)
-    try:
+    with lm_ops.hooks(forward=tap.forward_hooks()):
         # Rows sorted by length, then cut into projection groups: buckets inside a group pad little.
         order = sorted(range(len(encoded)), key=lambda i: (encoded[i].length, i))
         rows = group_rows(cfg, layout.total)
@@ -569,8 +320,6 @@ def extract_fast(model, encoded: Sequence[Encoded], cfg: FeatureConfig, projecto
                 progress(done / len(encoded), f"{done}/{len(encoded)}")
             out[grp] = project_rows(G, projector, cfg, moments).numpy()
             del G
-    finally:
-        tap.remove()
     return out
 
 
@@ -599,14 +348,10 @@ def extract(model, tokenizer, records: Sequence[Record], cfg: FeatureConfig, pro
     return fn(model, enc, cfg, projector, pad_id=tokenizer.pad_token_id, moments=moments, progress=progress)
 
 
-def chunks(seq: Sequence[Any], n: int) -> Iterator[tuple[int, Sequence[Any]]]:
-    for i in range(0, len(seq), n):
-        yield i // n, seq[i: i + n]
-
 
 def with_overrides(cfg: Any, **kw: Any) -> Any:
+    """``cfg`` (a dataclass) with the fields of ``kw`` that are not None replaced (unset CLI flags keep defaults)."""
     return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
-
 
 # ----------------------------------------------------------------------------- into a store
 def store_config(loaded: LoadedModel, warmup: Warmup, ckpt: Checkpoint, cfg: FeatureConfig,
@@ -624,7 +369,7 @@ def extract_store(loaded: LoadedModel, records: Sequence[Record], warmup: Warmup
                   data_hash: str, data_source: str = "", method: str = "fast", dtype: str = "fp16",
                   shard_rows: int = 128, workspace: Workspace | None = None, out_dir: str | Path | None = None,
                   progress: Progress = no_progress):
-    """Features of ``records`` at one warmup checkpoint into a (resumable) :class:`~g2is_core.store.GradientStore`.
+    """Features of ``records`` at one warmup checkpoint into a (resumable) :class:`~g2is_core.features.store.GradientStore`.
 
     The store lives at ``<workspace>/grads/<key>`` (key = hash of the config and the data hash)
     unless ``out_dir`` is given. Rows are in the order of ``records``. Returns the opened store.

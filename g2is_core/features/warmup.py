@@ -1,0 +1,164 @@
+"""The LESS warmup (section 2.1): LoRA SFT on a random fraction of the pool, one checkpoint per epoch.
+
+Method: ``shared/spec/g2is_method.md`` section 2 (LESS, Xia et al. 2024). Design choices: ``docs/gradients.md``.
+
+Each checkpoint i keeps the adapter weights and the Adam moments (m_i, v_i) by parameter name; the
+train features at checkpoint i use them (:func:`g2is_core.features.projection.adam_direction`). The
+checkpoint weight w_i is the mean learning rate of epoch i under the loop's own schedule, normalised
+over the epochs (LESS weights the per-checkpoint cosines by it).
+
+Layout (``<workspace>/warmup/<key>/``): ``epoch-<i>/{adapter,optimizer}.safetensors`` (written by
+:func:`g2is_core.loop.training.train`) and a sidecar with the settings, the subset and the
+checkpoints with their weights.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..data.records import Record
+from ..loop.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
+from ..models.lora import LESS_LORA, SMALL_LORA, LoraSettings, attach_lora
+from ..progress import Progress, no_progress
+from ..workspace import Workspace, hash_config, read_sidecar, write_sidecar
+
+if TYPE_CHECKING:  # annotations only: loading pulls in the download machinery
+    from ..models.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    """LESS warmup (section 2.1): LoRA SFT on a random ``fraction`` of the pool, one checkpoint per epoch.
+
+    Defaults are the scaled-down ones for the ~135M default model (docs/gradients.md): LoRA r=8,
+    alpha=32 (LESS's alpha/r = 4), everything else as LESS. :data:`LESS_WARMUP` has the paper's.
+    """
+
+    fraction: float = 0.05       # LESS: 5% of the pool
+    epochs: int = 4              # LESS: 4 epochs, a checkpoint after each
+    lr: float = 2e-5             # LESS: peak 2e-5, linear decay
+    warmup_ratio: float = 0.03   # LESS: 3% linear warmup
+    batch_size: int = 8
+    grad_accum: int = 4          # effective batch 32 (LESS reference scripts)
+    max_length: int = 512
+    template: str = "chat"
+    seed: int = 0                # subset draw, data order, LoRA init
+    bf16: bool = False
+    lora: LoraSettings = SMALL_LORA
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, grad_accum=self.grad_accum,
+                           warmup_ratio=self.warmup_ratio, seed=self.seed, bf16=self.bf16, save_epochs=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+LESS_WARMUP = WarmupConfig(lora=LESS_LORA, batch_size=1, grad_accum=32)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    epoch: int
+    step: int
+    weight: float                # LESS checkpoint weight: mean LR of the epoch, normalised over epochs
+    path: Path                   # directory holding adapter.safetensors and optimizer.safetensors
+
+
+@dataclass
+class Warmup:
+    """A finished warmup: its directory, settings and checkpoints (with computed weights)."""
+
+    dir: Path
+    config: WarmupConfig
+    model_key: str
+    checkpoints: list[Checkpoint]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.dir.name
+
+    def checkpoint(self, epoch: int) -> Checkpoint:
+        for c in self.checkpoints:
+            if c.epoch == epoch:
+                return c
+        raise ValueError(f"warmup {self.key} has no checkpoint for epoch {epoch}; it has epochs "
+                         f"{', '.join(str(c.epoch) for c in self.checkpoints)}")
+
+
+def warmup_subset(n: int, fraction: float, seed: int) -> list[int]:
+    """Indices of the random warmup fraction (at least one), in pool order."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"warmup fraction {fraction} must be in (0, 1]")
+    k = max(1, round(fraction * n))
+    return sorted(random.Random(f"warmup:{seed}").sample(range(n), k))
+
+
+def checkpoint_weights(n_examples: int, cfg: WarmupConfig) -> list[float]:
+    """w_i: the mean learning rate of epoch i under the loop's own schedule, normalised to sum 1."""
+    return epoch_lr_weights(n_examples, cfg.train_config())
+
+
+def warmup(loaded: LoadedModel, records: Sequence[Record], cfg: WarmupConfig = WarmupConfig(), *,
+           data_hash: str, workspace: Workspace | None = None, out_dir: str | Path | None = None,
+           progress: Progress = no_progress) -> Warmup:
+    """Run (or resume, or reuse) the LESS warmup on a random ``cfg.fraction`` of ``records``.
+
+    Writes ``<workspace>/warmup/<key>/epoch-<i>/{adapter,optimizer}.safetensors`` via
+    :func:`g2is_core.loop.training.train` (Adam moments keyed by parameter name) and a sidecar with the
+    checkpoint weights computed from the schedule. Leaves LoRA attached to ``loaded.model``.
+    """
+    from ..data.encoding import encode_all
+
+    ws = workspace or Workspace()
+    ident = {"model": loaded.key, "data_hash": data_hash, "n_pool": len(records), "warmup": cfg.to_dict()}
+    d = Path(out_dir) if out_dir else ws.dir("warmup", hash_config(ident))
+    if ws.is_complete(d):
+        progress(1.0, f"warmup {d.name} already done")
+        return load_warmup(d)
+    idx = warmup_subset(len(records), cfg.fraction, cfg.seed)
+    subset = [records[i] for i in idx]
+    enc, rep = encode_all(loaded.tokenizer, subset, max_length=cfg.max_length, template=cfg.template)
+    peft_model = attach_lora(loaded.model, cfg.lora)
+    loaded.model = peft_model
+    tcfg = cfg.train_config()
+    res = train(peft_model, enc, tcfg, pad_id=loaded.tokenizer.pad_token_id, out_dir=d, progress=progress)
+    weights = checkpoint_weights(len(enc), cfg)
+    spe = steps_per_epoch(len(enc), tcfg)
+    total = total_steps(len(enc), tcfg)
+    ckpts = [{"epoch": e + 1, "step": min((e + 1) * spe, total), "weight": w,
+              "mean_lr": sum(lr_at(s, total, tcfg) for s in range(e * spe, min((e + 1) * spe, total)))
+              / max(1, min((e + 1) * spe, total) - e * spe)}
+             for e, w in enumerate(weights)]
+    write_sidecar(d, "warmup", {"warmup": cfg.to_dict(), "train": tcfg.to_dict()},
+                  inputs={"model": loaded.identity, "model_key": loaded.key, "data_hash": data_hash,
+                          "n_pool": len(records), "n_rows": len(subset),
+                          "subset_ids": [r.id for r in subset]},
+                  extra={"checkpoints": ckpts, "truncation": rep.summary(),
+                         "final_loss": res.losses[-1]["loss"] if res.losses else None})
+    return load_warmup(d)
+
+
+def load_warmup(directory: str | Path) -> Warmup:
+    d = Path(directory)
+    meta = read_sidecar(d)
+    if meta.get("kind") != "warmup":
+        raise ValueError(f"{d} is not a warmup (its sidecar says {meta.get('kind')!r}); give a `g2is warmup` output")
+    wc = dict(meta["config"]["warmup"])
+    wc["lora"] = LoraSettings(**{**wc["lora"], "targets": tuple(wc["lora"]["targets"])})
+    cfg = WarmupConfig(**wc)
+    ckpts = [Checkpoint(c["epoch"], c["step"], c["weight"], d / f"epoch-{c['epoch']}") for c in meta["checkpoints"]]
+    return Warmup(d, cfg, meta["inputs"]["model_key"], ckpts, meta)
+
+
+def find_warmup(spec: str | Path, workspace: Workspace | None = None) -> Warmup:
+    """A warmup by directory or by key (``<workspace>/warmup/<key>``)."""
+    p = Path(spec).expanduser()
+    if not p.is_dir():
+        p = (workspace or Workspace()).root / "warmup" / str(spec)
+    if not (p / "sidecar.json").exists():
+        raise FileNotFoundError(f"no finished warmup at {spec}; run `g2is warmup` first (or give its directory)")
+    return load_warmup(p)
