@@ -7,6 +7,7 @@ import math
 import pytest
 
 from g2is_core.loop import evaluation as E
+from g2is_core.loop.evaluation import protocols as P
 from g2is_core.data.encoding import collate, encode_prompt, encode_record
 from g2is_core.data.records import simple
 
@@ -253,7 +254,7 @@ def test_builtin_exact_match_end_to_end(tiny):
 
 def test_exact_match_scores_a_perfect_model(tiny, monkeypatch):
     """The scoring path, with generation replaced by an oracle that answers like a chatty model."""
-    monkeypatch.setattr(E, "_greedy", lambda lm, recs, *a: [f"The answer is {r.answer}." for r in recs])
+    monkeypatch.setattr(P, "_greedy", lambda lm, recs, *a: [f"The answer is {r.answer}." for r in recs])
     res = E.evaluate(tiny, "builtin:add_reverse", limit=4)
     assert res.metrics["accuracy"] == 1.0
 
