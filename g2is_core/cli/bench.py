@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args) -> int:
     import os
 
-    from ..loop.experiment import load_spec, run_experiment
+    from ..loop.runner import run_experiment
+    from ..loop.spec import load_spec
     from ..progress import cli_progress
 
     if args.command == "demo" and not os.environ.get("G2IS_THREADS"):
@@ -58,7 +59,8 @@ def _run(args) -> int:
 
 
 def _features(args) -> int:
-    from ..loop.experiment import load_spec, prepare_features
+    from ..loop.runner import prepare_features
+    from ..loop.spec import load_spec
     from ..progress import cli_progress
 
     spec = load_spec(args.spec)
