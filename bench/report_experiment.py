@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from g2is_core.loop.tables import overlap_matrix, paired_vs_random, summary_table
-from g2is_core.loop.experiment import load_spec
+from g2is_core.loop.spec import load_spec
 from g2is_core.loop.registry import Registry
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from g2is_core.loop import evaluation as E
+from g2is_core.loop.evaluation import protocols as P
 from g2is_core.data.encoding import collate, encode_prompt, encode_record
 from g2is_core.data.records import simple
 
@@ -253,7 +254,7 @@ def test_builtin_exact_match_end_to_end(tiny):
 
 def test_exact_match_scores_a_perfect_model(tiny, monkeypatch):
     """The scoring path, with generation replaced by an oracle that answers like a chatty model."""
-    monkeypatch.setattr(E, "_greedy", lambda lm, recs, *a: [f"The answer is {r.answer}." for r in recs])
+    monkeypatch.setattr(P, "_greedy", lambda lm, recs, *a: [f"The answer is {r.answer}." for r in recs])
     res = E.evaluate(tiny, "builtin:add_reverse", limit=4)
     assert res.metrics["accuracy"] == 1.0
 
@@ -281,3 +282,76 @@ def test_shared_mc_evals_run_on_tiny(shared_data, tiny):
     for name in ("arc_easy", "boolq", "foundry:winogrande"):
         res = E.evaluate(tiny, name, limit=2, batch_size=4)
         assert res.n == 2 and 0.0 <= res.metrics["accuracy"] <= 1.0
+
+
+# ============================================================================ contracts: every eval, every protocol
+# Known bug (data/tasks.py, not this module): the "upper" task has 158 distinct test-split prompts, fewer than the
+# BUILTIN_TEST_N = 200 its eval draws, so builtin:upper cannot load. Strict: the mark must go when it is fixed.
+_BROKEN_EVALS = {"builtin:upper": "the upper task has fewer than BUILTIN_TEST_N distinct test-split prompts"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_BROKEN_EVALS[n]))
+                                  if n in _BROKEN_EVALS else n for n in E.EVALS])
+def test_every_registered_eval_yields_well_formed_records(name):
+    """Each eval loads a few records (skipped where its data file is absent) that its protocol can score."""
+    from g2is_core.workspace import shared_data_root
+
+    spec = E.EVALS[name]
+    assert spec.protocol in E.PROTOCOLS and spec.description and 0 <= spec.shots <= spec.max_shots
+    if spec.needs_data and shared_data_root() is None:
+        pytest.skip(f"{name} needs the shared data folder ../shared/data (or G2IS_SHARED_DATA), absent here")
+    recs = E.eval_records(name, limit=3, seed=0)
+    assert 1 <= len(recs) <= 3 and len({r.id for r in recs}) == len(recs)
+    for r in recs:
+        assert isinstance(r.id, str) and r.id and r.prompt.strip() and r.messages[-1]["role"] == "assistant"
+        if spec.protocol == "mc":
+            pairs = (spec.options or P.same_options)(r)
+            assert len(pairs) >= 2 and all(opt for _, opt in pairs) and r.gold in range(len(pairs))
+        elif spec.protocol == "exact_match":
+            assert r.answer is not None and r.answer.strip()
+            assert isinstance((spec.score or E.metrics.builtin_score)(r, "no answer here")[1], bool)
+        elif spec.protocol == "f1":
+            assert r.metadata.get("answers") or r.answer
+        assert r.response.strip()  # loglik (available for every eval) scores the gold response
+
+
+def _contract_records():
+    """Two built-in task records, each also given two options and a gold index, so any protocol can score them."""
+    from dataclasses import replace
+
+    recs = E.eval_records("builtin:add", limit=2, seed=0)
+    return [replace(r, choices=(r.answer, r.answer + "0"), gold=0) for r in recs]
+
+
+@pytest.mark.parametrize("protocol", list(E.PROTOCOLS))
+def test_every_protocol_scores_the_tiny_model(protocol, tiny):
+    recs = _contract_records()
+    spec = E.EvalSpec(f"contract:{protocol}", "two built-in records", protocol, lambda root: recs, needs_data=False,
+                      max_new_tokens=4)
+    res = E.evaluate(tiny, spec, batch_size=2)
+    assert res.name == spec.name and res.protocol == protocol and res.n == len(recs) == len(res.per_example)
+    assert [p["id"] for p in res.per_example] == [r.id for r in recs]
+    for p in res.per_example:
+        assert {"id", "prediction", "gold", "correct", "score", "group"} <= set(p)
+        assert math.isfinite(p["score"])
+    assert res.metrics and all(isinstance(v, float) and math.isfinite(v) for v in res.metrics.values())
+    assert isinstance(res.by_group, dict) and res.to_json()["protocol"] == protocol
+
+
+def test_protocol_registry_drives_evaluate(tiny, monkeypatch):
+    """A protocol is one registered class: evaluate() finds it by name, with no other change."""
+    class Constant(P.Protocol):
+        name = "constant"
+
+        def run(self, lm, spec, records, settings, progress):
+            per = [{"id": r.id, "prediction": None, "gold": None, "correct": None, "score": 1.0, "group": r.subtask}
+                   for r in records]
+            return P.Scored(per, {"one": 1.0}, config={"batch_size_seen": settings.batch_size})
+
+    monkeypatch.setitem(P.PROTOCOLS, "constant", Constant())
+    spec = E.EvalSpec("test:constant", "hand-made", "constant", lambda root: _contract_records(), needs_data=False)
+    res = E.evaluate(tiny, spec, batch_size=3)
+    assert res.metrics == {"one": 1.0} and res.n == 2 and res.config["batch_size_seen"] == 3
+    with pytest.raises(E.EvalError, match="unknown protocol"):
+        E.evaluate(tiny, E.EvalSpec("test:nope", "hand-made", "nope", lambda root: _contract_records(),
+                                    needs_data=False))

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from g2is_core.loop.experiment import load_spec, run_experiment
+from g2is_core.loop.runner import run_experiment
+from g2is_core.loop.spec import load_spec
 from g2is_core.data.records import DataError
 from g2is_core.loop.registry import Registry
 
@@ -127,3 +128,105 @@ def test_method_variants_run_under_their_own_name(tmp_path, workspace):
                        ["bm25", "twice"]):
         with pytest.raises(DataError, match=match):
             load_spec(_write(tmp_path, {**SPEC, "methods": ["bm25", bad]}))
+
+
+# ============================================================================ typed settings
+def _cell_keys(spec):
+    from g2is_core.loop.runner import cell_config
+    from g2is_core.loop.spec import BASE
+    from g2is_core.workspace import hash_config
+
+    return [hash_config(cell_config(spec, t, m, r, s, "POOLHASH")) for t in spec.targets for m in spec.all_methods()
+            for r in ([None] if m in (BASE, "full") else spec.ratios) for s in spec.seeds]
+
+
+@pytest.mark.parametrize("path, spec_hash, first_key, digest", [
+    ("g2is_core/specs/demo.yaml", "d0fddd6f9d16ba93", "d758b1f0684c9adb", "cdc3cb3822f934df"),
+    ("bench/specs/real_data.yaml", "d010d27543066324", "034fa2e0a068ccbf", "604abdcd96072658"),
+])
+def test_shipped_specs_keep_their_registry_keys(path, spec_hash, first_key, digest):
+    """The keys the registry rows on record were written under (before the settings were typed): a cell hashes
+    its settings as the file wrote them, so neither typing nor a moved default may change them."""
+    import hashlib
+
+    from g2is_core.workspace import hash_config
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / path)
+    keys = _cell_keys(spec)
+    assert hash_config(spec.to_dict()) == spec_hash and keys[0] == first_key
+    assert hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16] == digest
+
+
+def test_spec_type_errors_name_the_file_and_the_field(tmp_path):
+    lora = {"r": 2, "alpha": 4, "dropout": 0.0}
+    cases = [({"train": {"lr": "1e-3", "lora": lora}}, "train.lr", "must be a number"),
+             ({"train": {"lora": {**lora, "rank": 4}}}, "train.lora", r"unknown field.*rank"),
+             ({"train": {"epochs": True}}, "train.epochs", "whole number"),
+             ({"train": {"bf16": "sometimes"}}, "train.bf16", "true, false or auto"),
+             ({"selection": {"features": {"warmup": {"epochs": "two"}}}}, "selection.features.warmup.epochs",
+              "whole number"),
+             ({"selection": {"nope": {}}}, "selection", "unknown field 'nope'"),
+             ({"selection": {"bm25": {"k": 3}}}, "selection.bm25", "no option"),
+             ({"eval": {"dtype": "maybe"}}, "eval.dtype", "true, false or auto"),
+             ({"eval": {"limit": 3}}, "eval", r"unknown field.*limit"),
+             ({"seeds": [0, "1"]}, r"seeds\[1\]", "whole number"),
+             ({"targets": [{"name": "add_reverse", "n_select": "4"}]}, r"targets\[0\]\.n_select", "whole number"),
+             ({"targets": [{"name": "add_reverse", "eval": "gsm8kk"}]}, r"targets\[0\]\.eval", "unknown eval"),
+             ({"targets": [{"name": "add_reverse", "protocol": "mc"}]}, r"targets\[0\]\.protocol",
+              "supports the protocols"),
+             ({"targets": [{"select": "builtin:add_reverse"}]}, r"targets\[0\]", "missing 'name'")]
+    for change, field_name, why in cases:
+        with pytest.raises(DataError, match=rf"spec\.yaml, field '{field_name}': .*{why}"):
+            load_spec(_write(tmp_path, {**SPEC, **change}))
+
+
+def test_settings_carry_help_and_read_their_defaults_once():
+    from dataclasses import fields
+
+    from g2is_core.features.gradients import WarmupConfig
+    from g2is_core.loop import spec as S
+    from g2is_core.loop.training import TrainConfig
+
+    for cls in (S.ExperimentSpec, S.TargetSpec, S.MethodVariant, S.TrainSettings, S.SelectionSettings,
+                S.FeatureSettings, S.WarmupSettings, S.EvalOptions):
+        for f in fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+    # the mirrors cover the configs they feed (a new TrainConfig/WarmupConfig field must be settable)
+    assert {f.name for f in fields(TrainConfig)} - {"seed"} <= {f.name for f in fields(S.TrainSettings)}
+    assert {f.name for f in fields(WarmupConfig)} == {f.name for f in fields(S.WarmupSettings)}
+    assert S.WarmupSettings().config() == WarmupConfig()
+    t = S.TrainSettings().train_config(seed=3)
+    assert (t.lr, t.epochs, t.batch_size, t.save_every, t.seed) == (2e-4, 2, 8, 20, 3)
+    assert (S.TRAIN_LORA.r, S.TRAIN_LORA.alpha, S.TRAIN_LORA.dropout) == (8, 32, 0.0)
+
+
+def test_spec_written_form_is_the_identity(tmp_path):
+    """Absent parts are written as {}; given ones as given (a whole number stays one); code-built parts hash
+    every field."""
+    from dataclasses import replace
+
+    from g2is_core.loop.runner import cell_config
+
+    spec = load_spec(_write(tmp_path, {"name": "bare", "targets": [{"name": "sort"}], "ratios": [1],
+                                       "train": {"lr": 1, "epochs": 1}}))
+    cfg = cell_config(spec, spec.targets[0], "bm25", 1.0, 0, "h")
+    assert cfg["train"] == {"lr": 1, "epochs": 1} and cfg["selection"] == {} and cfg["eval"] == {}
+    assert spec.ratios == [1.0] and spec.train.lr == 1 and spec.train.batch_size == 8
+    assert spec.targets[0].config() == {"name": "sort", "select": "builtin:sort", "eval": "builtin:sort",
+                                        "eval_limit": None, "n_select": 32}
+    changed = replace(spec.train, lr=0.5)
+    assert changed.as_written()["lr"] == 0.5 and "save_every" in changed.as_written()
+
+
+def test_gradient_methods_come_from_the_selection_registry(tmp_path, monkeypatch):
+    """A method whose registry entry needs features gets the gradient stores; no second list to add it to."""
+    from g2is_core.loop.runner import needs_features
+    from g2is_core.selection.core import METHODS, Method
+
+    assert needs_features("g2is") and needs_features("less")
+    assert not needs_features("bm25") and not needs_features("full") and not needs_features("base")
+    monkeypatch.setitem(METHODS, "toy-grad", Method("toy-grad", "a test method", METHODS["random"].options,
+                                                    METHODS["random"].run, needs=("features",)))
+    assert needs_features("toy-grad")
+    spec = load_spec(_write(tmp_path, {**SPEC, "methods": ["toy-grad"]}))
+    assert spec.methods == ["toy-grad"]

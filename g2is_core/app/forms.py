@@ -146,7 +146,7 @@ def job_templates() -> list[JobTemplate]:
     from ..features.warmup import WarmupConfig
     from ..heads.study import StudyConfig
     from ..impact.study import ImpactConfig
-    from ..loop.experiment import DEMO_SPEC
+    from ..loop.spec import DEMO_SPEC
 
     warm = WarmupConfig()
     study = StudyConfig()

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_show)
     d = sub.add_parser("demo", help="the whole chain on the embedded default (built-in pool, composite targets, "
                                     "default model)")
-    # None = the shipped demo spec (loop.experiment.DEMO_SPEC), resolved when run: `g2is --help` stays light
+    # None = the shipped demo spec (loop.spec.DEMO_SPEC), resolved when run: `g2is --help` stays light
     d.add_argument("--spec", default=None, help="spec to run (default: the shipped demo spec)")
     d.set_defaults(func=_run)
 
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args) -> int:
     import os
 
-    from ..loop.experiment import DEMO_SPEC, load_spec, run_experiment
+    from ..loop.runner import run_experiment
+    from ..loop.spec import DEMO_SPEC, load_spec
     from ..progress import cli_progress
 
     if args.command == "demo" and not os.environ.get("G2IS_THREADS"):
@@ -54,7 +55,8 @@ def _run(args) -> int:
 
 
 def _features(args) -> int:
-    from ..loop.experiment import load_spec, prepare_features
+    from ..loop.runner import prepare_features
+    from ..loop.spec import load_spec
     from ..progress import cli_progress
 
     spec = load_spec(args.spec)

@@ -62,14 +62,18 @@ def register(sub) -> None:
                    help="unlearn A and B jointly too (repeat). Default: "
                         + ", ".join(f"{a}+{b}" for a, b in d.pairs) + " with the default corpora, none otherwise")
     r.add_argument("--no-pairs", action="store_true", help="no joint runs")
-    r.add_argument("--eval-limit", type=int, default=None, help="examples per suite eval (default: the suite's, 6)")
+    limits = ", ".join(str(n) for n in sorted({e.limit for e in d.suite}))
+    r.add_argument("--eval-limit", type=int, default=None,
+                   help=f"examples per suite eval (default: the suite's, {limits})")
     r.add_argument("--n-train", type=int, default=d.n_train, help=f"chunks unlearned per corpus (default {d.n_train})")
     r.add_argument("--n-probe", type=int, default=d.n_probe, help=f"chunks per probe set (default {d.n_probe})")
     r.add_argument("--max-tokens", type=int, default=d.max_tokens, help=f"tokens per chunk (default {d.max_tokens})")
     r.add_argument("--max-steps", type=int, default=u.max_steps, help=f"cap on ascent steps (default {u.max_steps})")
     r.add_argument("--lr", type=float, default=u.lr, help=f"AdamW learning rate (default {u.lr})")
-    r.add_argument("--batch-size", type=int, default=u.batch_size)
-    r.add_argument("--seed", type=int, default=d.seed)
+    r.add_argument("--batch-size", type=int, default=u.batch_size,
+                   help=f"chunks per ascent and per descent step (default {u.batch_size})")
+    r.add_argument("--seed", type=int, default=d.seed, help=f"corpus sampling, batch order, eval subsets "
+                                                            f"(default {d.seed})")
     r.set_defaults(func=cmd_run)
 
     s = hs.add_parser("show", help="print the findings of a stored study")

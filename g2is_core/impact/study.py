@@ -71,7 +71,7 @@ class SuiteEntry:
     """One evaluation in the capability suite."""
 
     category: str                   # capability it measures
-    eval: str                       # name in g2is_core.evaluation.EVALS
+    eval: str                       # name in g2is_core.loop.evaluation.EVALS
     limit: int = 6                  # examples (a fixed seeded subset; the same before and after)
     protocol: str = "loglik"        # "loglik": NLL of the gold response; "mc": NLL of the gold option per token
     shots: int | None = 0           # few-shot exemplars (0 keeps prompts short; None = the eval's default)
@@ -285,7 +285,7 @@ def circle_layout(n: int) -> np.ndarray:
 
 
 def example_losses(result) -> list[float]:
-    """Per-example gold-answer NLL (nats/token) from an :class:`~g2is_core.evaluation.EvalResult`:
+    """Per-example gold-answer NLL (nats/token) from an :class:`~g2is_core.loop.evaluation.EvalResult`:
     loglik -> the example's mean response NLL; mc -> -log p(gold option) / its token count."""
     out = []
     for p in result.per_example:

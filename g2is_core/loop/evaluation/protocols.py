@@ -1,0 +1,207 @@
+"""Evaluation protocols: one registered class per way of scoring a model on records.
+
+:data:`PROTOCOLS` (name -> :class:`Protocol`) drives :func:`~g2is_core.loop.evaluation.evaluate`:
+it looks the protocol up by name and calls ``run(lm, spec, records, settings, progress)``, which
+returns a :class:`Scored` (per-example dicts, metrics, per-subtask metrics). A new protocol is one
+subclass with a ``name`` and a ``run``, decorated with :func:`register_protocol`
+(docs/evaluation.md has a worked example).
+
+``loglik``       Answer log-likelihood of the gold response given the prompt. Each record is
+                 tokenised exactly as for training (:func:`~g2is_core.data.encoding.encode_record`:
+                 chat template, response-only labels, so the end-of-turn token is scored too).
+                 metrics: ``nll`` = token-weighted mean NLL over all response tokens (nats),
+                 ``ppl`` = exp(nll), ``nll_example`` = mean of per-example mean NLLs, ``n_tokens``.
+                 Meaningful for any model, even one that never produces a correct answer; it is
+                 available for every eval (``protocol="loglik"``), not only its primary one.
+``exact_match``  Greedy generation (:func:`~g2is_core.models.generation.greedy_answers`) and a per-task
+                 answer extraction: GSM8K / SVAMP -> :func:`.metrics.extract_number`; BBH ->
+                 :func:`.metrics.extract_bbh_answer` + :func:`.metrics.bbh_match`; built-in tasks ->
+                 :func:`g2is_core.data.tasks.is_correct`. metrics: ``accuracy``.
+``mc``           Multiple choice by log-likelihood: every (prompt, option) pair is scored as the
+                 sum log-prob of the option's tokens given the prompt (all pairs of all examples
+                 batched together). Prediction = argmax. Two scores, both reported:
+                 ``accuracy_sum`` (sum log-prob) and ``accuracy_norm`` (mean log-prob per option
+                 token, llm-foundry's rule; it removes the bias towards short options).
+                 ``accuracy`` is the spec's primary one: ``sum`` where the options are fixed
+                 labels of the same length (MMLU letters, BoolQ true/false, the lettered
+                 CSQA/SIQA, WinoGrande whose scored continuation is the same for both options),
+                 ``norm`` where the options are free text of different lengths (ARC, OpenBookQA,
+                 PIQA, COPA).
+``f1``           TyDi QA GoldP: greedy generation, prediction = the first line of the
+                 completion; SQuAD v1.1 metrics (:func:`.metrics.squad_normalize`: lowercase, drop
+                 punctuation, drop the English articles a/an/the, collapse whitespace), max over
+                 the gold answers. metrics: ``em`` and ``f1`` (fractions, not percent). Article
+                 removal is English-only, as in the official script used for TyDi QA GoldP; for
+                 the other 8 languages it is a no-op except on the rare Latin-script "a"/"the".
+
+Every per-example dict carries at least ``id``, ``prediction``, ``gold``, ``correct``, ``score``
+and ``group`` (the record's subtask).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+from ...data.records import Record
+from ...progress import Progress
+from .metrics import EvalError, builtin_score, group_metrics, loglik_metrics, mc_predict, squad_scores
+from .scoring import loglik_scores, mc_scores
+
+if TYPE_CHECKING:
+    from .families import EvalSpec
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How an eval is scored (what is scored, and by which rule, is the :class:`EvalSpec`'s)."""
+
+    batch_size: int = _opt(8, "sequences per forward pass (the numbers do not depend on it: batches are "
+                              "left-padded with explicit positions)")
+    template: str = _opt("chat", "prompt template: chat (the model's chat template, as in training) or plain "
+                                 "(the Alpaca template)")
+    max_length: int = _opt(2048, "longest scored sequence for loglik / mc, capped at the model's context; longer "
+                                 "ones lose prompt tokens from the left (counted in n_truncated)")
+    max_new_tokens: int | None = _opt(None, "generation budget of exact_match / f1 evals (None: the eval's own)")
+
+
+@dataclass
+class Scored:
+    """What a protocol measured on a list of records."""
+
+    per_example: list[dict[str, Any]]
+    metrics: dict[str, float]
+    by_group: dict[str, dict[str, float]] = field(default_factory=dict)  # per subtask, where records span several
+    config: dict[str, Any] = field(default_factory=dict)                 # settings the protocol resolved itself
+
+
+class Protocol:
+    """One way of scoring a model on an eval's records. Subclasses set ``name`` and implement :meth:`run`."""
+
+    name: ClassVar[str]
+
+    def run(self, lm, spec: EvalSpec, records: Sequence[Record], settings: EvalSettings,
+            progress: Progress) -> Scored:
+        """Score ``lm`` (a :class:`~g2is_core.models.LoadedModel`) on ``records`` (already prompted)."""
+        raise NotImplementedError
+
+
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register_protocol(cls: type[Protocol]) -> type[Protocol]:
+    """Class decorator: add one instance of ``cls`` to :data:`PROTOCOLS` under ``cls.name``."""
+    if cls.name in PROTOCOLS:
+        raise ValueError(f"protocol {cls.name!r} is registered twice")
+    PROTOCOLS[cls.name] = cls()
+    return cls
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise EvalError(f"unknown protocol {name!r}; the protocols are {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def same_options(rec: Record) -> list[tuple[Record, str]]:
+    """The mc default: each of the record's own ``choices`` after its own prompt."""
+    return [(rec, c) for c in rec.choices or ()]
+
+
+@register_protocol
+class Loglik(Protocol):
+    name = "loglik"
+
+    def run(self, lm, spec, records, settings, progress):
+        nlls, n_cut = loglik_scores(lm, records, template=settings.template, max_length=settings.max_length,
+                                    batch_size=settings.batch_size, progress=progress)
+        per = []
+        for r, x in zip(records, nlls):
+            nll = sum(x) / len(x) if x else float("nan")
+            per.append({"id": r.id, "prediction": None, "gold": r.response, "correct": None, "score": -nll,
+                        "nll": nll, "n_tokens": len(x), "group": r.subtask})
+        return Scored(per, {**loglik_metrics(nlls), "n_truncated": float(n_cut)},
+                      group_metrics(per, {"nll_example": "nll"}))
+
+
+class _Generative(Protocol):
+    """Greedy completions, judged one by one (:meth:`judge`), then averaged (:attr:`means`)."""
+
+    means: ClassVar[dict[str, str]]  # metric name -> the per-example field it averages
+
+    def judge(self, spec: EvalSpec, rec: Record, completion: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def run(self, lm, spec, records, settings, progress):
+        budget = settings.max_new_tokens or spec.max_new_tokens
+        outs = _greedy(lm, records, budget, settings.batch_size, settings.template, progress)
+        per = [self.judge(spec, r, out) for r, out in zip(records, outs)]
+        n = len(per)
+        metrics = {name: sum(p[k] for p in per) / n for name, k in self.means.items()}
+        return Scored(per, metrics, group_metrics(per, self.means), {"max_new_tokens": budget})
+
+
+@register_protocol
+class ExactMatch(_Generative):
+    name = "exact_match"
+    means = {"accuracy": "correct"}
+
+    def judge(self, spec, rec, completion):
+        pred, ok = (spec.score or builtin_score)(rec, completion)
+        return {"id": rec.id, "prediction": pred, "gold": rec.answer, "correct": bool(ok), "score": float(ok),
+                "completion": completion, "group": rec.subtask}
+
+
+@register_protocol
+class MultipleChoice(Protocol):
+    name = "mc"
+
+    def run(self, lm, spec, records, settings, progress):
+        items = [(spec.options or same_options)(r) for r in records]
+        for r, it in zip(records, items):
+            if len(it) < 2 or r.gold is None:
+                raise EvalError(f"example {r.id!r} of {spec.name!r} has no options or no gold index to score")
+        scores, n_cut = mc_scores(lm, items, template=settings.template, max_length=settings.max_length,
+                                  batch_size=settings.batch_size, progress=progress)
+        per = []
+        for r, sc in zip(records, scores):
+            sums, lens = [s for s, _ in sc], [n for _, n in sc]
+            p_sum, p_norm = mc_predict(sums, lens)
+            pred = p_sum if spec.mc_primary == "sum" else p_norm
+            per.append({"id": r.id, "prediction": pred, "gold": r.gold, "correct": pred == r.gold,
+                        "score": sums[pred] if spec.mc_primary == "sum" else sums[pred] / max(1, lens[pred]),
+                        "correct_sum": p_sum == r.gold, "correct_norm": p_norm == r.gold,
+                        "logprob_sum": sums, "n_tokens": lens, "group": r.subtask})
+        n = len(per)
+        metrics = {"accuracy": sum(p["correct"] for p in per) / n,
+                   "accuracy_sum": sum(p["correct_sum"] for p in per) / n,
+                   "accuracy_norm": sum(p["correct_norm"] for p in per) / n, "n_truncated": float(n_cut)}
+        by_group = group_metrics(per, {"accuracy": "correct", "accuracy_sum": "correct_sum",
+                                        "accuracy_norm": "correct_norm"})
+        if by_group:
+            metrics["accuracy_macro"] = sum(g["accuracy"] for g in by_group.values()) / len(by_group)
+        return Scored(per, metrics, by_group)
+
+
+@register_protocol
+class SquadF1(_Generative):
+    name = "f1"
+    means = {"em": "em", "f1": "f1"}
+
+    def judge(self, spec, rec, completion):
+        pred = next((ln.strip() for ln in completion.splitlines() if ln.strip()), "")
+        golds = rec.metadata.get("answers") or [rec.answer or rec.response]
+        em, f1 = squad_scores(pred, golds)
+        return {"id": rec.id, "prediction": pred, "gold": golds, "correct": bool(em), "score": f1,
+                "em": em, "f1": f1, "completion": completion, "group": rec.subtask}
+
+
+def _greedy(lm, records: Sequence[Record], max_new_tokens: int, batch_size: int, template: str,
+            progress: Progress) -> list[str]:
+    """Greedy completions (the project's batched generator)."""
+    from ...models.generation import greedy_answers
+    return greedy_answers(lm, records, max_new_tokens=max_new_tokens, batch_size=batch_size, template=template,
+                          progress=progress)

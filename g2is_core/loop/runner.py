@@ -1,0 +1,220 @@
+"""Benchmark runner: an experiment spec -> select, fine-tune, evaluate -> run-registry rows.
+
+Every (target, method, ratio, seed) cell of a spec (:mod:`.spec`) is one row of the run registry
+(SQLite), keyed by the hash of its full config (:func:`cell_config`), so ``g2is bench run SPEC``
+resumes after a kill without redoing finished rows. The random and full-data baselines, and the
+untrained base model, are part of every table: they are added to the spec's methods whether or
+not it lists them. Gradient methods (those whose registry entry ``needs`` features) get the LESS
+stores from :func:`gradient_stores`, cached by content in the workspace.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, fields
+from typing import Any
+
+from ..data.records import Record
+from ..progress import Progress, no_progress
+from ..runtime import resolve_bf16
+from ..workspace import Workspace, hash_config, write_json
+from .experiment import load_pool, load_target
+from .registry import Registry
+from .spec import BASE, ExperimentSpec, TargetSpec
+
+
+def needs_features(method: str) -> bool:
+    """Whether a selection method scores gradient features (its registry entry's ``needs``), so a cell of
+    it needs the warmup and the gradient stores first."""
+    from ..selection.core import METHODS
+
+    m = METHODS.get(method)
+    return m is not None and "features" in m.needs
+
+
+def cell_config(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: float | None, seed: int,
+                pool_hash: str) -> dict[str, Any]:
+    """What identifies one cell: its registry key is the hash of this (settings as the spec file wrote them)."""
+    return {"experiment": spec.name, "model": spec.model, "pool_hash": pool_hash, "target": target.config(),
+            "method": method, "ratio": ratio, "seed": seed,
+            "train": spec.train.as_written() if method != BASE else None,
+            "selection": spec.selection.as_written() if method not in (BASE, "full", "random") else None,
+            "eval": spec.eval.as_written(),
+            **({"variant": asdict(spec.variants[method])} if method in spec.variants else {})}
+
+
+def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, progress: Progress = no_progress,
+                   log=print, methods: set[str] | None = None) -> list[dict[str, Any]]:
+    """Run every missing cell of the spec (only those of ``methods``, when given); return the registry
+    rows of this experiment.
+
+    Several processes may run the same spec at once: each claims a cell in the registry before it
+    runs it, so they share the work (``prepare_features`` first, so they do not both extract them)."""
+    from ..data.loaders import data_hash
+
+    ws = workspace or Workspace()
+    reg = Registry.open(ws)
+    pool = load_pool(spec.pool)
+    pool_hash = data_hash(pool)
+    cells = []
+    for t in spec.targets:
+        for m in spec.all_methods():
+            if methods is not None and m not in methods:
+                continue
+            for r in ([None] if m in (BASE, "full") else spec.ratios):
+                seeds = [spec.seeds[0]] if m == BASE else (spec.full_seeds or spec.seeds) if m == "full" else spec.seeds
+                for s in seeds:
+                    cells.append((t, m, r, s))
+    exp_dir = ws.dir("experiments", hash_config(spec.to_dict()))
+    write_json(exp_dir / "spec.json", spec.to_dict())
+    for i, (t, m, r, s) in enumerate(cells):
+        cfg = cell_config(spec, t, m, r, s, pool_hash)
+        key = hash_config(cfg)
+        label = f"{t.name} / {m} / ratio {r} / seed {s}"
+        if not reg.claim(key, spec.name, t.name, m, r, s, cfg):
+            log(f"[{i + 1}/{len(cells)}] {label}: done already (or running elsewhere), skipped")
+            continue
+        progress(i / len(cells), label)
+        try:
+            metrics, timings, sel_dir, train_dir = _run_cell(spec, t, m, r, s, pool, ws, key,
+                                                              lambda f, msg: progress((i + f) / len(cells), f"{label}: {msg}"))
+        except Exception as exc:
+            reg.fail(key, f"{type(exc).__name__}: {exc}")
+            raise
+        reg.finish(key, metrics=metrics, timings=timings, selection=sel_dir, train_dir=train_dir)
+        log(f"[{i + 1}/{len(cells)}] {label}: {json.dumps(metrics)}")
+    progress(1.0, "experiment finished")
+    return reg.rows(spec.name)
+
+
+def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: float | None, seed: int,
+              pool: list[Record], ws: Workspace, key: str, progress: Progress):
+    from dataclasses import replace
+
+    from ..data.encoding import encode_all
+    from ..models.loading import attach_lora, load_model
+    from .evaluation import EvalSettings, evaluate
+    from .training import train
+
+    timings: dict[str, float] = {}
+    sel_dir = None
+    train_dir = None
+    t0 = time.perf_counter()
+    if method == BASE:
+        chosen: list[Record] = []
+    elif method == "full":
+        chosen = list(pool)
+    else:
+        from ..selection.core import SelectionRun, select
+
+        targets = load_target(target.select, target.n_select, seed=0)
+        name, method = method, spec.base_method(method)
+        opts = spec.selection.method_options(method)
+        if name in spec.variants:
+            opts.update(spec.variants[name].options)
+        stores: dict[str, Any] = {}
+        if needs_features(method):
+            stores = gradient_stores(spec, pool, targets, ws, lambda f, m: progress(0.25 * f, f"features: {m}"))
+        if method == "random":
+            opts.setdefault("seed", seed)
+        sel = select(method, pool, targets, ratio=ratio, workspace=ws, **stores, **opts)
+        run = SelectionRun.save(sel, pool, workspace=ws, name=f"{spec.name}/{target.name}/{name}/{ratio}/{seed}")
+        by_id = {r.id: r for r in pool}
+        chosen = [by_id[i] for i in run.ids]
+        sel_dir = str(run.dir)
+    timings["select_s"] = time.perf_counter() - t0
+    lm = load_model(spec.model, workspace=ws)
+    if chosen:
+        ts = spec.train
+        cfg = ts.train_config(seed)
+        model = lm.model
+        if ts.full:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        else:
+            model = attach_lora(model, replace(ts.lora, seed=seed))
+        enc, _ = encode_all(lm.tokenizer, chosen, max_length=ts.max_length)
+        from ..data.loaders import data_hash
+
+        # Keyed by what determines the weights (model, settings, seed, the data itself), not by the
+        # cell: the full-data model, or two methods that select the same set, are trained once.
+        # ("auto" precision keyed by what it resolved to here; specs without the switch keep their keys)
+        written = ts.as_written()
+        train_key = {**written, "bf16": cfg.bf16} if "bf16" in written else written
+        train_dir = ws.dir("training", hash_config({"model": lm.key, "train": train_key, "seed": seed,
+                                                    "data": data_hash(chosen)}))
+        t1 = time.perf_counter()
+        train(model, enc, cfg, pad_id=lm.tokenizer.pad_token_id, out_dir=train_dir,
+              progress=lambda f, m: progress(0.3 + 0.5 * f, f"train: {m}"))
+        timings["train_s"] = time.perf_counter() - t1
+        lm.model = model
+        train_dir = str(train_dir)
+    t2 = time.perf_counter()
+    ev = spec.eval
+    if resolve_bf16(ev.dtype):
+        import torch
+
+        lm.model = lm.model.to(torch.bfloat16)  # scoring only: bf16 matmuls (AVX512-BF16 / AMX / tensor cores)
+    scoring = {f.name: getattr(ev, f.name) for f in fields(EvalSettings)}
+    res = evaluate(lm, target.eval, limit=target.eval_limit, seed=0, **scoring,
+                   protocol=target.protocol if target.protocol is not None else ev.protocol,
+                   shots=target.shots if target.shots is not None else ev.shots,
+                   progress=lambda f, m: progress(0.8 + 0.1 * f, f"eval: {m}"))
+    metrics = {**res.metrics, "n_eval": res.n, "n_train": len(chosen)}
+    if ev.loglik and res.protocol != "loglik":
+        # The gold answer's log-likelihood moves even when a small model's exact match stays at 0.
+        # (Scored with evaluate()'s defaults and the target's shots only, as the rows on record were.)
+        ll = evaluate(lm, target.eval, limit=target.eval_limit, seed=0, protocol="loglik", shots=target.shots,
+                      progress=lambda f, m: progress(0.9 + 0.1 * f, f"eval (loglik): {m}"))
+        metrics.update({"nll": ll.metrics["nll"], "ppl": ll.metrics["ppl"]})
+    timings["eval_s"] = time.perf_counter() - t2
+    return metrics, timings, sel_dir, train_dir
+
+
+def prepare_features(spec: ExperimentSpec, workspace: Workspace | None = None,
+                     progress: Progress = no_progress) -> int:
+    """Warmup and every gradient store the spec's gradient methods need (cached by content), up front.
+
+    Returns the number of targets prepared (0 when the spec lists no gradient method)."""
+    if not any(needs_features(spec.base_method(m)) for m in spec.methods):
+        return 0
+    ws = workspace or Workspace()
+    pool = load_pool(spec.pool)
+    n = len(spec.targets)
+    for i, t in enumerate(spec.targets):
+        gradient_stores(spec, pool, load_target(t.select, t.n_select, seed=0), ws,
+                        lambda f, m: progress((i + f) / n, f"{t.name}: {m}"))
+    progress(1.0, "features ready")
+    return n
+
+
+def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Record], ws: Workspace,
+                    progress: Progress = no_progress) -> dict[str, Any]:
+    """LESS features for a spec: warmup on the pool, then pool (Adam) and target (SGD) stores per checkpoint.
+
+    Everything is cached by content in the workspace (warmup, stores), so methods and targets share it.
+    Settings: ``spec.selection.features`` (:class:`~g2is_core.loop.spec.FeatureSettings`).
+    """
+    from ..data.loaders import data_hash
+    from ..features.gradients import FeatureConfig, extract_store, warmup
+    from ..models.loading import load_model
+
+    fs = spec.selection.features
+    wcfg = fs.warmup.config()
+    max_length = fs.max_length if fs.max_length is not None else wcfg.max_length
+    bf16 = resolve_bf16(fs.bf16)  # fast path: autocast the feature pass to bf16 (true/false/auto)
+    proj = fs.projector()
+    lm = load_model(spec.model, workspace=ws)
+    pool_hash = data_hash(pool)
+    w = warmup(lm, pool, wcfg, data_hash=pool_hash, workspace=ws, progress=lambda f, m: progress(0.2 * f, m))
+    train_stores, target_stores = [], []
+    n = len(w.checkpoints)
+    for i, ck in enumerate(w.checkpoints):
+        lm = load_model(spec.model, workspace=ws)
+        train_stores.append(extract_store(lm, pool, w, ck.epoch, FeatureConfig(kind="adam", max_length=max_length, bf16=bf16),
+                                          proj, data_hash=pool_hash, workspace=ws,
+                                          progress=lambda f, m: progress(0.2 + 0.8 * (i + 0.9 * f) / n, m)))
+        target_stores.append(extract_store(lm, targets, w, ck.epoch, FeatureConfig(kind="sgd", max_length=max_length, bf16=bf16),
+                                           proj, data_hash=data_hash(targets), workspace=ws,
+                                           progress=lambda f, m: progress(0.2 + 0.8 * (i + 0.9 + 0.1 * f) / n, m)))
+    return {"train_stores": train_stores, "target_stores": target_stores}
