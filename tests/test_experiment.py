@@ -183,7 +183,7 @@ def test_spec_type_errors_name_the_file_and_the_field(tmp_path):
 def test_settings_carry_help_and_read_their_defaults_once():
     from dataclasses import fields
 
-    from g2is_core.features.gradients import WarmupConfig
+    from g2is_core.features.warmup import WarmupConfig
     from g2is_core.loop import spec as S
     from g2is_core.loop.training import TrainConfig
 

@@ -92,7 +92,8 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     from dataclasses import replace
 
     from ..data.encoding import encode_all
-    from ..models.loading import attach_lora, load_model
+    from ..models.loading import load_model
+    from ..models.lora import attach_lora
     from .evaluation import EvalSettings, evaluate
     from .training import train
 
@@ -196,7 +197,8 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     Settings: ``spec.selection.features`` (:class:`~g2is_core.loop.spec.FeatureSettings`).
     """
     from ..data.loaders import data_hash
-    from ..features.gradients import FeatureConfig, extract_store, warmup
+    from ..features.extract import FeatureConfig, extract_store
+    from ..features.warmup import warmup
     from ..models.loading import load_model
 
     fs = spec.selection.features

@@ -4,7 +4,7 @@ A spec names a pool, targets, methods, ratios, seeds, a model, and training/eval
 runner (:mod:`.runner`) turns each (target, method, ratio, seed) cell into one row of the run
 registry. Each setting is a dataclass field whose metadata carries its help text (as the selection
 methods' options do); its default is written there once, or read from the config it feeds
-(:class:`~g2is_core.loop.training.TrainConfig`, :class:`~g2is_core.features.gradients.WarmupConfig`,
+(:class:`~g2is_core.loop.training.TrainConfig`, :class:`~g2is_core.features.warmup.WarmupConfig`,
 :class:`~g2is_core.loop.evaluation.EvalSettings`). :func:`load_spec` reads a file: an unknown key or a
 value of the wrong type fails with a sentence naming the file and the field (``train.lr``).
 
@@ -136,7 +136,7 @@ class TrainSettings(SpecPart):
 
 @dataclass(frozen=True)
 class WarmupSettings:
-    """The LESS warmup of the gradient features (:class:`~g2is_core.features.gradients.WarmupConfig`)."""
+    """The LESS warmup of the gradient features (:class:`~g2is_core.features.warmup.WarmupConfig`)."""
 
     fraction: float = _opt(_WARMUP.fraction, "fraction of the pool the warmup trains on (LESS: 5%)")
     epochs: int = _opt(_WARMUP.epochs, "warmup epochs; one feature checkpoint after each")
