@@ -185,7 +185,7 @@ def test_settings_carry_help_and_read_their_defaults_once():
 
     from g2is_core.features.warmup import WarmupConfig
     from g2is_core.loop import spec as S
-    from g2is_core.loop.training import TrainConfig
+    from g2is_core.models.training import TrainConfig
 
     for cls in (S.ExperimentSpec, S.TargetSpec, S.MethodVariant, S.TrainSettings, S.SelectionSettings,
                 S.FeatureSettings, S.WarmupSettings, S.EvalOptions):

@@ -4,7 +4,7 @@ from g2is_core.data.encoding import encode_all
 from g2is_core.models.loading import tiny_llama
 from g2is_core.models.lora import LoraSettings, attach_lora, lora_parameters
 from g2is_core.data.tasks import make_task_records
-from g2is_core.loop.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
+from g2is_core.models.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
 
 
 def test_schedule_warmup_then_linear_decay():

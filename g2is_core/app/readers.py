@@ -7,7 +7,7 @@ sidecar/metadata, and ``stamp()`` (a number that changes when the artefact's fil
 key the pages' caches use). Lists are newest first.
 
 File names below are the writers' (selection/core.py ``SelectionRun.save``, heads/study.py,
-impact/study.py, loop/training.py ``train``, loop/registry.py ``Registry.open``).
+impact/study.py, models/training.py ``train``, loop/registry.py ``Registry.open``).
 """
 from __future__ import annotations
 

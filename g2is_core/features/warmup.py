@@ -8,7 +8,7 @@ checkpoint weight w_i is the mean learning rate of epoch i under the loop's own 
 over the epochs (LESS weights the per-checkpoint cosines by it).
 
 Layout (``<workspace>/warmup/<key>/``): ``epoch-<i>/{adapter,optimizer}.safetensors`` (written by
-:func:`g2is_core.loop.training.train`) and a sidecar with the settings, the subset and the
+:func:`g2is_core.models.training.train`) and a sidecar with the settings, the subset and the
 checkpoints with their weights.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..data.records import Record
-from ..loop.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
+from ..models.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
 from ..models.lora import LESS_LORA, SMALL_LORA, LoraSettings, attach_lora
 from ..progress import Progress, no_progress
 from ..workspace import Workspace, hash_config, read_sidecar, write_sidecar
@@ -108,7 +108,7 @@ def warmup(loaded: LoadedModel, records: Sequence[Record], cfg: WarmupConfig = W
     """Run (or resume, or reuse) the LESS warmup on a random ``cfg.fraction`` of ``records``.
 
     Writes ``<workspace>/warmup/<key>/epoch-<i>/{adapter,optimizer}.safetensors`` via
-    :func:`g2is_core.loop.training.train` (Adam moments keyed by parameter name) and a sidecar with the
+    :func:`g2is_core.models.training.train` (Adam moments keyed by parameter name) and a sidecar with the
     checkpoint weights computed from the schedule. Leaves LoRA attached to ``loaded.model``.
     """
     from ..data.encoding import encode_all

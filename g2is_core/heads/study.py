@@ -3,7 +3,7 @@ application (a data mix weighted by the composition regression).
 
 One study = for each task and seed: load the base model, measure accuracy (exact match, greedy
 generation) and the activation pattern (AP) on fixed held-apart samples, fine-tune for a fixed step
-budget with the project's one SFT loop (:func:`g2is_core.loop.training.train`), measuring the AP at
+budget with the project's one SFT loop (:func:`g2is_core.models.training.train`), measuring the AP at
 chosen steps through its callback, then measure accuracy again. The AP samples are the task's
 "dev" split with seed 0 for every run (the same samples before, during and after, and across
 seeds); accuracy uses the "test" split; training uses the "train" split with the run's seed.
@@ -81,7 +81,7 @@ class StudyConfig:
         return asdict(self)
 
     def train_config(self, seed: int, steps: int | None = None):
-        from ..loop.training import TrainConfig
+        from ..models.training import TrainConfig
 
         return TrainConfig(lr=self.lr, max_steps=self.steps if steps is None else steps, batch_size=self.batch_size, warmup_ratio=0.1,
                            seed=seed, bf16=self.bf16, save_every=10 ** 9)
@@ -210,7 +210,7 @@ def run_study(cfg: StudyConfig, workspace: Workspace | None = None, *, progress:
 
 
 def _run_one(cfg, ws, task, seed, pat_enc, base_per, base_acc, eval_recs, run_dir: Path, progress, log) -> None:
-    from ..loop.training import train
+    from ..models.training import train
 
     t0 = time.time()
     lm, model = _load(cfg, ws, train=True)
@@ -471,7 +471,7 @@ def run_mix(study: HeadStudy, mcfg: MixConfig, workspace: Workspace | None = Non
             progress: Progress = no_progress, log=print) -> dict[str, Any]:
     """Compare target-only SFT, random basic mix -> target, and regression-weighted mix -> target
     on the target's test accuracy. Writes ``<workspace>/heads-mix/<key>/mix.json``."""
-    from ..loop.training import train
+    from ..models.training import train
 
     ws = workspace or Workspace()
     cfg = StudyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in study.config.items()})

@@ -21,7 +21,7 @@ The measurement is injectable (``measure(model, which)`` with which in "target",
 sequence. The default measures the token-weighted mean NLL of fixed probe chunks (:func:`mean_loss`).
 
 Optimiser: one AdamW with a constant learning rate shared by ascent and descent steps, gradient
-clipping at ``max_grad_norm`` (the project's conventions from :mod:`g2is_core.loop.training`, without a
+clipping at ``max_grad_norm`` (the project's conventions from :mod:`g2is_core.models.training`, without a
 schedule: a run stops at a loss threshold, so its length is not known in advance). Which parameters
 move is the caller's choice (all of them for full fine-tuning; :mod:`g2is_core.impact.study` does that).
 

@@ -95,7 +95,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     from ..models.loading import load_model
     from ..models.lora import attach_lora
     from .evaluation import EvalSettings, evaluate
-    from .training import train
+    from ..models.training import train
 
     timings: dict[str, float] = {}
     sel_dir = None

@@ -4,7 +4,7 @@ A spec names a pool, targets, methods, ratios, seeds, a model, and training/eval
 runner (:mod:`.runner`) turns each (target, method, ratio, seed) cell into one row of the run
 registry. Each setting is a dataclass field whose metadata carries its help text (as the selection
 methods' options do); its default is written there once, or read from the config it feeds
-(:class:`~g2is_core.loop.training.TrainConfig`, :class:`~g2is_core.features.warmup.WarmupConfig`,
+(:class:`~g2is_core.models.training.TrainConfig`, :class:`~g2is_core.features.warmup.WarmupConfig`,
 :class:`~g2is_core.loop.evaluation.EvalSettings`). :func:`load_spec` reads a file: an unknown key or a
 value of the wrong type fails with a sentence naming the file and the field (``train.lr``).
 
@@ -49,7 +49,7 @@ from ..features.warmup import WarmupConfig
 from ..models.lora import SFT_LORA, SMALL_LORA, LoraSettings
 from ..runtime import resolve_bf16
 from .evaluation import EvalSettings, get_spec
-from .training import TrainConfig
+from ..models.training import TrainConfig
 
 BASELINES = ("random", "full")
 BASE = "base"  # the model before any fine-tuning
@@ -104,7 +104,7 @@ class SpecPart:
 # ----------------------------------------------------------------------------- the parts
 @dataclass(frozen=True)
 class TrainSettings(SpecPart):
-    """Fine-tuning on a selection (:func:`~g2is_core.loop.training.train`); each cell's seed is the training seed."""
+    """Fine-tuning on a selection (:func:`~g2is_core.models.training.train`); each cell's seed is the training seed."""
 
     lr: float = _opt(2e-4, "peak learning rate (AdamW; linear warmup, then linear decay to 0)")
     epochs: int = _opt(2, "passes over the selected examples")

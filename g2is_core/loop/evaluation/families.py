@@ -36,43 +36,16 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 from ...data import tasks
 from ...data.records import Record
 from ...workspace import shared_data_root
 from .metrics import EvalError, bbh_score, builtin_score, number_score, subset, text_score
+from .evalspec import EvalSpec, Loader, Prepare
 from .protocols import PROTOCOLS, same_options
-
-Loader = Callable[[Path | None], list[Record]]
-Prepare = Callable[[list[Record], int, Path | None], list[Record]]
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    """One target evaluation. Fields say where the examples come from and how they are scored."""
-
-    name: str
-    description: str                             # one sentence for the app, with the split used
-    protocol: str                                # the primary protocol (a name in protocols.PROTOCOLS)
-    load: Loader = field(repr=False)             # data root (None when absent) -> test examples, in order
-    needs_data: bool = True                      # False for the built-in suite (no files)
-    shots: int = 0                               # default number of few-shot exemplars
-    max_shots: int = 0                           # most the benchmark defines (0 = no few-shot)
-    prepare: Prepare | None = field(default=None, repr=False)  # (records, shots, root) -> prompted records
-    options: Callable[[Record], list[tuple[Record, str]]] | None = field(default=None, repr=False)  # mc pairs
-    mc_primary: str = "sum"                      # "sum" | "norm": which mc accuracy is `accuracy`
-    score: Callable[[Record, str], tuple[Any, bool]] | None = field(default=None, repr=False)  # exact_match
-    max_new_tokens: int = 32
-    stratify: bool = False                       # spread `limit` evenly over record.subtask
-
-    @property
-    def protocols(self) -> tuple[str, ...]:
-        """Protocols this eval supports, the primary first (loglik works for every eval)."""
-        return (self.protocol,) if self.protocol == "loglik" else (self.protocol, "loglik")
-
 
 EVALS: dict[str, EvalSpec] = {}
 

@@ -40,15 +40,14 @@ and ``group`` (the record's subtask).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 from ...data.records import Record
 from ...progress import Progress
 from .metrics import EvalError, builtin_score, group_metrics, loglik_metrics, mc_predict, squad_scores
 from .scoring import loglik_scores, mc_scores
 
-if TYPE_CHECKING:
-    from .families import EvalSpec
+from .evalspec import EvalSpec
 
 
 def _opt(default: Any, help: str) -> Any:
