@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 
 from g2is_core.loop.experiment import gradient_stores, load_pool, load_spec, load_target
-from g2is_core.selection.core import FeatureSet, centred_pair
+from g2is_core.selection import FeatureSet, centred_pair
 from g2is_core.workspace import Workspace
 
 

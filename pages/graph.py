@@ -16,7 +16,7 @@ import streamlit.components.v1 as components
 from g2is_core.app import netview
 from g2is_core.graph.knn import InstructionGraph
 from g2is_core.graph.layout import DISPLAY_MAX, display_mask, find_layout, map_frame
-from g2is_core.selection.core import list_runs, load_dataset
+from g2is_core.selection import list_runs, load_dataset
 from g2is_core.workspace import read_sidecar
 from pages import _ui
 

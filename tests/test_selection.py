@@ -10,7 +10,7 @@ import math  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from g2is_core.selection import core as S  # noqa: E402
+import g2is_core.selection as S  # noqa: E402
 from g2is_core.data.records import simple  # noqa: E402
 
 

@@ -150,7 +150,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
 def _methods(entries: list, p: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Spec methods: names (``g2is``), or variants ``{name: g2is-centred, method: g2is, options: {...}}``
     that run a method with other options under their own name (a column of their own in every table)."""
-    from ..selection.core import METHODS
+    from ..selection import METHODS
 
     known = sorted(set(METHODS) | set(BASELINES))
     names: list[str] = []
@@ -323,7 +323,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     elif method == "full":
         chosen = list(pool)
     else:
-        from ..selection.core import SelectionRun, select
+        from ..selection import SelectionRun, select
 
         targets = load_target(target.select, target.n_select, seed=0)
         name, method = method, spec.base_method(method)
