@@ -96,7 +96,7 @@ def seed_page_workspace(ws_root: Path, x, n: int, k: int) -> None:
     from g2is_core.graph.knn import InstructionGraph
     from g2is_core.graph.layout import layout
     from g2is_core.data.records import simple
-    from g2is_core.selection.core import save_dataset
+    from g2is_core.selection import save_dataset
     from g2is_core.workspace import Workspace, hash_config
 
     ws = Workspace(ws_root)

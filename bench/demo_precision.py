@@ -14,7 +14,7 @@ import pandas as pd
 from g2is_core.loop.tables import read_selection_ids
 from g2is_core.loop.experiment import load_pool
 from g2is_core.loop.registry import Registry
-from g2is_core.selection.core import precision
+from g2is_core.selection import precision
 from g2is_core.data.tasks import Pool
 from g2is_core.workspace import Workspace, read_json
 

@@ -18,7 +18,7 @@ import numpy as np
 from g2is_core.loop.experiment import load_pool, load_target
 from g2is_core.loop.runner import gradient_stores
 from g2is_core.loop.spec import load_spec
-from g2is_core.selection.core import FeatureSet, centred_pair
+from g2is_core.selection import FeatureSet, centred_pair
 from g2is_core.workspace import Workspace
 
 

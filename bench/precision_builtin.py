@@ -51,7 +51,7 @@ def main() -> int:
     from g2is_core.data.loaders import data_hash
     from g2is_core.models.loading import load_model
     from g2is_core.runtime import apply_thread_policy
-    from g2is_core.selection.core import FeatureSet, precision, select
+    from g2is_core.selection import FeatureSet, precision, select
     from g2is_core.workspace import Workspace
 
     apply_thread_policy()

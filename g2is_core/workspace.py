@@ -85,6 +85,16 @@ def hash_strings(items: Iterable[str]) -> str:
     return h.hexdigest()
 
 
+def hash_array(a: Any) -> str:
+    """sha256 of an array's shape, dtype and bytes (row blocks of 8192, so a memmap is never read whole)."""
+    import numpy as np
+
+    h = hashlib.sha256(f"{a.shape}{a.dtype}".encode())
+    for r0 in range(0, a.shape[0], 8192):
+        h.update(np.ascontiguousarray(a[r0:r0 + 8192]).tobytes())
+    return h.hexdigest()
+
+
 # ----------------------------------------------------------------------------- atomic writes
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:

@@ -15,7 +15,7 @@ import streamlit.components.v1 as components
 from g2is_core.app import netview, readers
 from g2is_core.graph.knn import InstructionGraph
 from g2is_core.graph.layout import DISPLAY_MAX, display_mask, find_layout, map_frame
-from g2is_core.selection.core import load_dataset
+from g2is_core.selection import load_dataset
 from pages import _ui
 
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",

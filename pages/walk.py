@@ -14,7 +14,7 @@ import streamlit.components.v1 as components
 from g2is_core.app import netview, readers
 from g2is_core.graph.knn import InstructionGraph
 from g2is_core.graph.layout import find_layout
-from g2is_core.selection.core import SelectionRun, compare_runs, walk_progress
+from g2is_core.selection import SelectionRun, compare_runs, walk_progress
 from pages import _ui
 
 

@@ -35,7 +35,7 @@ def test_data_specs_on_the_command_line(workspace, tmp_path, capsys):
     experiment specs' builtin:<composite>, options in the text; a bad spec is one line naming what is accepted."""
     import json
 
-    from g2is_core.selection.core import list_runs
+    from g2is_core.selection import list_runs
 
     assert main(["select", "--method", "random", "--pool", "builtin:pool?per_task=6&distractors=12", "--targets",
                  "builtin:add_reverse", "--count", "5"]) == 0

@@ -221,7 +221,7 @@ def test_spec_written_form_is_the_identity(tmp_path):
 def test_gradient_methods_come_from_the_selection_registry(tmp_path, monkeypatch):
     """A method whose registry entry needs features gets the gradient stores; no second list to add it to."""
     from g2is_core.loop.runner import needs_features
-    from g2is_core.selection.core import METHODS, Method
+    from g2is_core.selection import METHODS, Method
 
     assert needs_features("g2is") and needs_features("less")
     assert not needs_features("bm25") and not needs_features("full") and not needs_features("base")

@@ -355,7 +355,7 @@ def test_two_sessions_saving_the_same_selection_keep_their_own_runs(tmp_path):
     import threading
 
     from g2is_core.data import tasks
-    from g2is_core.selection.core import SelectionRun, list_runs, select
+    from g2is_core.selection import SelectionRun, list_runs, select
 
     ws = Workspace(tmp_path)
     pool = list(tasks.make_pool(0).records)

@@ -4,13 +4,14 @@ import os
 
 os.environ.setdefault("G2IS_THREADS", "1")
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from g2is_core.selection import core as S  # noqa: E402
+import g2is_core.selection as S  # noqa: E402
 from g2is_core.data.records import simple  # noqa: E402
 
 
@@ -62,6 +63,77 @@ def test_registry_and_unknown_option(workspace):
         S.select("random", recs(5), recs(1, prefix="t"), count=2, nonsense=1, workspace=workspace)
     with pytest.raises(ValueError, match="unknown selection method"):
         S.select("oracle", recs(5), recs(1, prefix="t"), count=2)
+
+
+# ----------------------------------------------------------------------------- the contract of every method
+def contract_inputs(method):
+    """A tiny pool and target for ``method``, with what its ``needs`` say it reads: random gradient
+    features (clustered, so the walk has structure), or the tiny random Llama."""
+    words = ["cat", "add", "sort", "sum", "list", "word", "map", "key"]
+    pool = recs(40, texts=[f"{words[i % 8]} {words[(3 * i) % 8]} item {i}" for i in range(40)])
+    targets = recs(3, prefix="t", texts=["add the numbers", "sort the list", "cat sat"])
+    kw = {}
+    if "features" in method.needs:
+        x, _, centres = clusters(n_per=14, d=12, seed=3)
+        y = centres[[0, 0, 1]] + 0.1 * np.random.default_rng(4).normal(size=(3, 12))
+        kw = {"train_features": S.FeatureSet.from_arrays(x[:40], ids=[r.id for r in pool]),
+              "target_features": S.FeatureSet.from_arrays(y.astype(np.float32), ids=[r.id for r in targets])}
+    opts = {"k": 5} if method.name == "g2is" else {"model": "tiny"} if "model" in method.needs else {}
+    return pool, targets, kw, opts
+
+
+@pytest.mark.parametrize("name", list(S.METHODS))
+def test_every_registered_method_keeps_the_contract(name, workspace):
+    """Every entry of the registry: a well-formed selection (budget kept, ids from the pool, unique,
+    ordered as the scores say, the same for the same seed, finite scores) and a sidecar that loads."""
+    m = S.METHODS[name]
+    assert m.description and all(f.metadata.get("help") for f in dataclasses.fields(m.options))
+    pool, targets, kw, opts = contract_inputs(m)
+    a = S.select(name, pool, targets, count=8, workspace=workspace, **kw, **opts)
+    b = S.select(name, pool, targets, count=8, workspace=workspace, **kw, **opts)
+    ids = {r.id for r in pool}
+    assert a.budget == 8 and 1 <= len(a) <= 8 and (len(a) == 8 or name == "g2is")  # only the walk may stop short
+    assert set(a.ids) <= ids and len(set(a.ids)) == len(a.ids)
+    assert a.ids == [pool[i].id for i in a.order] and a.pool_ids == [r.id for r in pool]
+    assert a.ids == b.ids and np.array_equal(a.pool_scores, b.pool_scores)          # deterministic
+    assert a.pool_scores.shape == (len(pool),) and np.isfinite(a.pool_scores).all() and np.isfinite(a.scores).all()
+    assert np.array_equal(a.scores, a.pool_scores[a.order])
+    if name != "g2is":  # ranked by score, best first (g2is: the walk's order)
+        assert np.all(np.diff(a.scores) <= 0) and a.scores[-1] >= np.sort(a.pool_scores)[-9]
+    run = S.SelectionRun.save(a, pool, workspace)
+    assert S.SelectionRun.load(run.dir).ids == a.ids and run.method == name
+
+
+def test_a_new_method_is_one_file_and_one_registry_line(workspace):
+    """The worked example of docs/selection.md ("Adding a method"), registered the same way, runs through select()."""
+    from dataclasses import dataclass
+
+    from g2is_core.selection.registry import Context, Scored, option, register, top_order
+
+    @dataclass
+    class LengthOptions:
+        unit: str = option("words", "words: count words; chars: count characters")
+
+    try:
+        @register("length", "response length closest to the targets' mean", LengthOptions, needs=("text",))
+        def length_method(ctx: Context, budget: int, o: LengthOptions) -> Scored:
+            size = (lambda t: len(t.split())) if o.unit == "words" else len
+            want = np.mean([size(t.response) for t in ctx.targets])
+            s = -np.abs(np.array([size(r.response) for r in ctx.pool], dtype=np.float64) - want)
+            return Scored(top_order(s, budget), s)
+
+        pool = [simple(f"p{i}", "q", " ".join(["w"] * (i + 1)), source="s", task="t") for i in range(10)]
+        targets = [simple("t0", "q", "w w w w", source="s", task="t")]
+        sel = S.select("length", pool, targets, count=3, workspace=workspace)
+        assert sel.ids == ["p3", "p2", "p4"]                      # 4 words, then 3 and 5 (ties by pool order)
+        assert S.select("length", pool, targets, count=1, unit="chars").ids == ["p3"]
+        with pytest.raises(ValueError, match="registered twice"):
+            register("length", "again", LengthOptions)(length_method)
+        with pytest.raises(ValueError, match="no option"):
+            S.select("length", pool, targets, count=1, bogus=1)
+    finally:
+        S.METHODS.pop("length", None)
+    assert "length" not in S.METHODS
 
 
 # ----------------------------------------------------------------------------- random
@@ -335,6 +407,43 @@ def test_cli_graph_build_from_stores(workspace):
     assert len(find_layout(meta["inputs"]["features_key"], workspace)[0]) == len(x)
     assert s.dir.name == "train1"
     assert main(["graph", "build", "--train-store", "nope"]) == 2
+
+
+def test_graph_build_and_select_run_one_g2is_pipeline(workspace, capsys):
+    """`graph build` is the pipeline of `select --method g2is` without the walk: same settings (every
+    G2isOptions field reachable from both), same graph cache key, so select reuses the graph built."""
+    from g2is_core.cli import main
+    from g2is_core.features.store import GradientStore, write_store
+    from g2is_core.selection.methods.g2is import G2isOptions
+    from g2is_core.selection.registry import options_from_strings
+
+    x, _, centres = clusters(n_per=8)
+    pool, targets = recs(len(x)), recs(2, prefix="t")
+    cfg = {"model_key": "m", "lora": {}, "projector": {"dim": x.shape[1]}, "checkpoint": {"epoch": 1, "weight": 1.0},
+           "kind": "adam"}
+    write_store(workspace.root / "grads" / "train1", cfg, [r.id for r in pool], x.shape[1], lambda r: x[r.start:r.stop],
+                inputs={"data_hash": "h"}, dtype="fp32")
+    y = (centres[:2] + 0.01).astype(np.float32)
+    write_store(workspace.root / "grads" / "tgt1", {**cfg, "kind": "sgd"}, ["t0", "t1"], x.shape[1],
+                lambda r: y[r.start:r.stop], inputs={"data_hash": "ht"}, dtype="fp32")
+    assert main(["graph", "build", "--train-store", "train1", "--k", "4", "--pool-centre", "--layout", "none"]) == 0
+    (built, _), = workspace.list("graphs")
+    stores = {"train_stores": [GradientStore.open(workspace.root / "grads" / "train1")],
+              "target_stores": [GradientStore.open(workspace.root / "grads" / "tgt1")]}
+    sel = S.select("g2is", pool, targets, count=6, workspace=workspace, k=4, pool_centre=True, **stores)
+    assert sel.extra["graph_dir"] == str(built) and len(workspace.list("graphs")) == 1  # reused, not rebuilt
+    assert main(["graph", "build", "--train-store", "train1", "--k", "4", "--pool-centre", "--layout", "none"]) == 0
+    assert "cached" in capsys.readouterr().out
+    # a mixed graph's key carries the core's settings: the fixes give a graph of their own
+    for extra in ([], ["--align-signs", "--uncentred"]):
+        assert main(["graph", "build", "--train-store", "train1", "--target-store", "tgt1", "--k", "4",
+                     "--layout", "none", *extra]) == 0
+    assert sorted(m["graph_kind"] for _, m in workspace.list("graphs")) == ["mixed", "mixed", "train"]
+    # every G2IS setting is a `select --option`, typed by its dataclass default
+    every = {f.name: getattr(G2isOptions(), f.name) for f in dataclasses.fields(G2isOptions)}
+    assert options_from_strings("g2is", [f"{k}={v}" for k, v in every.items()]) == every
+    with pytest.raises(ValueError, match=r"--k 24 must be between 1 and N-1 = 23"):
+        S.select("g2is", pool, targets, count=6, workspace=workspace, k=len(pool), **stores)
 
 
 # ----------------------------------------------------------------------------- page helpers (pure)

@@ -355,6 +355,39 @@ def test_cli_walk_writes_selection(tmp_path, capsys):
     assert len(json.loads((tmp_path / "o2" / "selected_ids.json").read_text())) <= 7
 
 
+def test_cli_walk_is_the_g2is_pipeline_and_reaches_every_option(tmp_path):
+    """`g2is walk` flags are generated from G2isOptions (every field, defaults included) and it runs the
+    pipeline of `select --method g2is`; with --workspace the kNN graph is cached there."""
+    import dataclasses
+
+    from g2is_core.selection import FeatureSet
+    from g2is_core.selection.methods.g2is import G2isOptions, run_g2is
+    from g2is_core.selection.registry import options_from_args
+
+    write_features(tmp_path)
+    parser = argparse.ArgumentParser(prog="g2is")
+    register(parser.add_subparsers(dest="command"))
+    base = ["walk", "--train-features", str(tmp_path / "A.npy"), "--target-features", str(tmp_path / "B.npy"),
+            "--out", str(tmp_path / "o")]
+    assert options_from_args(G2isOptions, parser.parse_args(base)) == G2isOptions()
+    flipped = options_from_args(G2isOptions, parser.parse_args(
+        base + ["--k", "7", "--graph", "hnsw", "--delta", "0.5", "--pca-variance", "0.6", "--anchors-top", "9",
+                "--align-signs", "--add-mean", "--uncentred", "--no-cache", "--pool-centre"]))
+    defaults = G2isOptions()
+    assert all(getattr(flipped, f.name) != getattr(defaults, f.name) for f in dataclasses.fields(G2isOptions))
+    ws = tmp_path / "ws"
+    argv = base + ["--count", "12", "--k", "8", "--pool-centre", "--workspace", str(ws)]
+    assert cli(argv) == 0
+    sel = json.loads((tmp_path / "o" / "selected_ids.json").read_text())
+    assert len(list((ws / "graphs").iterdir())) == 1
+    want = run_g2is(FeatureSet.from_npy(tmp_path / "A.npy"), FeatureSet.from_npy(tmp_path / "B.npy"), 12,
+                    G2isOptions(k=8, pool_centre=True))
+    assert want.walk.selected.tolist() == sel
+    assert cli(argv) == 0 and json.loads((tmp_path / "o" / "selected_ids.json").read_text()) == sel  # from the cache
+    side = json.loads((tmp_path / "o" / "sidecar.json").read_text())
+    assert side["config"]["pool_centre"] is True and side["config"]["uncentred"] is False
+
+
 @pytest.mark.parametrize("case, match", [
     ("nan", "NaN"), ("dim", "d="), ("ratio", "ratio"), ("k", "k"), ("missing", "does not exist"),
 ])

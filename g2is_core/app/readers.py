@@ -6,7 +6,7 @@ and the pages only call these. Every entry is a small frozen dataclass: the dire
 sidecar/metadata, and ``stamp()`` (a number that changes when the artefact's files change, the
 key the pages' caches use). Lists are newest first.
 
-File names below are the writers' (selection/core.py ``SelectionRun.save``, heads/study.py,
+File names below are the writers' (selection/runs.py ``SelectionRun.save``, heads/study.py,
 impact/study.py, models/training.py ``train``, loop/registry.py ``Registry.open``).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from ..workspace import SIDECAR, Workspace, read_json, read_sidecar
 
-GRAPHS = "graphs"            # selection.core.graph_dir and cli graph build write here
+GRAPHS = "graphs"            # selection.methods.g2is.graph_dir and cli graph build write here
 REGISTRY_FILE = "registry.sqlite"  # loop.registry.Registry.open
 
 
@@ -98,15 +98,15 @@ class RunEntry:
         return _mtime(self.path / SIDECAR)
 
     def load(self):
-        """The :class:`g2is_core.selection.core.SelectionRun` (ids, scores, trajectory, components)."""
-        from ..selection.core import SelectionRun
+        """The :class:`g2is_core.selection.runs.SelectionRun` (ids, scores, trajectory, components)."""
+        from ..selection import SelectionRun
 
         return SelectionRun.load(self.path)
 
 
 def selection_runs(ws: Workspace) -> list[RunEntry]:
     """Every finished selection run of the workspace."""
-    from ..selection.core import list_runs
+    from ..selection import list_runs
 
     return [RunEntry(p, m) for p, m in list_runs(ws)]
 
@@ -124,8 +124,8 @@ def selection_scores(run_dir: str | Path):
 
 
 def dataset_saved(ws: Workspace, data_hash: str | None) -> bool:
-    """Are the records of this data hash saved in the workspace (selection.core.save_dataset)?"""
-    from ..selection.core import DATASETS
+    """Are the records of this data hash saved in the workspace (selection.runs.save_dataset)?"""
+    from ..selection.runs import DATASETS
 
     return bool(data_hash) and ws.is_complete(ws.root / DATASETS / str(data_hash)[:16])
 

@@ -405,12 +405,20 @@ def build_graph(features: np.ndarray, k: int, method: str = "exact", *, ids: Seq
     g = InstructionGraph(neighbors=nbrs, sims=sims, ids=list(ids) if ids is not None else [], k=int(k),
                          method=method, config=cfg)
     if core is not None:
-        comps = getattr(core, "components", core)
-        g.core_components = np.asarray(comps, dtype=np.float32)
-        g.core_weights = None if getattr(core, "weights", None) is None else np.asarray(core.weights)
-        g.core_neighbors, g.core_sims = core_neighbors(features, g.core_components, core_k or k)
-        cfg["core_k"] = int(core_k or k)
+        attach_core(g, features, core, core_k)
     cfg["build_seconds"] = round(time.perf_counter() - t0, 3)
+    return g
+
+
+def attach_core(g: InstructionGraph, features: np.ndarray, core, core_k: int | None = None) -> InstructionGraph:
+    """Make ``g`` (built on ``features`` [N, d]) the mixed graph of ``core`` (a CoreKnowledge or [K, d]):
+    core node N + j gets edges to the ``core_k`` (default g.k) train nodes of highest signed similarity.
+    Cheap next to the kNN search (one [N, d] x [d, K] product), so a cached train graph can take a core."""
+    comps = getattr(core, "components", core)
+    g.core_components = np.asarray(comps, dtype=np.float32)
+    g.core_weights = None if getattr(core, "weights", None) is None else np.asarray(core.weights)
+    g.core_neighbors, g.core_sims = core_neighbors(features, g.core_components, core_k or g.k)
+    g.config["core_k"] = int(core_k or g.k)
     return g
 
 

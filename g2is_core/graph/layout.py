@@ -123,10 +123,8 @@ def layout(features: np.ndarray, features_key: str | None = None, workspace: Wor
     """The cached layout (DataFrame: node, x, y[, id]) of ``features``; computed and saved on first use."""
     import pandas as pd
 
-    from ..selection.core import _array_hash
-
     ws = workspace or Workspace()
-    key = features_key or hash_config({"sha256": _array_hash(np.asarray(features))})
+    key = features_key or hash_config({"sha256": ws_mod.hash_array(np.asarray(features))})
     d = layout_dir(ws, key, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed, method=method)
     if ws.is_complete(d):
         return pd.read_parquet(d / "layout.parquet")

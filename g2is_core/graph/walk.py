@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
@@ -56,10 +56,53 @@ import numpy as np
 from .. import workspace as ws
 
 SOURCES = ("anchor", "local", "fallback")
-TRAJECTORY_COLUMNS = (
-    "component", "step", "node", "source", "rank", "proj", "sim_prev", "consistency_before", "consistency_after",
-    "nbr_excluded", "nbr_conflict", "nbr_consistency", "scan_excluded", "scan_conflict", "scan_consistency",
-)
+
+
+@dataclass(frozen=True)
+class TrajectoryStep:
+    """One selected node of the walk: a row of ``trajectory.parquet`` (the field order is the column order).
+
+    The ``nbr_*`` counts are candidates passed over in s*'s neighbour list before this pick, the
+    ``scan_*`` counts those passed over in the component's signed order (the anchor scan, or the
+    fallback scan); each by reason: already in E, conflict (a), consistency (b).
+    """
+
+    component: int
+    """j, the core-knowledge component this node was selected for."""
+    step: int
+    """0, 1, 2, ... within the component; step 0 is the anchor."""
+    node: int
+    """the pool row index of the selected record."""
+    source: str
+    """how it was found: "anchor", "local" (a neighbour of s*) or "fallback" (the signed-order scan)."""
+    rank: int
+    """the node's position in the component's signed order (descending <x, k_j>, ties by index)."""
+    proj: float
+    """signed similarity <x, k_j>."""
+    sim_prev: float
+    """cosine with the previous node s* (NaN for an anchor)."""
+    consistency_before: float
+    """signed cos(S, k_j) before adding the node (NaN for an anchor: S is empty)."""
+    consistency_after: float
+    """signed cos(S + x, k_j) after adding it."""
+    nbr_excluded: int
+    """neighbours of s* skipped because they were already selected (in E)."""
+    nbr_conflict: int
+    """neighbours of s* rejected by the no-conflict check (a)."""
+    nbr_consistency: int
+    """neighbours of s* rejected by the consistency check (b)."""
+    scan_excluded: int
+    """signed-order rows skipped because they were already in E."""
+    scan_conflict: int
+    """signed-order rows rejected by the no-conflict check (a)."""
+    scan_consistency: int
+    """signed-order rows rejected by the consistency check (b)."""
+
+    def as_tuple(self) -> tuple:
+        return tuple(getattr(self, c) for c in TRAJECTORY_COLUMNS)
+
+
+TRAJECTORY_COLUMNS = tuple(f.name for f in fields(TrajectoryStep))
 
 
 # ----------------------------------------------------------------------------- core knowledge
@@ -422,7 +465,7 @@ def _walk(train, core, neighbors, B, *, ratio, delta, anchors_top, chunk, max_ch
     proj_all, sq = _project(x, units)
     in_e = np.zeros(n, bool)
     selected: list[int] = []
-    rows: list[tuple] = []
+    rows: list[TrajectoryStep] = []
     comp_rows: list[dict] = []
     kinds = list(core.kinds) if core.kinds else ["pc"] * len(comps)
 
@@ -460,7 +503,10 @@ def _walk(train, core, neighbors, B, *, ratio, delta, anchors_top, chunk, max_ch
         state.add(z)
         in_e[z] = True
         selected.append(z)
-        rows.append((j, 0, z, "anchor", cursor, proj[z], np.nan, np.nan, state.cos_s(), 0, 0, 0, cursor, 0, 0))
+        rows.append(TrajectoryStep(component=j, step=0, node=z, source="anchor", rank=cursor, proj=proj[z],
+                                   sim_prev=np.nan, consistency_before=np.nan, consistency_after=state.cos_s(),
+                                   nbr_excluded=0, nbr_conflict=0, nbr_consistency=0,
+                                   scan_excluded=cursor, scan_conflict=0, scan_consistency=0))
         filled = 1
         while filled < bud[j]:
             prev = selected[-1]
@@ -474,10 +520,11 @@ def _walk(train, core, neighbors, B, *, ratio, delta, anchors_top, chunk, max_ch
             if hit >= 0:
                 z = int(cands[hit])
                 pos_in_list = int(np.flatnonzero(free)[hit])
-                counts = (pos_in_list - n_conf - n_cons, n_conf, n_cons, 0, 0, 0)
+                counts = {"nbr_excluded": pos_in_list - n_conf - n_cons, "nbr_conflict": n_conf,
+                          "nbr_consistency": n_cons, "scan_excluded": 0, "scan_conflict": 0, "scan_consistency": 0}
                 source = "local"
             else:
-                nb_counts = (int((~free).sum()), n_conf, n_cons)
+                nb_counts = {"nbr_excluded": int((~free).sum()), "nbr_conflict": n_conf, "nbr_consistency": n_cons}
                 # 3. fallback: scan the signed order from the cursor, in growing chunks
                 cursor = advance(cursor)
                 p, size, s_conf, s_cons, z = cursor, chunk, 0, 0, -1
@@ -495,22 +542,25 @@ def _walk(train, core, neighbors, B, *, ratio, delta, anchors_top, chunk, max_ch
                     info["stop"] = "no candidate passes"
                     info["scan_conflict"], info["scan_consistency"] = s_conf, s_cons
                     break
-                counts = (*nb_counts, int(rank_of[z]) - s_conf - s_cons, s_conf, s_cons)
+                counts = {**nb_counts, "scan_excluded": int(rank_of[z]) - s_conf - s_cons, "scan_conflict": s_conf,
+                          "scan_consistency": s_cons}
                 source = "fallback"
                 info["fallbacks"] += 1
             sim_prev = float(x[z].astype(np.float64) @ x[prev].astype(np.float64))
             state.add(z)
             in_e[z] = True
             selected.append(z)
-            rows.append((j, filled, z, source, int(rank_of[z]), proj[z], sim_prev, before, after, *counts))
+            rows.append(TrajectoryStep(component=j, step=filled, node=z, source=source, rank=int(rank_of[z]),
+                                       proj=proj[z], sim_prev=sim_prev, consistency_before=before,
+                                       consistency_after=after, **counts))
             filled += 1
         info["filled"] = filled
 
-    traj = pd.DataFrame.from_records(rows, columns=list(TRAJECTORY_COLUMNS))
+    traj = pd.DataFrame.from_records([r.as_tuple() for r in rows], columns=list(TRAJECTORY_COLUMNS))
     if traj.empty:
         traj = traj.astype({"component": "int64", "step": "int64", "node": "int64", "source": "object"})
     traj = traj.astype({"component": "int32", "step": "int32", "node": "int64", "rank": "int64",
-                        **{c: "int64" for c in TRAJECTORY_COLUMNS[9:]},
+                        **{c: "int64" for c in TRAJECTORY_COLUMNS if c.startswith(("nbr_", "scan_"))},
                         **{c: "float64" for c in ("proj", "sim_prev", "consistency_before", "consistency_after")}})
     comp_df = pd.DataFrame(comp_rows)
     cfg = {"B": B, "N": n, "d": d, "k": int(nbrs.shape[1]), "delta": float(delta), "anchors_top": int(anchors_top),

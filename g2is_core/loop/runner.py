@@ -26,7 +26,7 @@ from .spec import BASE, ExperimentSpec, TargetSpec
 def needs_features(method: str) -> bool:
     """Whether a selection method scores gradient features (its registry entry's ``needs``), so a cell of
     it needs the warmup and the gradient stores first."""
-    from ..selection.core import METHODS
+    from ..selection import METHODS
 
     m = METHODS.get(method)
     return m is not None and "features" in m.needs
@@ -106,7 +106,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     elif method == "full":
         chosen = list(pool)
     else:
-        from ..selection.core import SelectionRun, select
+        from ..selection import SelectionRun, select
 
         targets = load_target(target.select, target.n_select, seed=0)
         name, method = method, spec.base_method(method)

@@ -189,7 +189,7 @@ class SelectionSettings(SpecPart):
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], path: str, where: str) -> SelectionSettings:
-        from ..selection.core import METHODS
+        from ..selection import METHODS
 
         options = {}
         for k, v in raw.items():
@@ -343,7 +343,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
 def _methods(entries: list, p: Path) -> tuple[list[str], dict[str, MethodVariant]]:
     """Spec methods: names (``g2is``), or variants ``{name: g2is-centred, method: g2is, options: {...}}``
     that run a method with other options under their own name (a column of their own in every table)."""
-    from ..selection.core import METHODS
+    from ..selection import METHODS
 
     known = sorted(set(METHODS) | set(BASELINES))
     names: list[str] = []

@@ -21,7 +21,7 @@ def seeded(app_url, tmp_path_factory):
     """Write graph + layout + walk run into the workspace of the running app; returns (n nodes, n steps)."""
     from g2is_core.graph.layout import layout
     from g2is_core.data.records import simple
-    from g2is_core.selection.core import FeatureSet, SelectionRun, select
+    from g2is_core.selection import FeatureSet, SelectionRun, select
     from g2is_core.workspace import Workspace
 
     roots = sorted(tmp_path_factory.getbasetemp().glob("g2is-ws*"))

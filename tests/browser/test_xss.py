@@ -35,7 +35,7 @@ def hostile(app_url, app_workspace):
     from g2is_core.graph.layout import layout
     from g2is_core.data.records import simple
     from g2is_core.loop.registry import Registry
-    from g2is_core.selection.core import FeatureSet, SelectionRun, select
+    from g2is_core.selection import FeatureSet, SelectionRun, select
     from g2is_core.workspace import Workspace
 
     ws = Workspace(app_workspace)
