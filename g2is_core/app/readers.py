@@ -125,7 +125,7 @@ def selection_scores(run_dir: str | Path):
 
 def dataset_saved(ws: Workspace, data_hash: str | None) -> bool:
     """Are the records of this data hash saved in the workspace (selection.runs.save_dataset)?"""
-    from ..selection.runs import DATASETS
+    from ..selection.datasets import DATASETS
 
     return bool(data_hash) and ws.is_complete(ws.root / DATASETS / str(data_hash)[:16])
 

@@ -29,7 +29,7 @@ class FeatureSet:
     keys:        C content keys (gradient store keys, or array hashes); they key every cache.
     unit:        the rows are already L2-normalised float32 (:meth:`from_npy`), so :meth:`combined`
                  uses them as they are: normalising a unit float32 row again can move it by an ulp,
-                 and the walk on user matrices must stay the walk on ``l2_normalise``'s rows.
+                 and the walk on user matrices must stay the walk on ``unit_rows(zero="raise")``'s rows.
     """
 
     checkpoints: list[Any]
@@ -79,7 +79,6 @@ class FeatureSet:
         The file must hold a non-empty 2-D float array without NaN/inf or all-zero rows (a user's
         matrix has no reason to hold one; a gradient store's may, for a record with no response
         token left, and keeps it as a zero feature). Rows are L2-normalised once (``unit``)."""
-        from ..graph.knn import l2_normalise
 
         path = Path(path)
         if not path.is_file():
@@ -92,7 +91,7 @@ class FeatureSet:
             raise ValueError(f"{what} in {path} must be a non-empty 2-D array [rows, d]; got shape {a.shape}")
         if not np.issubdtype(a.dtype, np.floating):
             raise ValueError(f"{what} in {path} must hold floats; got dtype {a.dtype}")
-        x = l2_normalise(a, f"{what} ({path})")
+        x = unit_rows(a, zero="raise", what=f"{what} ({path})")
         return cls([x], np.ones(1), [str(i) for i in range(len(x))], [hash_config({"sha256": hash_array(x)})],
                    unit=True)
 

@@ -1,6 +1,5 @@
 """Running a selection and the runs on disk: :func:`select` (one call for every method),
-:class:`Selection` (its result), :class:`SelectionRun` (a saved run), the pool records saved per
-data hash (:func:`save_dataset`), and the pure views the pages show (:func:`walk_progress`,
+:class:`Selection` (its result), :class:`SelectionRun` (a saved run), and the pure views the pages show (:func:`walk_progress`,
 :func:`compare_runs`, :func:`precision`).
 
 On disk (:meth:`SelectionRun.save`, workspace kind ``selections``): ``selected_ids.json``,
@@ -25,11 +24,11 @@ from ..data.records import Record
 from ..workspace import Workspace, hash_config
 from . import methods as _methods  # noqa: F401  (fills the registry)
 from .budget import resolve_budget
+from .datasets import DATASETS, load_dataset, save_dataset  # noqa: F401  (re-exported)
 from .features import FeatureSet, pair_features
 from .registry import Context, data_hash, get_method
 
 KIND = "selections"
-DATASETS = "datasets"
 
 
 # ---------------------------------------------------------------------------- select
@@ -115,35 +114,6 @@ def select(method: str, pool: Any, targets: Any, *, ratio: float | None = None, 
 
 
 # ---------------------------------------------------------------------------- datasets and runs on disk
-def save_dataset(records: Sequence[Record], workspace: Workspace | None = None, name: str = "") -> Path:
-    """Save records losslessly under ``datasets/<data hash>`` (records.jsonl + sidecar), once per content.
-
-    Graphs and selection runs refer to their pool by data hash; the pages read the records from here.
-    """
-    from ..data.loaders import save_records_jsonl
-
-    ws = workspace or Workspace()
-    h = data_hash(records)
-    d = ws.root / DATASETS / h[:16]
-    if not ws.is_complete(d):
-        d.mkdir(parents=True, exist_ok=True)
-        save_records_jsonl(records, d / "records.jsonl")
-        ws_mod.write_sidecar(d, "dataset", {"name": name}, inputs={"data_hash": h},
-                             extra={"n_records": len(records)})
-    return d
-
-
-def load_dataset(data_hash: str, workspace: Workspace | None = None) -> list[Record] | None:
-    """Records saved by :func:`save_dataset` for this data hash, or None when they are not in the workspace."""
-    from ..data.loaders import read_records_jsonl
-
-    ws = workspace or Workspace()
-    d = ws.root / DATASETS / str(data_hash)[:16]
-    if not ws.is_complete(d):
-        return None
-    return read_records_jsonl(d / "records.jsonl")
-
-
 @dataclass
 class SelectionRun:
     """A saved selection: its directory, sidecar and what the pages need (ids, scores table, trajectory)."""

@@ -211,7 +211,7 @@ def build_graph_artifact(train_stores: Sequence[Any], target_stores: Sequence[An
 
     Returns (graph directory, summary: n, k, kind, graph_seconds[, layout_seconds], cached)."""
     from ...graph.layout import layout as cached_layout
-    from ..runs import save_dataset
+    from ..datasets import save_dataset
 
     o = o or G2isOptions()
     if layout not in LAYOUTS:
