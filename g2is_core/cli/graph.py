@@ -29,18 +29,8 @@ from typing import Any
 
 def _open_stores(specs: list[str] | None) -> list[Any]:
     from ..features.store import GradientStore
-    from ..workspace import Workspace
 
-    out = []
-    for s in specs or []:
-        p = Path(s).expanduser()
-        if not p.is_dir():
-            p = Workspace().root / "grads" / s
-        if not p.is_dir():
-            raise FileNotFoundError(f"no gradient store at {s}; give a store directory or its key under "
-                                    "<workspace>/grads (see the Data page or `g2is grads`)")
-        out.append(GradientStore.open(p))
-    return out
+    return [GradientStore.find(s) for s in specs or []]
 
 
 def _graph_build(args: argparse.Namespace) -> int:

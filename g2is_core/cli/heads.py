@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -102,37 +101,22 @@ def register(sub) -> None:
 
 # ----------------------------------------------------------------------------- commands
 def cmd_pattern(a: argparse.Namespace) -> int:
+    from ..features.ray_backend import RayConfig
     from ..heads import analysis as ha
-    from ..data.encoding import encode_all
-    from ..heads.patterns import activation_pattern, head_label, kv_group
-    from ..models.loading import load_model
+    from ..heads.measure import save_pattern, task_pattern
+    from ..heads.patterns import head_label, kv_group
     from ..progress import cli_progress
-    from ..data.tasks import make_task_records
-    from ..workspace import write_json
 
     with cli_progress("heads pattern") as prog:
-        lm = load_model(a.model, progress=lambda f, m: prog(0.2 * f, m))
-        enc, _ = encode_all(lm.tokenizer, make_task_records(a.task, a.n, a.seed, a.split))
-        if getattr(a, "backend", "local") == "ray":  # the same batches, spread over Ray workers
-            from ..features.ray_backend import RayConfig, activation_pattern_ray
-
-            ap = activation_pattern_ray(a.model, enc, pad_id=lm.tokenizer.pad_token_id, route=a.route,
-                                        batch_size=a.batch_size, progress=lambda f, m: prog(0.2 + 0.8 * f, m),
-                                        ray_config=RayConfig(address=a.ray_address, workers=a.ray_workers))
-        else:
-            ap = activation_pattern(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, route=a.route,
-                                    batch_size=a.batch_size, progress=lambda f, m: prog(0.2 + 0.8 * f, m))
+        ap, model_id = task_pattern(a.model, a.task, a.n, seed=a.seed, split=a.split, route=a.route,
+                                    batch_size=a.batch_size, backend=getattr(a, "backend", "local"),
+                                    ray_config=RayConfig(address=a.ray_address, workers=a.ray_workers), progress=prog)
     print(f"{a.task}: {ap.n_layers} layers x {ap.n_heads} heads ({ap.n_kv_heads} KV heads), {a.n} {a.split} samples, "
           f"route {a.route}; sum {ap.values.sum():.4g}, Gini {ha.gini(ap.values):.3f}, CV {ha.cv(ap.values):.3f}")
     for l, h, v in ha.top_heads(ap.values, a.top):
         print(f"  {head_label(l, h):>7}  kv{kv_group(h, ap.n_heads, ap.n_kv_heads)}  {v:.4g}")
     if a.out:
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, ap.values)
-        write_json(out.with_suffix(".json"), {"kind": "activation-pattern", "model": lm.identity, "task": a.task,
-                                              "n": a.n, "split": a.split, "seed": a.seed, "route": a.route,
-                                              "shape": list(ap.values.shape), "n_kv_heads": ap.n_kv_heads})
+        out = save_pattern(ap, a.out, {"model": model_id, "task": a.task, "n": a.n, "split": a.split, "seed": a.seed})
         print(f"saved {out}")
     return 0
 

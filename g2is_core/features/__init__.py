@@ -2,5 +2,5 @@
 extraction (:mod:`.extract`), the store (:mod:`.store`), the Ray backend (:mod:`.ray_backend`).
 
 May import: :mod:`g2is_core.data`, :mod:`g2is_core.models` (the warmup trains with its SFT loop) and the base
-modules; the Ray backend's activation-pattern task also runs :mod:`g2is_core.heads.patterns`.
+modules.
 """

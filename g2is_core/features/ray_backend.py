@@ -1,4 +1,6 @@
-"""Ray backend: gradient extraction and activation-pattern measurement sharded across workers.
+"""Ray backend: gradient extraction sharded across workers, and the Ray plumbing other folders reuse
+(:func:`init`, :func:`plan_tasks`, :func:`worker_model`; the activation-pattern task is
+:mod:`g2is_core.heads.ray`).
 
 The unit of work is the store's own shard (rows ``[s * S, (s + 1) * S)``, :class:`~g2is_core.features.store.StoreWriter`).
 A Ray task gets a contiguous run of pending shards and the records of those rows; it loads the
@@ -90,7 +92,7 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def _resources(ray, cfg: RayConfig) -> tuple[int, float]:
+def resources(ray, cfg: RayConfig) -> tuple[int, float]:
     """(concurrent tasks, GPUs per task) from the config and the cluster."""
     res = ray.cluster_resources()
     gpus = int(res.get("GPU", 0))
@@ -111,7 +113,7 @@ def plan_tasks(pending: Sequence[int], n_tasks: int) -> list[list[int]]:
 _MODEL: dict[str, Any] = {}   # one cached model per worker process: {"key": ..., "loaded": LoadedModel}
 
 
-def _worker_model(spec: str, model_dtype: str, device: str | None, purpose: str):
+def worker_model(spec: str, model_dtype: str, device: str | None, purpose: str):
     """The worker's model, loaded once. ``purpose`` keeps a LoRA-wrapped extraction model apart from
     the plain model the activation pattern measures."""
     from ..models.loading import load_model
@@ -129,7 +131,7 @@ def _model_info(spec: str, model_dtype: str, device: str | None, lora) -> dict[s
     from .extract import lora_layout, prepare_model
 
     runtime.apply_thread_policy()
-    lm = _worker_model(spec, model_dtype, device, "grads")
+    lm = worker_model(spec, model_dtype, device, "grads")
     layout = lora_layout(prepare_model(lm, lora))
     return {"identity": lm.identity, "key": lm.key, "layout": layout.to_dict()}
 
@@ -149,7 +151,7 @@ def _extract_task(spec: str, model_dtype: str, device: str | None, warmup_dir: s
     from .warmup import load_warmup
 
     runtime.apply_thread_policy()
-    lm = _worker_model(spec, model_dtype, device, "grads")
+    lm = worker_model(spec, model_dtype, device, "grads")
     w = load_warmup(warmup_dir)
     model = prepare_model(lm, w.config.lora)
     layout = lora_layout(model)
@@ -174,20 +176,6 @@ def _extract_task(spec: str, model_dtype: str, device: str | None, warmup_dir: s
     return {"computed": computed, "skipped": skipped}
 
 
-def _pattern_task(spec: str, model_dtype: str, device: str | None, buckets: list[list], pad_id: int, route: str,
-                  batch_size: int, max_tokens: int, autocast: bool) -> dict[str, Any]:
-    """(runs in a worker) Per-sample scores [len(bucket), L, H] of each bucket, measured as one batch.
-
-    A bucket of ``length_buckets`` re-bucketed alone (in its own order) is that same single batch.
-    """
-    from ..heads.patterns import activation_pattern
-
-    lm = _worker_model(spec, model_dtype, device, "pattern")
-    return {"n_kv": lm.n_kv_heads,
-            "scores": [activation_pattern(lm.model, b, pad_id=pad_id, route=route, batch_size=batch_size,
-                                          max_tokens=max_tokens, autocast=autocast).per_sample for b in buckets]}
-
-
 # ----------------------------------------------------------------------------- driver side
 def extract_store_ray(model_spec: str, records: Sequence, warmup, epoch: int, cfg=None, proj=None, *,
                       data_hash: str, data_source: str = "", method: str = "fast", dtype: str = "fp16",
@@ -210,7 +198,7 @@ def extract_store_ray(model_spec: str, records: Sequence, warmup, epoch: int, cf
     proj = proj or ProjectorConfig()
     ws = workspace or Workspace()
     ray = init(ray_config)
-    width, gpt = _resources(ray, ray_config)
+    width, gpt = resources(ray, ray_config)
     opts = {"num_gpus": gpt, "num_cpus": 1, "max_retries": ray_config.max_retries}
     info = ray.get(ray.remote(_model_info).options(**opts).remote(model_spec, model_dtype, device, warmup.config.lora))
     if warmup.model_key != info["key"]:
@@ -252,47 +240,3 @@ def extract_store_ray(model_spec: str, records: Sequence, warmup, epoch: int, cf
                                                    "skipped_on_retry": sorted(s for r in results for s in r["skipped"])}})
     progress(1.0, f"epoch {epoch}: {n} rows in {store.dir.name} (Ray, {width} workers)")
     return store
-
-
-def activation_pattern_ray(model_spec: str, examples: Sequence, *, pad_id: int, route: str = "gate",
-                           batch_size: int = 8, max_tokens: int = 4096, autocast: bool = False,
-                           model_dtype: str = "fp32", device: str | None = None,
-                           ray_config: RayConfig = RayConfig(), progress: Progress = no_progress):
-    """:func:`g2is_core.heads.patterns.activation_pattern` with its batches spread over Ray workers.
-
-    The batches are the local function's own (``length_buckets`` over ALL examples, formed here),
-    each measured whole by one worker, so per-sample scores equal the single-process ones
-    (same threads and hardware) and the mean is taken here in the same order.
-    """
-    from ..data.encoding import length_buckets
-    from ..heads.patterns import ActivationPattern
-
-    if not examples:
-        raise ValueError("no samples to measure the activation pattern on")
-    ray = init(ray_config)
-    width, gpt = _resources(ray, ray_config)
-    batches = list(length_buckets(examples, max_tokens=max_tokens, max_batch=batch_size))
-    groups = plan_tasks(list(range(len(batches))), width * max(1, ray_config.tasks_per_worker))
-    remote = ray.remote(_pattern_task).options(num_gpus=gpt, num_cpus=1, max_retries=ray_config.max_retries)
-    futs = {remote.remote(model_spec, model_dtype, device, [[examples[i] for i in batches[b]] for b in grp], pad_id,
-                          route, batch_size, max_tokens, autocast): grp for grp in groups}
-    per: np.ndarray | None = None
-    left, done, n_kv = list(futs), 0, 0
-    while left:
-        ready, left = ray.wait(left, num_returns=1)
-        for f in ready:
-            out = ray.get(f)
-            n_kv = out["n_kv"]
-            for b, scores in zip(futs[f], out["scores"]):
-                if per is None:
-                    per = np.zeros((len(examples),) + scores.shape[1:], np.float32)
-                per[batches[b]] = scores
-                done += len(batches[b])
-        progress(done / len(examples), f"activation pattern: {done}/{len(examples)} samples on {width} Ray workers")
-    # The local function keeps float64 copies of float32 scores (an exact widening), so widening
-    # the float32 per-sample scores back and averaging over the same axis gives the same values.
-    return ActivationPattern(values=per.astype(np.float64).mean(0), per_sample=per, n_kv_heads=n_kv, route=route,
-                             ids=tuple(e.id for e in examples),
-                             info={"n_samples": len(examples), "autocast_bf16": autocast, "backend": "ray",
-                                   "workers": width})
-

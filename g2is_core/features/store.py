@@ -61,6 +61,18 @@ class GradientStore:
             check_compatible(like, store)
         return store
 
+    @classmethod
+    def find(cls, spec: str | Path, workspace: Workspace | None = None) -> "GradientStore":
+        """A store named by its directory or by its key under ``<workspace>/grads`` (what the Data page
+        and ``g2is grads`` print)."""
+        p = Path(spec).expanduser()
+        if not p.is_dir():
+            p = (workspace or Workspace()).root / KIND / str(spec)
+        if not p.is_dir():
+            raise FileNotFoundError(f"no gradient store at {spec}; give a store directory or its key under "
+                                    "<workspace>/grads (see the Data page or `g2is grads`)")
+        return cls.open(p)
+
     @property
     def ids(self) -> list[str]:
         return list(self.meta["ids"])
