@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("G2IS_THREADS", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
 
 import numpy as np  # noqa: E402
 

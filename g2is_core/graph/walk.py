@@ -40,7 +40,7 @@ Implementation notes (why it is fast and still exact):
   with the component's selected set, folded in lazily (only the members added since the node was
   last looked at), with a matrix product over a chunk of candidates;
 - every similarity is computed in float64 from the (float32) features, so decisions agree with a
-  dense reference implementation (tests/test_walk.py) up to float64 rounding.
+  dense reference implementation (tests/unit/test_walk.py) up to float64 rounding.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ TIMEOUT_MS = 120_000
 @pytest.fixture(scope="module")
 def stored_study(app_workspace, tmp_path_factory):
     """A tiny study (random 2-layer Llama, 3 corpora, one joint pair) in the app's workspace."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
     from test_impact import tiny_config
 
     from g2is_core.impact.study import run_study

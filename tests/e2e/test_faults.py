@@ -9,7 +9,7 @@ uninterrupted run. Two ways to choose the moment:
   its N-th ``os.replace`` (every artefact file lands by an atomic rename), so the kill falls at
   an exact point between two files of one artefact, the worst place for a reader.
 
-Extraction (``g2is grads``) is covered by tests/test_store.py::test_kill_9_resume_gives_the_uninterrupted_rows.
+Extraction (``g2is grads``) is covered by tests/model/test_store.py::test_kill_9_resume_gives_the_uninterrupted_rows.
 """
 from __future__ import annotations
 

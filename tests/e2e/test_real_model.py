@@ -10,7 +10,7 @@ from g2is_core.workspace import Workspace, read_sidecar
 from g2is_core.data.tasks import make_task_records
 
 pytestmark = pytest.mark.real_model
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def test_default_model_is_converted_with_provenance(default_model):

@@ -84,7 +84,7 @@ def test_worker_killed_mid_task_is_retried_without_loss(ray_cluster, warm, tmp_p
 
 
 def test_activation_pattern_on_ray_equals_local(ray_cluster, tiny):
-    from g2is_core.features.ray_backend import activation_pattern_ray
+    from g2is_core.heads.ray import activation_pattern_ray
     from g2is_core.data.encoding import encode_all
     from g2is_core.heads.patterns import activation_pattern
 

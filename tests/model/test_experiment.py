@@ -151,7 +151,7 @@ def test_shipped_specs_keep_their_registry_keys(path, spec_hash, first_key, dige
 
     from g2is_core.workspace import hash_config
 
-    spec = load_spec(Path(__file__).resolve().parents[1] / path)
+    spec = load_spec(Path(__file__).resolve().parents[2] / path)
     keys = _cell_keys(spec)
     assert hash_config(spec.to_dict()) == spec_hash and keys[0] == first_key
     assert hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16] == digest

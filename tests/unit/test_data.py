@@ -13,7 +13,7 @@ from g2is_core.data.loaders import (FORMATS, bbh_cot_exemplars, data_hash, detec
                             save_records_jsonl)
 from g2is_core.data.records import DataError, Record, simple
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -659,7 +659,7 @@ def test_dataspec_builtin_task_equals_the_suite():
 
 
 def test_the_readme_documents_every_kind_and_option():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Naming data", 1)[1].split("\n## ", 1)[0]
     for kind, (text, _) in KINDS.items():
         assert f"`{text.split('[')[0]}" in section, kind

@@ -1,5 +1,5 @@
 """Core knowledge, budgets and the G2IS walk on hand-made features with known answers, plus an
-exact comparison with the dense reference walk (tests/walk_reference.py) and the ``walk`` CLI."""
+exact comparison with the dense reference walk (tests/unit/walk_reference.py) and the ``walk`` CLI."""
 import os
 
 os.environ.setdefault("G2IS_THREADS", "1")
