@@ -57,9 +57,9 @@ def _run_warmup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _epochs(spec: str, warmup) -> list[int]:
+def _epochs(spec: str) -> list[int] | None:
     if spec in ("all", ""):
-        return [c.epoch for c in warmup.checkpoints]
+        return None
     try:
         return [int(x) for x in spec.split(",")]
     except ValueError:
@@ -67,42 +67,24 @@ def _epochs(spec: str, warmup) -> list[int]:
 
 
 def _run_grads(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..features.extract import extract_store
+    from ..features.extract import extract_checkpoints
+    from ..features.ray_backend import RayConfig
     from ..features.warmup import find_warmup
-    from ..models.loading import load_model
     from ..progress import cli_progress
 
     d = DataSpec.parse(args.data).fill(fmt=args.fmt, seed=args.data_seed, limit=args.limit).load()
-    recs, dh, desc = d.records, d.data_hash, d.description
     w = find_warmup(args.warmup)
-    epochs = _epochs(args.checkpoint, w)
     cfg = FeatureConfig(kind="adam" if args.kind == "train" else "sgd", max_length=args.max_length,
-                          template=args.template, bf16=bool(args.bf16), batch_tokens=args.batch_tokens,
-                          max_batch=args.max_batch)
-    proj = ProjectorConfig(dim=args.dim, seed=args.proj_seed)
-    backend = getattr(args, "backend", "local")
+                        template=args.template, bf16=bool(args.bf16), batch_tokens=args.batch_tokens,
+                        max_batch=args.max_batch)
     with cli_progress(f"grads ({args.kind})") as prog:
-        if backend == "ray":
-            from ..features.ray_backend import RayConfig, extract_store_ray
-
-            rc = RayConfig(address=args.ray_address, workers=args.ray_workers)
-        else:
-            loaded = load_model(args.model, device=args.device, progress=prog)
-        stores = []
-        for e in epochs:
-            out = None
-            if args.out:
-                out = Path(args.out) / f"epoch-{e}" if len(epochs) > 1 else Path(args.out)
-            kw = dict(data_hash=dh, data_source=desc, method=args.method, dtype=args.dtype,
-                      shard_rows=args.shard_rows, out_dir=out, progress=prog)
-            if backend == "ray":  # each Ray worker loads the model itself
-                stores.append(extract_store_ray(args.model, recs, w, e, cfg, proj, device=args.device, ray_config=rc,
-                                                **kw))
-            else:
-                stores.append(extract_store(loaded, recs, w, e, cfg, proj, **kw))
-    print(f"{args.kind} features of {desc}: {len(recs)} rows x {args.dim} ({args.dtype}), warmup {w.key}")
+        stores = extract_checkpoints(args.model, d.records, w, _epochs(args.checkpoint), cfg,
+                                     ProjectorConfig(dim=args.dim, seed=args.proj_seed), data_hash=d.data_hash,
+                                     data_source=d.description, out_dir=args.out, device=args.device,
+                                     backend=getattr(args, "backend", "local"),
+                                     ray_config=RayConfig(address=args.ray_address, workers=args.ray_workers),
+                                     method=args.method, dtype=args.dtype, shard_rows=args.shard_rows, progress=prog)
+    print(f"{args.kind} features of {d.description}: {len(d.records)} rows x {args.dim} ({args.dtype}), warmup {w.key}")
     for s in stores:
         print(f"  epoch {s.config['checkpoint']['epoch']} (weight {s.weight:.4f}): {s.dir}")
     return 0
