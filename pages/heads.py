@@ -58,7 +58,7 @@ def _null(path: str, stamp: float, target: str, space: str, method: str, n_perm:
     return {"observed": res.observed, "null": res.null, "p": res.p_value}
 
 
-def _label(e: readers.HeadStudyEntry) -> str:
+def _label(e: readers.StudyEntry) -> str:
     c = e.config
     done = "complete" if e.complete else "in progress"
     return f"{e.path.name} · {c['model']} · {len(c['tasks'])} tasks · {c['steps']} steps · {done}"

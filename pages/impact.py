@@ -45,7 +45,7 @@ def _load(path: str, stamp: float) -> dict:  # noqa: ARG001  (stamp keys the cac
             "curves": {r: v["unlearn"] for r, v in s.runs.items()}}
 
 
-def _label(e: readers.ImpactStudyEntry) -> str:
+def _label(e: readers.StudyEntry) -> str:
     c = e.config
     done = "complete" if e.complete else "in progress"
     return f"{e.path.name} · {c['model']} · {len(c['corpora'])} corpora · {done}"

@@ -130,14 +130,16 @@ def dataset_saved(ws: Workspace, data_hash: str | None) -> bool:
     return bool(data_hash) and ws.is_complete(ws.root / DATASETS / str(data_hash)[:16])
 
 
-# ----------------------------------------------------------------------------- head studies
+# ----------------------------------------------------------------------------- studies (heads, impact)
 @dataclass(frozen=True)
-class HeadStudyEntry:
-    """A head study directory (partial ones too): its study.json metadata, complete or still running."""
+class StudyEntry:
+    """A study directory (partial ones too): its study.json metadata, complete or still running, and the
+    files whose change means the page must read it again (``watched``: globs under the directory)."""
 
     path: Path
     meta: dict[str, Any]
     complete: bool
+    watched: tuple[str, ...] = ()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -145,18 +147,28 @@ class HeadStudyEntry:
 
     def stamp(self) -> float:
         d = self.path
-        return _files_stamp([d / "study.json", d / SIDECAR, *sorted((d / "runs").glob("*/run.json"))])
+        return _files_stamp([d / "study.json", d / SIDECAR, *(p for g in self.watched for p in sorted(d.glob(g)))])
 
 
-def head_studies(ws: Workspace) -> list[HeadStudyEntry]:
+def _study_entry(path: str | Path, watched: tuple[str, ...]) -> StudyEntry:
+    d = Path(path)
+    return StudyEntry(d, read_json(d / "study.json"), (d / SIDECAR).exists(), watched)
+
+
+# head studies: heads/study.py writes runs/<task>-<seed>/run.json as each run finishes
+_HEAD_WATCHED = ("runs/*/run.json",)
+# impact studies: impact/study.py writes base/eval.json, then runs/<corpus>/<file>.json
+_IMPACT_WATCHED = ("base/eval.json", "runs/*/*.json")
+
+
+def head_studies(ws: Workspace) -> list[StudyEntry]:
     from ..heads.study import list_studies
 
     return [head_study(d) for d in list_studies(ws)]
 
 
-def head_study(path: str | Path) -> HeadStudyEntry:
-    d = Path(path)
-    return HeadStudyEntry(d, read_json(d / "study.json"), (d / SIDECAR).exists())
+def head_study(path: str | Path) -> StudyEntry:
+    return _study_entry(path, _HEAD_WATCHED)
 
 
 def head_findings(path: str | Path, n_perm: int) -> dict[str, Any]:
@@ -184,33 +196,14 @@ def head_mixes(ws: Workspace, study_path: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- impact studies
-@dataclass(frozen=True)
-class ImpactStudyEntry:
-    """An impact study directory (partial ones too): its study.json metadata, complete or still running."""
-
-    path: Path
-    meta: dict[str, Any]
-    complete: bool
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.meta["config"]
-
-    def stamp(self) -> float:
-        d = self.path
-        return _files_stamp([d / "study.json", d / SIDECAR, d / "base" / "eval.json",
-                             *sorted((d / "runs").glob("*/*.json"))])
-
-
-def impact_studies(ws: Workspace) -> list[ImpactStudyEntry]:
+def impact_studies(ws: Workspace) -> list[StudyEntry]:
     from ..impact.study import list_studies
 
     return [impact_study(d) for d in list_studies(ws)]
 
 
-def impact_study(path: str | Path) -> ImpactStudyEntry:
-    d = Path(path)
-    return ImpactStudyEntry(d, read_json(d / "study.json"), (d / SIDECAR).exists())
+def impact_study(path: str | Path) -> StudyEntry:
+    return _study_entry(path, _IMPACT_WATCHED)
 
 
 # ----------------------------------------------------------------------------- benchmarks
