@@ -67,7 +67,7 @@ def _epochs(spec: str) -> list[int] | None:
 
 
 def _run_grads(args: argparse.Namespace) -> int:
-    from ..features.extract import extract_checkpoints
+    from ..features.backends import extract_checkpoints
     from ..features.ray_backend import RayConfig
     from ..features.warmup import find_warmup
     from ..progress import cli_progress
