@@ -53,6 +53,25 @@ def test_bf16_candidates_rescored_in_fp32():
     assert np.allclose(sims, exact_vals, atol=1e-6)                # similarities are fp32, not bf16
 
 
+def test_exact_device_auto_cpu_and_cuda():
+    # "auto" (the default) is the CPU here unless CUDA is present; the CPU answer is the brute force either way,
+    # and a CUDA device, where present, gives the same neighbours up to float rounding of near-ties
+    import torch
+
+    x = random_unit(400, 16, seed=5)
+    want_nb, want_s = brute_force(x, 8)
+    nb, sims = build_knn(x, 8, device="cpu", block=128)
+    assert (nb == want_nb).all() and np.allclose(sims, want_s, atol=1e-6)
+    nb_auto, sims_auto = build_knn(x, 8, block=128, precision="bf16")
+    assert knn_recall(nb_auto, want_nb) >= 0.99 and sims_auto.dtype == np.float32
+    if torch.cuda.is_available():
+        nb_gpu, sims_gpu = build_knn(x, 8, device="cuda", block=128)
+        assert knn_recall(nb_gpu, want_nb) >= 0.999 and np.allclose(sims_gpu, want_s, atol=1e-5)
+    else:
+        with pytest.raises(ValueError, match="no CUDA device"):
+            build_knn(x, 8, device="cuda")
+
+
 def test_hnsw_recall_on_random_data():
     pytest.importorskip("faiss")
     x = random_unit(2000, 32, seed=1)
