@@ -173,7 +173,7 @@ def extract_reference(model, encoded: Sequence[Encoded], cfg: FeatureConfig, pro
             g = adam_direction(g, moments[0], moments[1], cfg.beta1, cfg.beta2, cfg.eps)
         x = torch.zeros(projector.cfg.dim)
         for k in range(projector.n_blocks):  # dense R, one chunk of rows at a time
-            x += g[projector.columns(k)] @ projector.block(k)
+            x += g[projector.columns(k)] @ projector.block_view(k)
         out[i] = unit_rows(x, zero="keep").numpy()  # g = 0 (no response token) stays the zero row
         progress((i + 1) / len(encoded), f"{i + 1}/{len(encoded)}")
     return out
@@ -279,7 +279,7 @@ def project_rows(G, projector: Projector, cfg: FeatureConfig, moments=None):
         gk = G[:, cols]
         if cfg.kind == "adam":
             gk = adam_direction(gk, moments[0][cols], moments[1][cols], cfg.beta1, cfg.beta2, cfg.eps)
-        x += gk @ projector.block(k)
+        x += gk @ projector.block_view(k)
     return unit_rows(x, zero="keep")
 
 
