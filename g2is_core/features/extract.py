@@ -23,8 +23,9 @@ Two implementations of the same function:
   ``dL_b/dB = sum_t gy_bt (A x_bt)^T`` and ``dL_b/dA = sum_t (B^T gy_bt) x_bt^T``, built from the
   inputs kept by forward hooks and the output gradients returned by ``torch.autograd.grad``;
   logits only at positions that carry a label (:func:`g2is_core.models.lm_ops.response_loss`);
-  optional bf16 autocast; and the projection applied block by block to a group of rows, so a
-  block of R is generated once per group, never the whole P x d matrix.
+  optional bf16 autocast; and the projection applied block by block to a group of rows (never the
+  whole P x d matrix in fp32; the projector keeps R's drawn bits, 1 bit per entry, so a block is
+  drawn once per run, not once per group: :class:`~g2is_core.features.projection.Projector`).
 
 Both call :meth:`~g2is_core.features.projection.Projector.block`, so they use the SAME R and their
 features agree up to float rounding (tested: cosine > 0.999 per example in fp32, in practice 1 - 1e-6).
