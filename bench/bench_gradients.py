@@ -13,7 +13,7 @@ Prints, in one run, at 1 and at 2 torch threads (each in its own process):
   examples as LESS's ``collect_grad_reps`` does, with the projector drawn every time, as TRAK's
   BasicProjector does with several blocks) and the ratio fast / LESS-style.
 
-    python bench/bench_gradients.py                       # about 6-8 minutes on 2 shared cores
+    python bench/bench_gradients.py                       # about 9 minutes on 2 cores shared at load 6-8
     python bench/bench_gradients.py --n-fast 16 --n-less 8 --threads 1    # quicker
 
 The LoRA is the project default for the small model (r=8, alpha=32 on q,k,v,o) with random non-zero
