@@ -23,8 +23,9 @@ Two implementations of the same function:
   ``dL_b/dB = sum_t gy_bt (A x_bt)^T`` and ``dL_b/dA = sum_t (B^T gy_bt) x_bt^T``, built from the
   inputs kept by forward hooks and the output gradients returned by ``torch.autograd.grad``;
   logits only at positions that carry a label (:func:`g2is_core.models.lm_ops.response_loss`);
-  optional bf16 autocast; and the projection applied block by block to a group of rows, so a
-  block of R is generated once per group, never the whole P x d matrix.
+  optional bf16 autocast; and the projection applied block by block to a group of rows (never the
+  whole P x d matrix in fp32; the projector keeps R's drawn bits, 1 bit per entry, so a block is
+  drawn once per run, not once per group: :class:`~g2is_core.features.projection.Projector`).
 
 Both call :meth:`~g2is_core.features.projection.Projector.block`, so they use the SAME R and their
 features agree up to float rounding (tested: cosine > 0.999 per example in fp32, in practice 1 - 1e-6).
@@ -173,7 +174,7 @@ def extract_reference(model, encoded: Sequence[Encoded], cfg: FeatureConfig, pro
             g = adam_direction(g, moments[0], moments[1], cfg.beta1, cfg.beta2, cfg.eps)
         x = torch.zeros(projector.cfg.dim)
         for k in range(projector.n_blocks):  # dense R, one chunk of rows at a time
-            x += g[projector.columns(k)] @ projector.block(k)
+            x += g[projector.columns(k)] @ projector.block_view(k)
         out[i] = unit_rows(x, zero="keep").numpy()  # g = 0 (no response token) stays the zero row
         progress((i + 1) / len(encoded), f"{i + 1}/{len(encoded)}")
     return out
@@ -279,7 +280,7 @@ def project_rows(G, projector: Projector, cfg: FeatureConfig, moments=None):
         gk = G[:, cols]
         if cfg.kind == "adam":
             gk = adam_direction(gk, moments[0][cols], moments[1][cols], cfg.beta1, cfg.beta2, cfg.eps)
-        x += gk @ projector.block(k)
+        x += gk @ projector.block_view(k)
     return unit_rows(x, zero="keep")
 
 

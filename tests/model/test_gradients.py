@@ -153,3 +153,36 @@ def test_train_features_need_moments(perturbed):
     proj = Projector(ProjectorConfig(dim=8), lora_layout(model).total)
     with pytest.raises(ValueError, match="Adam moments"):
         extract(model, lm.tokenizer, _records(2), FeatureConfig(kind="adam"), proj)
+
+
+def _drawn_block(proj: Projector, k: int) -> torch.Tensor:
+    """Block k of R exactly as the projector drew it before the sign cache (the stores' recorded definition)."""
+    cols = proj.columns(k)
+    g = torch.Generator().manual_seed(__import__("g2is_core.features.projection", fromlist=["x"])._block_seed(
+        proj.cfg.seed, k))
+    r = torch.randint(0, 2, (cols.stop - cols.start, proj.cfg.dim), generator=g, dtype=torch.int8)
+    return r.to(torch.float32).mul_(2).sub_(1).mul_(1.0 / math.sqrt(proj.cfg.dim))
+
+
+@pytest.mark.parametrize("dim", [36, 64])  # 36: rows of R do not fill whole bytes
+def test_sign_cache_is_bitwise_the_drawn_projector(perturbed, dim):
+    lm, model = perturbed
+    layout = lora_layout(model)
+    cfgp = ProjectorConfig(dim=dim, seed=5, block=700)  # a short last block too
+    cached, uncached = Projector(cfgp, layout.total), Projector(cfgp, layout.total, cache_mb=0)
+    half = Projector(cfgp, layout.total, cache_mb=3 * 700 * math.ceil(dim / 8) / (1 << 20))  # 3 blocks kept
+    for _ in range(2):  # the second pass reads the cache
+        for k in range(cached.n_blocks):
+            want = _drawn_block(cached, k).view(torch.int32)
+            for p in (cached, uncached, half):
+                assert torch.equal(p.block_view(k).contiguous().view(torch.int32), want)
+                assert torch.equal(p.block(k).view(torch.int32), want)
+    assert len(cached._signs) == cached.n_blocks and not uncached._signs and len(half._signs) == 3
+    assert cached.cached_mb * (1 << 20) == layout.total * math.ceil(dim / 8)
+    g = torch.Generator().manual_seed(2)
+    moments = (torch.randn(layout.total, generator=g) * 1e-3, torch.rand(layout.total, generator=g) * 1e-5)
+    recs = _records(12)
+    cfg = FeatureConfig(kind="adam", max_length=64, proj_rows=5)  # several groups: the cache is reused
+    a = extract(model, lm.tokenizer, recs, cfg, Projector(cfgp, layout.total), moments=moments)
+    b = extract(model, lm.tokenizer, recs, cfg, Projector(cfgp, layout.total, cache_mb=0), moments=moments)
+    assert np.array_equal(a.view(np.int32), b.view(np.int32))
