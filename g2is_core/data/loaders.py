@@ -939,6 +939,17 @@ def _sniff_object(obj: Any, path: Path) -> str:
                     f"{', '.join(FORMATS)}, or mapped with the fields named: {COLUMNS_HINT}", path=str(path))
 
 
+def _is_text_table(path: Path) -> bool:
+    """A .json file holding one object whose values are all strings (a lookup table of texts)."""
+    if ".json" not in path.suffixes or path.suffix == ".jsonl":
+        return False
+    try:
+        obj = json.loads(_read_text(path))
+    except (DataError, ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, str) for v in obj.values())
+
+
 def _first_csv_row(path: Path, delimiter: str) -> list[str] | None:
     """The first non-empty row, reading only as many lines as it spans (quoted fields hold newlines)."""
     def texts() -> Iterator[str]:
@@ -1032,6 +1043,11 @@ def iter_records(path: str | Path, fmt: str | None = None, *, lenient: bool = Fa
         try:
             f_fmt = fmt or detect_format(f)
         except DataError as exc:
+            if folder and fmt is None and _is_text_table(f):
+                # e.g. mmlu/lib_prompt/mmlu-cot.json ({subject: CoT prompt}) beside mmlu/data: a prompt
+                # library, not records; skipped (and listed) even in a strict load, like a metadata csv.
+                rep.skipped_files.append((str(f), "a JSON object of named texts (a prompt library), not records"))
+                continue
             if not (folder and lenient):
                 raise
             rep.skipped_files.append((str(f), str(exc)))

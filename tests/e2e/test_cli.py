@@ -143,3 +143,24 @@ def test_argument_errors_name_the_flag(capsys):
             assert exc.code == 2
         err = capsys.readouterr().err
         assert f"argument {flag}" in err, err
+
+
+def test_data_inspect_breaks_a_multi_task_family_down_per_task(tmp_path, capsys):
+    """BBH is one task per file (MMLU per subject, T0 per template): `data inspect` lists each; a prompt
+    library beside the data (mmlu/lib_prompt/mmlu-cot.json) is skipped and named even in a strict load."""
+    import json
+
+    d = tmp_path / "bbh"
+    d.mkdir()
+    for name, n in (("boolean_expressions", 3), ("date_understanding", 2)):
+        (d / f"{name}.json").write_text(json.dumps(
+            {"canary": "x", "examples": [{"input": f"q{i}", "target": "True"} for i in range(n)]}))
+    (d / "lib.json").write_text(json.dumps({"boolean_expressions": "Q: ...\nA: ...", "date_understanding": "..."}))
+    assert main(["data", "inspect", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "5 records loaded" in out
+    assert "2 subtasks: boolean_expressions 3, date_understanding 2" in out
+    assert "skipped file" in out and "lib.json" in out and "prompt library" in out
+    assert main(["data", "inspect", str(d), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["by_subtask"]["bbh"] == {"boolean_expressions": 3, "date_understanding": 2}
