@@ -159,3 +159,24 @@ def test_readers_find_artefacts_without_pages_naming_files(workspace):
     assert readers.registry(workspace) is None
     assert not (workspace.root / readers.REGISTRY_FILE).exists()   # reading never creates the registry
     assert readers.head_studies(workspace) == [] and readers.impact_studies(workspace) == []
+
+
+def test_workspace_state_counts_what_the_pages_show_and_names_the_next_step(workspace):
+    """The overview page's reader: a fresh workspace asks for the model, then the demo, then your data."""
+    from g2is_core.app import readers
+    from g2is_core.models.loading import default_model_dir
+    from g2is_core.workspace import write_sidecar
+
+    s = readers.workspace_state(workspace)
+    assert (s.model_ready, s.stores, s.graphs, s.selections, s.head_studies, s.impact_studies,
+            s.benchmark_rows, s.jobs) == (False, 0, 0, 0, 0, 0, 0, ())
+    assert s.next_step == "fetch" and "g2is model fetch" in s.model_message and not s.running("demo")
+    assert not (workspace.root / "registry.sqlite").exists()          # reading creates nothing
+    default_model_dir(workspace).mkdir(parents=True)
+    write_sidecar(default_model_dir(workspace), "model", {})
+    assert readers.workspace_state(workspace).next_step == "demo"
+    for kind in (readers.STORES, readers.GRAPHS):
+        (workspace.root / kind / "k1").mkdir(parents=True)
+        write_sidecar(workspace.root / kind / "k1", kind, {})
+    s = readers.workspace_state(workspace)
+    assert (s.model_ready, s.stores, s.graphs, s.next_step) == (True, 1, 1, "data")
