@@ -50,6 +50,11 @@ class GraphEntry:
     def data_hash(self) -> str | None:
         return self.inputs.get("data_hash")
 
+    @property
+    def train_store_keys(self) -> list[str]:
+        """The pool's gradient stores the graph was built from (one per warmup checkpoint)."""
+        return list(self.inputs.get("train_store_keys") or [])
+
     def stamp(self) -> float:
         return _mtime(self.path / SIDECAR)
 
@@ -88,6 +93,29 @@ class RunEntry:
     @property
     def pool_data_hash(self) -> str | None:
         return (self.meta.get("inputs") or {}).get("pool_data_hash")
+
+    @property
+    def target_data_hash(self) -> str | None:
+        return (self.meta.get("inputs") or {}).get("target_data_hash")
+
+    @property
+    def target(self) -> str:
+        """What the run selected for, in words: the target data as named when it ran (`g2is select
+        --targets`), else the experiment's target (`g2is bench`/`demo` runs are named
+        experiment/target/method/ratio/seed), else the target data's hash."""
+        inputs = self.meta.get("inputs") or {}
+        if inputs.get("targets"):
+            return str(inputs["targets"]).removeprefix("builtin:targets:")
+        parts = str(self.meta.get("name") or "").split("/")
+        if len(parts) == 5 and parts[1]:
+            return parts[1]
+        h = self.target_data_hash
+        return f"target {h[:8]}" if h else "target unknown"
+
+    @property
+    def train_store_keys(self) -> list[str]:
+        """The pool's gradient stores (g2is and less runs; none for the others)."""
+        return list((self.meta.get("inputs") or {}).get("train_store_keys") or [])
 
     @property
     def has_walk(self) -> bool:
@@ -224,6 +252,11 @@ def training_losses(train_dir: str | Path) -> list[dict[str, Any]] | None:
 
 # ----------------------------------------------------------------------------- the workspace at a glance
 STORES = "grads"             # features.store.KIND: one gradient store per directory
+
+
+def train_store_keys(ws: Workspace) -> list[str]:
+    """Keys of the workspace's pool (train, Adam-direction) gradient stores, newest first."""
+    return [d.name for d, m in ws.list(STORES) if (m.get("config") or {}).get("kind") == "adam"]
 
 
 @dataclass(frozen=True)

@@ -180,3 +180,20 @@ def test_workspace_state_counts_what_the_pages_show_and_names_the_next_step(work
         write_sidecar(workspace.root / kind / "k1", kind, {})
     s = readers.workspace_state(workspace)
     assert (s.model_ready, s.stores, s.graphs, s.next_step) == (True, 1, 1, "data")
+
+
+def test_benchmark_noise_marks_claim_no_spread_or_win_from_one_seed():
+    import pandas as pd
+
+    from g2is_core.app.kit import with_noise_marks, with_paired_noise
+
+    t = pd.DataFrame({"method": ["g2is", "bm25", "less"], "n_seeds": [1, 3, 3], "mean": [0.5, 0.6, 0.9],
+                      "std": [0.0, 0.1, 0.05], "vs_random": [0.08, 0.05, 0.3]})
+    m = with_noise_marks(t)
+    assert pd.isna(m["std"].iat[0]) and m["std"].iat[1] == 0.1                 # no 0.000 from one seed
+    assert list(m["noise"]) == ["one seed", "inside the seed spread", ""]
+    p = pd.DataFrame({"method": ["g2is", "bm25", "less"], "n_pairs": [1, 3, 3], "mean_diff": [0.08, 0.01, 0.3],
+                      "min_diff": [0.08, -0.02, 0.2], "max_diff": [0.08, 0.04, 0.4], "better": [1, 2, 3]})
+    q = with_paired_noise(p)
+    assert pd.isna(q["better"].iat[0]) and list(q["better"].iloc[1:]) == [2, 3]  # no "better 1" from one pair
+    assert list(q["noise"]) == ["one seed", "seeds disagree on the sign", ""]
