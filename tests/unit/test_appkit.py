@@ -197,3 +197,15 @@ def test_benchmark_noise_marks_claim_no_spread_or_win_from_one_seed():
     q = with_paired_noise(p)
     assert pd.isna(q["better"].iat[0]) and list(q["better"].iloc[1:]) == [2, 3]  # no "better 1" from one pair
     assert list(q["noise"]) == ["one seed", "seeds disagree on the sign", ""]
+
+
+def test_run_entry_names_its_target():
+    from pathlib import Path
+
+    from g2is_core.app.readers import RunEntry
+
+    cli = RunEntry(Path("a"), {"inputs": {"targets": "builtin:targets:add_reverse (seed 0)", "target_data_hash": "ab"}})
+    bench = RunEntry(Path("b"), {"name": "demo/lookup_add/g2is/0.05/0", "inputs": {"target_data_hash": "cd"}})
+    bare = RunEntry(Path("c"), {"inputs": {"target_data_hash": "0123456789", "train_store_keys": ["k1", "k2"]}})
+    assert cli.target == "add_reverse (seed 0)" and bench.target == "lookup_add" and bare.target == "target 01234567"
+    assert bare.train_store_keys == ["k1", "k2"] and cli.train_store_keys == []
