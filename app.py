@@ -14,7 +14,8 @@ from pages import _ui
 st.set_page_config(page_title="G2IS Studio", page_icon=":material/hub:", layout="wide")
 
 PAGES = [
-    st.Page("pages/data.py", title="Data", icon=":material/table:", default=True),
+    st.Page("pages/home.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/table:"),
     st.Page("pages/graph.py", title="Instruction graph", icon=":material/hub:"),
     st.Page("pages/walk.py", title="Walk", icon=":material/route:"),
     st.Page("pages/heads.py", title="Heads", icon=":material/grid_on:"),

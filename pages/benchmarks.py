@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from g2is_core.app import kit as appkit
 from g2is_core.app import readers
 from g2is_core.loop import tables as benchmarks
 from g2is_core.loop.registry import Registry
@@ -21,7 +22,9 @@ reg = readers.registry(ws)
 if reg is None:
     _ui.empty_state("No benchmark results yet. Run the demo chain (built-in pool, composite targets, default "
                     "model) or an experiment spec; results land in the run registry.",
-                    commands=["g2is demo", "g2is bench run SPEC.yaml"], note="Both can be started from the Runs page.")
+                    commands=["g2is demo", "g2is bench run bench/specs/real_data.yaml"],
+                    note="Both can be started from the Runs page: “Demo: the whole chain on the embedded default” and "
+                         "“Benchmark: run an experiment spec”.")
     st.stop()
 
 
@@ -32,8 +35,8 @@ def _rows(path: str, experiment: str | None) -> list[dict]:
 
 exps = reg.experiments()
 if not exps:
-    _ui.empty_state("The run registry is empty. Run `g2is demo` or `g2is bench run SPEC.yaml`.",
-                    commands=["g2is demo"])
+    _ui.empty_state("The run registry is empty. Run the demo (or start “Demo: the whole chain on the embedded "
+                    "default” on the Runs page).", commands=["g2is demo"])
     st.stop()
 exp = st.selectbox("Experiment", exps)
 rows = _rows(str(reg.path), exp)
@@ -53,19 +56,24 @@ if table.empty:
     st.stop()
 
 st.subheader("Results")
-st.dataframe(table.style.format({"mean": "{:.3f}", "std": "{:.3f}", "vs_random": "{:+.3f}", "vs_full": "{:+.3f}",
+shown = appkit.with_noise_marks(table)
+if (table["n_seeds"] < 2).any():
+    st.caption("With one seed there is no spread: std is left blank, no error bar is drawn, and a difference "
+               "between methods may be noise (run more seeds to tell).")
+st.dataframe(shown.style.format({"mean": "{:.3f}", "std": "{:.3f}", "vs_random": "{:+.3f}", "vs_full": "{:+.3f}",
                                  "vs_base": "{:+.3f}", "ratio": "{:.3g}"}, na_rep="–"),
              hide_index=True, width="stretch")
 st.download_button("Download the table as CSV", table.to_csv(index=False).encode(), file_name=f"{exp}_results.csv",
                     mime="text/csv")
 
-paired = benchmarks.paired_vs_random(rows, metric)
+paired = appkit.with_paired_noise(benchmarks.paired_vs_random(rows, metric))
 if not paired.empty:
     st.markdown("**Seed-matched differences to random** (method at seed s minus random at seed s: the same "
                 "training seed, so its share of the noise cancels; *better* counts the seeds where the method wins "
                 "in the metric's own direction)")
     st.dataframe(paired.drop(columns=["experiment"]).style.format(
-        {"mean_diff": "{:+.3f}", "min_diff": "{:+.3f}", "max_diff": "{:+.3f}", "ratio": "{:.3g}"}),
+        {"mean_diff": "{:+.3f}", "min_diff": "{:+.3f}", "max_diff": "{:+.3f}", "ratio": "{:.3g}", "better": "{:.0f}"},
+        na_rep="–"),
         hide_index=True, width="stretch")
 
 st.subheader("Method x target")
@@ -73,7 +81,9 @@ for target, sub in table.groupby("target", sort=False):
     fig = go.Figure()
     for ratio, part in sub.groupby(sub["ratio"].fillna(-1), sort=False):
         label = "no selection" if ratio < 0 else f"ratio {ratio:g}"
-        fig.add_bar(x=part["method"], y=part["mean"], error_y={"type": "data", "array": part["std"]}, name=label)
+        spread = part["n_seeds"] >= 2  # one seed has no spread: no error bar rather than a bar of 0
+        fig.add_bar(x=part["method"], y=part["mean"], name=label,
+                    error_y={"type": "data", "array": part["std"].where(spread), "visible": bool(spread.any())})
     metric = sub["metric"].iloc[0]
     fig.update_layout(title=f"{target} ({metric})", barmode="group", height=320, margin={"t": 40, "b": 20},
                       yaxis_title=metric)

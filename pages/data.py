@@ -186,7 +186,7 @@ else:
 st.subheader("Gradient stores for this data")
 stores = appkit.stores_for_data(ws, dhash)
 if stores.empty:
-    _ui.empty_state("No gradient store for this data yet. Extract features with `g2is grads ...` "
-                    "(see `g2is grads --help`) or from the Runs page.")
+    _ui.empty_state("No gradient store for this data yet. On the Runs page, start “LESS warmup (LoRA)”, then "
+                    "“Extract gradient features” with this data spec (`g2is warmup --help`, `g2is grads --help`).")
 else:
     st.dataframe(stores, hide_index=True, width="stretch")

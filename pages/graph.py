@@ -113,11 +113,13 @@ st.caption("Nodes are pool examples; edge weights are cosine similarities of the
 ws = _ui.workspace()
 graphs = {str(e.path): e for e in readers.graphs(ws)}
 if not graphs:
+    stores = readers.train_store_keys(ws)
     _ui.empty_state(
-        "No instruction graph yet. Build one from a gradient store with `g2is graph build ...` "
-        "(see `g2is graph build --help`) or from the Runs page.",
-        ["g2is graph build --train-store <pool store key> --pool builtin:pool --k 32"],
-        note="A graph needs a gradient store of the pool first (Data page, “Gradient stores for this data”).")
+        "No instruction graph yet. `g2is demo` computes gradient features of the built-in pool and walks its "
+        "graph; " + ("or build the graph of a pool gradient store already in this workspace:" if stores else
+                     "a graph of your own data needs its gradient store first (Data page)."),
+        ["g2is demo"] + ([f"g2is graph build --train-store {stores[0]} --k 32"] if stores else []),
+        note="“Demo: the whole chain on the embedded default” on the Runs page runs the demo too.")
     st.stop()
 
 labels = {p: f"{e.path.name} · {e.meta.get('n')} nodes · k={e.meta.get('k')} · {e.meta.get('graph_kind', 'train')} · "
@@ -127,8 +129,8 @@ entry = readers.graph(path)
 g = _graph(path, entry.stamp())
 data_hash = entry.data_hash
 runs = [r for r in readers.selection_runs(ws) if data_hash and r.pool_data_hash == data_hash]
-run_labels = {"": "(none)"} | {str(r.path): f"{r.method} · {r.meta.get('n_selected')} selected · {r.path.name}"
-                               for r in runs}
+run_labels = {"": "(none)"} | {str(r.path): f"{r.method} for {r.target} · {r.meta.get('n_selected')} selected · "
+                                             f"{r.path.name}" for r in runs}
 
 c1, c2, c3 = st.columns([1, 1, 2])
 colour_by = c1.radio("Colour by", ["task", "source", "selection"], horizontal=True, key="graph_colour")
@@ -139,8 +141,11 @@ if hl_path:
 
 df, lmeta = _frame(entry.features_key, data_hash, str(ws.root), highlight, g.n)
 if df is None:
-    _ui.empty_state("This graph has no cached 2-D layout yet; the map needs one (computed once, then cached).",
-                    ["g2is graph build --train-store <the same stores> --layout umap"])
+    keys = entry.train_store_keys
+    _ui.empty_state("This graph has no cached 2-D layout yet; the map needs one (computed once, then cached). "
+                    "This command computes it for the same stores; the page shows it when it is done.",
+                    ["g2is graph build " + " ".join(f"--train-store {k}" for k in keys) + f" --k {g.k} --layout umap"]
+                    if keys else [])
     st.stop()
 records_known = df["source"].iat[0] != "(unknown)"
 records_by_id = _records_by_id(data_hash, str(ws.root)) if records_known else {}

@@ -31,7 +31,7 @@ if not studies:
                     "capability suite after each (about 25 minutes on a 2-core CPU). The tiny one below only checks "
                     "the plumbing in seconds.",
                     ["g2is impact run",
-                     "g2is impact run --model tiny --corpus notes=notes.txt --corpus code=shared:code_alpaca/code_alpaca_2k.json "
+                     "g2is impact run --model tiny --corpus gsm=shared:gsm8k/train.jsonl.gz --corpus code=shared:code_alpaca/code_alpaca_2k.json "
                      "--corpus t0=shared:t0_train_50k/data_per_template --eval-limit 2 --max-steps 2"],
                     note="Also from the Runs page: “Data impact study”. Your own corpora: --corpus NAME=FILE "
                          "(instruction data in any supported format, or a .txt file of paragraphs).")

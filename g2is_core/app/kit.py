@@ -305,3 +305,34 @@ def elapsed(started: str | None, ended: str | None = None) -> str:
     if s >= 60:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s} s"
+
+
+# ----------------------------------------------------------------------------- benchmark noise, for the page
+def with_noise_marks(table):
+    """The results table (:func:`g2is_core.loop.tables.summary_table`) as the Benchmarks page shows it:
+    ``std`` blank with fewer than 2 seeds (one seed has no spread: 0.000 would claim one), and a ``noise``
+    column: "one seed" (no spread to judge by), "inside the seed spread" when |vs_random| <= the row's
+    std, else empty."""
+    import numpy as np
+
+    t = table.copy()
+    single = t["n_seeds"] < 2
+    t.loc[single, "std"] = np.nan
+    vs = t["vs_random"] if "vs_random" in t else np.nan
+    inside = (~single) & (np.abs(vs) <= t["std"])
+    t["noise"] = np.where(single, "one seed", np.where(inside, "inside the seed spread", ""))
+    return t
+
+
+def with_paired_noise(paired):
+    """The seed-matched differences (:func:`g2is_core.loop.tables.paired_vs_random`) as the page shows
+    them: ``better`` blank from one pair (a count of 1 of 1 is no evidence), and a ``noise`` column: "one
+    seed", "seeds disagree on the sign" (min <= 0 <= max: inside the noise), else empty."""
+    import numpy as np
+
+    p = paired.copy()
+    single = p["n_pairs"] < 2
+    p["better"] = p["better"].astype("float").where(~single)
+    mixed = (~single) & (p["min_diff"] <= 0) & (p["max_diff"] >= 0)
+    p["noise"] = np.where(single, "one seed", np.where(mixed, "seeds disagree on the sign", ""))
+    return p

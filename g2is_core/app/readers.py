@@ -50,6 +50,11 @@ class GraphEntry:
     def data_hash(self) -> str | None:
         return self.inputs.get("data_hash")
 
+    @property
+    def train_store_keys(self) -> list[str]:
+        """The pool's gradient stores the graph was built from (one per warmup checkpoint)."""
+        return list(self.inputs.get("train_store_keys") or [])
+
     def stamp(self) -> float:
         return _mtime(self.path / SIDECAR)
 
@@ -88,6 +93,29 @@ class RunEntry:
     @property
     def pool_data_hash(self) -> str | None:
         return (self.meta.get("inputs") or {}).get("pool_data_hash")
+
+    @property
+    def target_data_hash(self) -> str | None:
+        return (self.meta.get("inputs") or {}).get("target_data_hash")
+
+    @property
+    def target(self) -> str:
+        """What the run selected for, in words: the target data as named when it ran (`g2is select
+        --targets`), else the experiment's target (`g2is bench`/`demo` runs are named
+        experiment/target/method/ratio/seed), else the target data's hash."""
+        inputs = self.meta.get("inputs") or {}
+        if inputs.get("targets"):
+            return str(inputs["targets"]).removeprefix("builtin:targets:")
+        parts = str(self.meta.get("name") or "").split("/")
+        if len(parts) == 5 and parts[1]:
+            return parts[1]
+        h = self.target_data_hash
+        return f"target {h[:8]}" if h else "target unknown"
+
+    @property
+    def train_store_keys(self) -> list[str]:
+        """The pool's gradient stores (g2is and less runs; none for the others)."""
+        return list((self.meta.get("inputs") or {}).get("train_store_keys") or [])
 
     @property
     def has_walk(self) -> bool:
@@ -220,3 +248,57 @@ def training_losses(train_dir: str | Path) -> list[dict[str, Any]] | None:
     """The loss curve of a fine-tuning run ([{"samples", "loss", ...}] from its state.json), or None."""
     p = Path(train_dir) / "state.json"
     return read_json(p)["losses"] if p.exists() else None
+
+
+# ----------------------------------------------------------------------------- the workspace at a glance
+STORES = "grads"             # features.store.KIND: one gradient store per directory
+
+
+def train_store_keys(ws: Workspace) -> list[str]:
+    """Keys of the workspace's pool (train, Adam-direction) gradient stores, newest first."""
+    return [d.name for d, m in ws.list(STORES) if (m.get("config") or {}).get("kind") == "adam"]
+
+
+@dataclass(frozen=True)
+class WorkspaceState:
+    """What the workspace holds, for the overview page: one count per artefact the other pages show."""
+
+    root: Path
+    model_ready: bool
+    model_message: str            # a sentence (what to do when the model is missing)
+    stores: int                   # gradient stores (the Data page, `g2is grads`)
+    graphs: int                   # instruction graphs (the Instruction graph page)
+    selections: int               # selection runs (the Walk page)
+    head_studies: int             # (the Heads page)
+    impact_studies: int           # (the Data impact page)
+    benchmark_rows: int           # finished cells in the run registry (the Benchmarks page)
+    jobs: tuple[tuple[str, bool], ...]  # (argv[0], still running) of every job, newest first
+
+    @property
+    def has_results(self) -> bool:
+        return bool(self.graphs or self.selections or self.head_studies or self.impact_studies or self.benchmark_rows)
+
+    def running(self, command: str) -> bool:
+        """Is a job of this command (``demo``, ``model``) running now?"""
+        return any(cmd == command and active for cmd, active in self.jobs)
+
+    @property
+    def next_step(self) -> str:
+        """``fetch`` (no model yet), ``demo`` (a model, no results) or ``data`` (load your own)."""
+        if not self.model_ready:
+            return "fetch"
+        return "data" if self.has_results else "demo"
+
+
+def workspace_state(ws: Workspace) -> WorkspaceState:
+    """Counts of the workspace's artefacts (reading never creates any)."""
+    from .. import jobs as jobs_mod
+    from .kit import model_status
+
+    status = model_status(ws)
+    reg = registry(ws)
+    return WorkspaceState(
+        root=ws.root, model_ready=status.ready, model_message=status.message, stores=len(ws.list(STORES)),
+        graphs=len(graphs(ws)), selections=len(selection_runs(ws)), head_studies=len(head_studies(ws)),
+        impact_studies=len(impact_studies(ws)), benchmark_rows=len(reg.rows()) if reg is not None else 0,
+        jobs=tuple(((j.argv or [""])[0], j.is_active) for j in jobs_mod.list_jobs(ws)))

@@ -4,6 +4,12 @@ Each capability registers its subcommands from its own module (``register(subpar
 once in :data:`COMMAND_MODULES`; this file only wires them up and turns expected errors (bad
 input, missing artefacts) into one readable line and a non-zero exit code.
 
+A command module names its commands in ``COMMANDS`` (name -> one-line help) and imports nothing heavy
+at module level: ``main`` registers in full only the module of the command being run (its flags'
+defaults come from core dataclasses whose modules load numpy and more), the others as their names
+and help lines. So ``g2is --help`` and ``g2is CMD --help`` stay fast, and argparse reports a bad
+argument before any model code is imported.
+
 May import: every core folder and the base modules; never the app's helpers or the jobs runner. A
 command module imports no other module of this folder except :mod:`._common` (shared argument helpers).
 """
@@ -32,16 +38,35 @@ COMMAND_MODULES = [
 EXIT_BAD_INPUT = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``g2is`` parser. Without ``argv``, every command in full (tests, the Runs page's forms);
+    with it, only the module of the command ``argv`` names in full, the others as name + help."""
     p = argparse.ArgumentParser(prog="g2is", description="G2IS Studio: instruction-data selection by gradients, "
                                 "attention-head patterns, and the loop from data to score.")
     p.add_argument("--version", action="version", version=f"g2is {__version__}")
     p.add_argument("--workspace", help="artefact directory (default: cache/ in the project, or $G2IS_WORKSPACE)")
     p.add_argument("--threads", type=int, help="torch threads (default 1, or $G2IS_THREADS; 0 = all cores)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in command_modules():
-        mod.register(sub)
+    mods = command_modules()
+    wanted = None if argv is None else _command_of(argv)
+    for mod in mods:
+        if argv is None or wanted in mod.COMMANDS:
+            mod.register(sub)
+        else:  # listed in `g2is --help`; never parsed in this process
+            for name, text in mod.COMMANDS.items():
+                sub.add_parser(name, help=text)
     return p
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names (its first positional word after the global options), or None."""
+    it = iter(argv)
+    for tok in it:
+        if tok in ("--workspace", "--threads"):
+            next(it, None)
+        elif not tok.startswith("-"):
+            return tok
+    return None
 
 
 def command_modules() -> list:
@@ -57,7 +82,8 @@ def command_modules() -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.workspace:
         os.environ["G2IS_WORKSPACE"] = str(Path(args.workspace).expanduser().resolve())

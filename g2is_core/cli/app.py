@@ -8,9 +8,11 @@ from ..workspace import PROJECT_ROOT
 
 LOCAL = "127.0.0.1"
 
+COMMANDS = {"app": "start G2IS Studio (the Streamlit app) on http://127.0.0.1:PORT"}
+
 
 def register(sub) -> None:
-    p = sub.add_parser("app", help="start G2IS Studio (the Streamlit app) on http://127.0.0.1:PORT")
+    p = sub.add_parser("app", help=COMMANDS["app"])
     p.add_argument("--port", type=int, default=8501, help="port to listen on (default 8501)")
     p.add_argument("--host", default=None, metavar="ADDRESS",
                    help="listen on ADDRESS instead of 127.0.0.1 (e.g. 0.0.0.0): anyone who can reach it can "

@@ -4,26 +4,29 @@ from __future__ import annotations
 import argparse
 import sys
 
+COMMANDS = {"bench": "run experiment specs: select, fine-tune, evaluate; results in the run registry",
+            "demo": "the whole chain on the embedded default (built-in pool, composite targets, default model)"}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    b = sub.add_parser("bench", help="run experiment specs: select, fine-tune, evaluate; results in the run registry")
+    b = sub.add_parser("bench", help=COMMANDS["bench"])
     bsub = b.add_subparsers(dest="bench_cmd", metavar="ACTION", required=True)
     r = bsub.add_parser("run", help="run every missing cell of a YAML/TOML spec (resumes after a kill)")
-    r.add_argument("spec")
+    r.add_argument("spec", help="experiment spec file (.yaml/.toml; docs/experiments.md), e.g. the shipped "
+                                "g2is_core/specs/demo.yaml")
     r.add_argument("--methods", help="comma-separated subset of cells to run (e.g. base,random,full,bm25); default all. "
                                      "Several `bench run` processes may share one spec: cells are claimed in the registry")
     r.set_defaults(func=_run)
     f = bsub.add_parser("features", help="compute the warmup and gradient features a spec's g2is/less cells need, "
                                          "up front (cached; resumes after a kill)")
-    f.add_argument("spec")
+    f.add_argument("spec", help="experiment spec file (.yaml/.toml), the one `g2is bench run` takes")
     f.set_defaults(func=_features)
     s = bsub.add_parser("show", help="print an experiment's results table")
     s.add_argument("experiment", nargs="?", help="experiment name (default: all)")
     s.add_argument("--csv", help="also write the table to this CSV file")
     s.add_argument("--metric", help="metric to tabulate (default: each row's primary one: accuracy, em, f1 or nll)")
     s.set_defaults(func=_show)
-    d = sub.add_parser("demo", help="the whole chain on the embedded default (built-in pool, composite targets, "
-                                    "default model)")
+    d = sub.add_parser("demo", help=COMMANDS["demo"])
     # None = the shipped demo spec (loop.spec.DEMO_SPEC), resolved when run: `g2is --help` stays light
     d.add_argument("--spec", default=None, help="spec to run (default: the shipped demo spec)")
     d.set_defaults(func=_run)

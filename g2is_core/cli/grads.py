@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..data.spec import DataSpec
-from ._common import add_backend_args
-from ..features.extract import FeatureConfig
-from ..features.projection import ProjectorConfig
-from ..features.warmup import LESS_WARMUP, WarmupConfig
-from ..models.lora import LESS_LORA, SMALL_LORA
+from ._common import add_backend_args, check_model, fraction, non_negative_int, positive_float, positive_int
+
+COMMANDS = {"warmup": "LESS warmup: LoRA training on a random fraction of a pool, one checkpoint (weights + Adam "
+                      "moments by name) per epoch",
+            "grads": "per-example LoRA gradient features (LESS) into a resumable GradientStore"}
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -23,19 +22,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                                                   "shared:PATH, ... (README 'Naming data')")
     p.add_argument("--fmt", help="loader format name (default: detected)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the built-in suite")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N records (0 = all)")
+    p.add_argument("--limit", type=non_negative_int, default=0, help="use only the first N records (0 = all)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
 
 
 def _run_warmup(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ..data.spec import DataSpec
     from ..features.extract import with_overrides
-    from ..features.warmup import warmup
+    from ..features.warmup import LESS_WARMUP, WarmupConfig, warmup
     from ..models.loading import load_model
     from ..models.lora import LoraSettings
     from ..progress import cli_progress
 
+    check_model(args.model)
     base = LESS_WARMUP if args.preset == "less" else WarmupConfig()
     lora = base.lora
     if args.r or args.alpha:
@@ -67,13 +68,17 @@ def _epochs(spec: str) -> list[int] | None:
 
 
 def _run_grads(args: argparse.Namespace) -> int:
+    from ..data.spec import DataSpec
     from ..features.backends import extract_checkpoints
+    from ..features.extract import FeatureConfig
+    from ..features.projection import ProjectorConfig
     from ..features.ray_backend import RayConfig
     from ..features.warmup import find_warmup
     from ..progress import cli_progress
 
     d = DataSpec.parse(args.data).fill(fmt=args.fmt, seed=args.data_seed, limit=args.limit).load()
     w = find_warmup(args.warmup)
+    check_model(args.model)
     cfg = FeatureConfig(kind="adam" if args.kind == "train" else "sgd", max_length=args.max_length,
                         template=args.template, bf16=bool(args.bf16), batch_tokens=args.batch_tokens,
                         max_batch=args.max_batch)
@@ -91,28 +96,34 @@ def _run_grads(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("warmup", help="LESS warmup: LoRA training on a random fraction of a pool, one checkpoint "
-                       "(weights + Adam moments by name) per epoch",
+    from ..features.extract import FeatureConfig
+    from ..features.projection import ProjectorConfig
+    from ..features.warmup import LESS_WARMUP, WarmupConfig
+    from ..models.lora import LESS_LORA, SMALL_LORA
+
+    p = sub.add_parser("warmup", help=COMMANDS["warmup"],
                        description="Train LoRA on a random fraction of the pool (LESS section 2.1). Defaults are "
                        f"scaled down for the ~135M default model (r={SMALL_LORA.r}, alpha={SMALL_LORA.alpha}); --preset "
                        f"less uses the paper's r={LESS_LORA.r}, alpha={LESS_LORA.alpha}, batch {LESS_WARMUP.batch_size} x "
                        f"{LESS_WARMUP.grad_accum} accumulation.")
     _add_common(p)
     p.add_argument("--preset", choices=["small", "less"], default="small", help="default settings to start from")
-    p.add_argument("--fraction", type=float, help=f"fraction of the pool to train on (default {WarmupConfig.fraction})")
-    p.add_argument("--epochs", type=int, help=f"epochs = checkpoints (default {WarmupConfig.epochs})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default {WarmupConfig.lr})")
-    p.add_argument("--r", type=int, help=f"LoRA rank (default {SMALL_LORA.r}; LESS {LESS_LORA.r})")
-    p.add_argument("--alpha", type=int, help="LoRA alpha (default 4*r)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--grad-accum", type=int)
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--fraction", type=fraction, help=f"fraction of the pool to train on (default {WarmupConfig.fraction})")
+    p.add_argument("--epochs", type=positive_int, help=f"epochs = checkpoints (default {WarmupConfig.epochs})")
+    p.add_argument("--lr", type=positive_float, help=f"peak learning rate (default {WarmupConfig.lr})")
+    p.add_argument("--r", type=positive_int, help=f"LoRA rank (default {SMALL_LORA.r}; LESS {LESS_LORA.r})")
+    p.add_argument("--alpha", type=positive_int, help="LoRA alpha (default 4*r)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help=f"examples per forward/backward (default {WarmupConfig.batch_size}; less {LESS_WARMUP.batch_size})")
+    p.add_argument("--grad-accum", type=positive_int,
+                   help=f"backward passes per optimizer step (default {WarmupConfig.grad_accum})")
+    p.add_argument("--max-length", type=positive_int, help=f"tokens per example (default {WarmupConfig.max_length})")
+    p.add_argument("--seed", type=int, help=f"subset draw, data order and LoRA init (default {WarmupConfig.seed})")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast during training")
     p.add_argument("--out", help="output directory (default: <workspace>/warmup/<key>)")
     p.set_defaults(func=_run_warmup)
 
-    q = sub.add_parser("grads", help="per-example LoRA gradient features (LESS) into a resumable GradientStore",
+    q = sub.add_parser("grads", help=COMMANDS["grads"],
                        description="Extract projected, normalised gradient features at warmup checkpoints: "
                        "train features in the Adam direction, target features as plain gradients. One store "
                        "per checkpoint; rerun the same command to resume an interrupted extraction.")
@@ -121,16 +132,20 @@ def register(sub: Any) -> None:
     q.add_argument("--checkpoint", default="all", help="'all' or comma-separated epochs")
     q.add_argument("--kind", choices=["train", "target"], default="train",
                    help="train: Adam-direction features (pool); target: plain gradients")
-    q.add_argument("--dim", type=int, default=ProjectorConfig.dim, help=f"projection dimension d (default {ProjectorConfig.dim})")
+    q.add_argument("--dim", type=positive_int, default=ProjectorConfig.dim, help=f"projection dimension d (default {ProjectorConfig.dim})")
     q.add_argument("--proj-seed", type=int, default=ProjectorConfig.seed, help="projection seed (must match across compared stores)")
-    q.add_argument("--method", choices=["fast", "reference"], default="fast")
+    q.add_argument("--method", choices=["fast", "reference"], default="fast",
+                   help="fast: batched per-example gradients; reference: one backward per example (slow, for checks)")
     q.add_argument("--bf16", action="store_true", help="fast path: bf16 autocast")
     q.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="stored feature dtype")
-    q.add_argument("--max-length", type=int, default=FeatureConfig.max_length)
-    q.add_argument("--template", choices=["chat", "plain"], default=FeatureConfig.template)
-    q.add_argument("--shard-rows", type=int, default=128, help="rows per committed shard")
-    q.add_argument("--batch-tokens", type=int, default=FeatureConfig.batch_tokens, help="padded tokens per backward (memory: ~1.2 MB per token on the default model)")
-    q.add_argument("--max-batch", type=int, default=FeatureConfig.max_batch, help="examples per backward")
+    q.add_argument("--max-length", type=positive_int, default=FeatureConfig.max_length,
+                   help=f"tokens per example (default {FeatureConfig.max_length}; longer ones are cut)")
+    q.add_argument("--template", choices=["chat", "plain"], default=FeatureConfig.template,
+                   help=f"chat: the tokenizer's chat template; plain: prompt and response as text (default "
+                        f"{FeatureConfig.template})")
+    q.add_argument("--shard-rows", type=positive_int, default=128, help="rows per committed shard")
+    q.add_argument("--batch-tokens", type=positive_int, default=FeatureConfig.batch_tokens, help="padded tokens per backward (memory: ~1.2 MB per token on the default model)")
+    q.add_argument("--max-batch", type=positive_int, default=FeatureConfig.max_batch, help="examples per backward")
     q.add_argument("--out", help="output directory (default: <workspace>/grads/<key>)")
     add_backend_args(q)
     q.set_defaults(func=_run_grads)

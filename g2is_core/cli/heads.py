@@ -11,10 +11,9 @@ import argparse
 import json
 from typing import Any
 
-import numpy as np
+from ._common import add_backend_args, check_model, non_negative_int, positive_float, positive_int
 
-from ..data.tasks import TASKS
-from ._common import add_backend_args
+COMMANDS = {"heads": "attention-head activation patterns before and after SFT"}
 
 _DEFAULT_CFG = None
 
@@ -36,6 +35,8 @@ def _ints(s: str) -> tuple[int, ...]:
 
 
 def _tasks(s: str) -> tuple[str, ...]:
+    from ..data.tasks import TASKS
+
     names = tuple(x.strip() for x in s.split(",") if x.strip())
     bad = [n for n in names if n not in TASKS]
     if bad:
@@ -44,64 +45,77 @@ def _tasks(s: str) -> tuple[str, ...]:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("heads", help="attention-head activation patterns before and after SFT")
+    from ..data.tasks import TASKS
+
+    p = sub.add_parser("heads", help=COMMANDS["heads"])
     hs = p.add_subparsers(dest="heads_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
     q = hs.add_parser("pattern", help="the activation pattern of a model on a built-in task")
     q.add_argument("--model", default="default", help="'default', 'tiny', a model directory or a .gguf file")
-    q.add_argument("--task", required=True, choices=list(TASKS))
-    q.add_argument("--n", type=int, default=16, help="samples (default 16)")
-    q.add_argument("--split", default="dev", choices=["train", "dev", "test"])
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--task", required=True, choices=list(TASKS), help="built-in task (`g2is tasks` lists them)")
+    q.add_argument("--n", type=positive_int, default=16, help="samples (default 16)")
+    q.add_argument("--split", default="dev", choices=["train", "dev", "test"],
+                   help="which split of the task the samples come from (default dev)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the built-in suite (default 0)")
     q.add_argument("--route", default="gate", choices=["gate", "eager"],
                    help="gate: one backward through per-head gates (any kernel); eager: attention probabilities")
-    q.add_argument("--batch-size", type=int, default=8)
-    q.add_argument("--top", type=int, default=10, help="heads to list (default 10)")
+    q.add_argument("--batch-size", type=positive_int, default=8, help="samples per backward (default 8)")
+    q.add_argument("--top", type=positive_int, default=10, help="heads to list (default 10)")
     q.add_argument("--out", help="save the [layer, head] pattern as .npy (a .json sidecar beside it)")
     add_backend_args(q)
     q.set_defaults(func=cmd_pattern)
 
     d = _defaults()
     s = hs.add_parser("study", help="SFT per task with activation patterns along the way, then the findings")
-    s.add_argument("--model", default=d.model)
+    s.add_argument("--model", default=d.model, help=f"'default', 'tiny', a model directory or a .gguf file "
+                                                    f"(default {d.model})")
     s.add_argument("--tasks", type=_tasks, default=d.tasks, help="comma-separated (default: all built-in tasks)")
-    s.add_argument("--steps", type=int, default=d.steps, help=f"SFT steps per run (default {d.steps})")
+    s.add_argument("--steps", type=positive_int, default=d.steps, help=f"SFT steps per run (default {d.steps})")
     s.add_argument("--measure", type=_ints, default=d.measure_at,
                    help="steps at which to measure the pattern (default " + ",".join(map(str, d.measure_at)) + ")")
     s.add_argument("--seeds", type=_ints, default=d.seeds, help="SFT seeds (default 0,1; two give the noise floor)")
-    s.add_argument("--method", default=d.method, choices=["full", "lora"])
-    s.add_argument("--lr", type=float, default=d.lr)
-    s.add_argument("--batch-size", type=int, default=d.batch_size)
-    s.add_argument("--n-pattern", type=int, default=d.n_pattern, help="held-apart dev samples for the pattern")
-    s.add_argument("--n-eval", type=int, default=d.n_eval, help="test samples for exact-match accuracy")
-    s.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    s.add_argument("--method", default=d.method, choices=["full", "lora"],
+                   help=f"full fine-tuning or LoRA (default {d.method})")
+    s.add_argument("--lr", type=positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    s.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                   help=f"samples per optimizer step (default {d.batch_size})")
+    s.add_argument("--n-pattern", type=positive_int, default=d.n_pattern, help="held-apart dev samples for the pattern")
+    s.add_argument("--n-eval", type=positive_int, default=d.n_eval, help="test samples for exact-match accuracy")
+    s.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens,
+                   help=f"greedy generation budget for the accuracy (default {d.max_new_tokens})")
     s.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=d.bf16,
                    help="bf16 autocast for the SFT steps (default on; the patterns are always fp32)")
-    s.add_argument("--perm", type=int, default=1000, help="permutations for the regression null (default 1000)")
+    s.add_argument("--perm", type=non_negative_int, default=1000,
+                   help="permutations for the regression null (default 1000)")
     s.set_defaults(func=cmd_study)
 
     w = hs.add_parser("show", help="print the findings of a stored study")
     w.add_argument("study", nargs="?", help="study directory (default: the newest in the workspace)")
-    w.add_argument("--perm", type=int, default=1000)
+    w.add_argument("--perm", type=non_negative_int, default=1000,
+                   help="permutations for the regression null (default 1000)")
     w.add_argument("--json", action="store_true", help="print the findings as JSON")
     w.set_defaults(func=cmd_show)
 
     m = hs.add_parser("mix", help="the paper's application: regression-weighted basic mix, then scarce target data")
     m.add_argument("--study", help="study directory (default: the newest in the workspace)")
-    m.add_argument("--target", default="add_reverse", help="composite task")
-    m.add_argument("--n-target", type=int, default=16, help="scarce target training samples")
-    m.add_argument("--mix-steps", type=int, default=30)
-    m.add_argument("--target-steps", type=int, default=20)
-    m.add_argument("--space", default="change_norm", choices=["change_norm", "change_raw", "after_raw"])
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--n-eval", type=int, default=64)
+    m.add_argument("--target", default="add_reverse", help="composite task (default add_reverse)")
+    m.add_argument("--n-target", type=positive_int, default=16, help="scarce target training samples (default 16)")
+    m.add_argument("--mix-steps", type=non_negative_int, default=30,
+                   help="stage 1: SFT steps on the weighted basic-task mix (default 30)")
+    m.add_argument("--target-steps", type=non_negative_int, default=20,
+                   help="stage 2: SFT steps on the target samples (default 20)")
+    m.add_argument("--space", default="change_norm", choices=["change_norm", "change_raw", "after_raw"],
+                   help="which composition regression gives the mix weights (default change_norm)")
+    m.add_argument("--seed", type=int, default=0, help="SFT and sampling seed (default 0)")
+    m.add_argument("--n-eval", type=positive_int, default=64, help="test samples for the accuracy (default 64)")
     m.set_defaults(func=cmd_mix)
 
 
 # ----------------------------------------------------------------------------- commands
 def cmd_pattern(a: argparse.Namespace) -> int:
     from ..features.ray_backend import RayConfig
+    check_model(a.model)
     from ..heads import analysis as ha
     from ..heads.measure import save_pattern, task_pattern
     from ..heads.patterns import head_label, kv_group
@@ -122,6 +136,7 @@ def cmd_pattern(a: argparse.Namespace) -> int:
 
 
 def cmd_study(a: argparse.Namespace) -> int:
+    check_model(a.model)
     from ..heads.study import StudyConfig, run_study
     from ..progress import cli_progress
     from ..workspace import write_json
@@ -171,11 +186,15 @@ def cmd_mix(a: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- text reports
 def _f(x: Any, nd: int = 3) -> str:
+    import numpy as np
+
     return "nan" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
 
 
 def report(st, f: dict[str, Any]) -> str:
     """The findings as markdown tables (what docs/heads.md quotes)."""
+    import numpy as np
+
     c = st.config
     L, H, KV = st.shape
     lines = [f"Head study {st.dir.name}: model {c['model']} ({L} layers x {H} heads, {KV} KV heads), "

@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import Any
 
+from ._common import check_model, non_negative_int, positive_float, positive_int
 
+COMMANDS = {"impact": "pretraining-data impact by machine unlearning (corpus x capability)"}
 
 def _corpus(s: str):
     from ..impact.study import CorpusSpec
@@ -32,6 +35,9 @@ def _corpus(s: str):
         head, _, tail = rest.rpartition(":")
         if "/" not in tail and "." not in tail:
             rest, fmt = head, tail
+    if not rest.startswith("shared:") and not Path(rest.strip()).expanduser().exists():  # said before any model loads
+        raise argparse.ArgumentTypeError(f"corpus {name.strip()}: {rest.strip()} does not exist; give a text file, a "
+                                         "data file, a folder or shared:<path>")
     try:
         return CorpusSpec(name.strip(), rest.strip(), fmt)
     except ValueError as exc:
@@ -50,7 +56,7 @@ def register(sub) -> None:
 
     d = ImpactConfig()
     u = d.unlearn
-    p = sub.add_parser("impact", help="pretraining-data impact by machine unlearning (corpus x capability)")
+    p = sub.add_parser("impact", help=COMMANDS["impact"])
     hs = p.add_subparsers(dest="impact_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
@@ -63,14 +69,14 @@ def register(sub) -> None:
                         + ", ".join(f"{a}+{b}" for a, b in d.pairs) + " with the default corpora, none otherwise")
     r.add_argument("--no-pairs", action="store_true", help="no joint runs")
     limits = ", ".join(str(n) for n in sorted({e.limit for e in d.suite}))
-    r.add_argument("--eval-limit", type=int, default=None,
+    r.add_argument("--eval-limit", type=positive_int, default=None,
                    help=f"examples per suite eval (default: the suite's, {limits})")
-    r.add_argument("--n-train", type=int, default=d.n_train, help=f"chunks unlearned per corpus (default {d.n_train})")
-    r.add_argument("--n-probe", type=int, default=d.n_probe, help=f"chunks per probe set (default {d.n_probe})")
-    r.add_argument("--max-tokens", type=int, default=d.max_tokens, help=f"tokens per chunk (default {d.max_tokens})")
-    r.add_argument("--max-steps", type=int, default=u.max_steps, help=f"cap on ascent steps (default {u.max_steps})")
-    r.add_argument("--lr", type=float, default=u.lr, help=f"AdamW learning rate (default {u.lr})")
-    r.add_argument("--batch-size", type=int, default=u.batch_size,
+    r.add_argument("--n-train", type=positive_int, default=d.n_train, help=f"chunks unlearned per corpus (default {d.n_train})")
+    r.add_argument("--n-probe", type=positive_int, default=d.n_probe, help=f"chunks per probe set (default {d.n_probe})")
+    r.add_argument("--max-tokens", type=positive_int, default=d.max_tokens, help=f"tokens per chunk (default {d.max_tokens})")
+    r.add_argument("--max-steps", type=non_negative_int, default=u.max_steps, help=f"cap on ascent steps (default {u.max_steps})")
+    r.add_argument("--lr", type=positive_float, default=u.lr, help=f"AdamW learning rate (default {u.lr})")
+    r.add_argument("--batch-size", type=positive_int, default=u.batch_size,
                    help=f"chunks per ascent and per descent step (default {u.batch_size})")
     r.add_argument("--seed", type=int, default=d.seed, help=f"corpus sampling, batch order, eval subsets "
                                                             f"(default {d.seed})")
@@ -78,7 +84,7 @@ def register(sub) -> None:
 
     s = hs.add_parser("show", help="print the findings of a stored study")
     s.add_argument("study", nargs="?", help="study directory (default: the newest in the workspace)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the findings as JSON")
     s.set_defaults(func=cmd_show)
 
     q = hs.add_parser("suite", help="list the capability suite (categories -> evals)")
@@ -110,6 +116,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from ..impact.study import run_study
     from ..progress import cli_progress
 
+    check_model(a.model)
     cfg = config_from_args(a)
     with cli_progress("impact run") as prog:
         st = run_study(cfg, progress=prog, log=lambda m: print(m, flush=True))

@@ -16,19 +16,33 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._common import fraction, positive_int
+
+COMMANDS = {"walk": "select training rows with the G2IS gradient walk over feature matrices"}
+# What `g2is walk --help` says (the module docstring above is for developers).
+DESCRIPTION = """\
+Select training rows with the G2IS gradient walk, straight from two feature matrices saved as .npy:
+the pool's [N, d] and the target's [M, d]. The same walk as `g2is select --method g2is`, which starts
+from data and gradient stores instead. Writes OUT/selected_ids.json (pool row indices, in selection
+order), OUT/trajectory.parquet and OUT/sidecar.json.
+
+example:
+  g2is walk --train-features pool.npy --target-features target.npy --ratio 0.05 --out walk-out
+"""
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``walk`` subcommand to an argparse subparsers object."""
     from ..selection.methods.g2is import G2isOptions
     from ..selection.registry import add_option_arguments
 
-    p = subparsers.add_parser("walk", help="select training rows with the G2IS gradient walk over feature matrices",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("walk", help=COMMANDS["walk"],
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-features", required=True, type=Path, help="pool features [N, d] (.npy)")
     p.add_argument("--target-features", required=True, type=Path, help="target features [M, d] (.npy)")
-    p.add_argument("--ratio", type=float, default=0.01,
+    p.add_argument("--ratio", type=fraction, default=0.01,
                    help="budget B = floor(ratio * N), ratio in (0, 1] (default 0.01)")
-    p.add_argument("--count", type=int, default=None, help="budget as a number of rows (overrides --ratio)")
+    p.add_argument("--count", type=positive_int, default=None, help="budget as a number of rows (overrides --ratio)")
     add_option_arguments(p, G2isOptions)
     p.add_argument("--workspace", type=Path, default=None,
                    help="cache the kNN graph in this workspace (default: none, nothing is written outside --out)")
@@ -44,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from ..selection.registry import options_from_args
     from ..workspace import Workspace
 
+    for flag, f in (("--train-features", args.train_features), ("--target-features", args.target_features)):
+        if not f.is_file():  # said before torch loads (the thread policy imports it)
+            raise ValueError(f"{flag} {f}: no such file; give a feature matrix saved as .npy")
     apply_thread_policy()
     o = options_from_args(G2isOptions, args)
     r = walk_feature_files(args.train_features, args.target_features, args.out, o, ratio=args.ratio, count=args.count,

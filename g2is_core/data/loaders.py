@@ -41,6 +41,12 @@ __all__ = [
     "export_original", "export_chat", "data_hash",
 ]
 
+# How a user fixes a load, in the words of each place they load from: the CLI's flags (--lenient,
+# --fmt, --columns) and a data spec's options (README "Naming data"); never a Python keyword.
+LENIENT_HINT = "lenient loading skips it: --lenient, or ?lenient=true in a data spec"
+FMT_HINT = "--fmt, or ?fmt= in a data spec"
+COLUMNS_HINT = ("--columns '{\"prompt\": \"<column>\", \"response\": \"<column>\"}', or "
+                "?columns=prompt:<column>,response:<column> in a data spec")
 _DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
@@ -223,7 +229,7 @@ class _Row:
         if not isinstance(value, str):
             raise self.err(f"field is {_kind(value)}, expected text", key)
         if nonempty and required and not value.strip():
-            raise self.err("field is empty; fill it in or drop the record (lenient=True skips it)", key)
+            raise self.err(f"field is empty; fill it in or drop the record ({LENIENT_HINT})", key)
         return value
 
     def value(self, key: str, types: tuple[type, ...], what: str) -> Any:
@@ -295,7 +301,7 @@ def _read_json_items(ctx: _Ctx) -> Iterator[_Unit]:
         except (ValueError, RecursionError) as exc:
             yield _Unit(ln, ln, f"line {ln}", error=DataError(
                 f"{_json_error(exc)}; each line must be one JSON value (JSON Lines) or the whole file one "
-                "JSON list. Fix or remove the line (lenient=True skips it)", path=str(ctx.path), line=ln))
+                f"JSON list. Fix or remove the line ({LENIENT_HINT})", path=str(ctx.path), line=ln))
             continue
         yield _Unit(ln, ln, f"line {ln}", obj)
 
@@ -449,7 +455,7 @@ def _strip_eot(r: _Row, completion: str) -> str:
         completion = completion[: -len("<|endoftext|>")]
     if not completion.strip():
         raise r.err("field is empty (after removing <|endoftext|>); fill it in or drop the record "
-                    "(lenient=True skips it)", key)
+                    f"({LENIENT_HINT})", key)
     return completion
 
 
@@ -505,7 +511,7 @@ def _chat(r: _Row) -> Iterable[Record]:
         raise r.err(exc.reason, key) from None
     if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
         raise r.err("the conversation has no non-empty assistant message to train on; add one or drop the "
-                    "record (lenient=True skips it)", key)
+                    f"record ({LENIENT_HINT})", key)
     return [Record(id=r.id(d.get("id")), source=r.ctx.source, task=r.ctx.task or r.ctx.source,
                    messages=messages, raw=d, fmt=r.ctx.fmt)]
 
@@ -549,7 +555,7 @@ def _oasst_chain(r: _Row, root: Any, key: str) -> Iterable[Record]:
     if not isinstance(root, dict):
         raise r.err(f"expected a message object, got {_kind(root)}", key)
     if root.get("deleted"):
-        raise r.err("the first message is deleted; nothing to load (lenient=True skips it)", key)
+        raise r.err(f"the first message is deleted; nothing to load ({LENIENT_HINT})", key)
     msgs, ids, synthetic, node = [], [], False, root
     while node is not None:
         role = _OASST_ROLES.get(node.get("role"))
@@ -567,7 +573,7 @@ def _oasst_chain(r: _Row, root: Any, key: str) -> Iterable[Record]:
         msgs.pop()
         ids.pop()
     if not msgs or not msgs[-1]["content"].strip():
-        raise r.err("the conversation has no assistant reply; nothing to train on (lenient=True skips it)", key)
+        raise r.err(f"the conversation has no assistant reply; nothing to train on ({LENIENT_HINT})", key)
     own = r.as_dict().get("message_tree_id") if r.ctx.fmt == "oasst_tree" else root.get("message_id")
     return [Record(id=r.id(own), source=r.ctx.source, task=r.ctx.task or "oasst", messages=tuple(msgs),
                    metadata={"lang": root.get("lang"), "message_ids": ids, "synthetic": synthetic},
@@ -594,7 +600,7 @@ def _text_lines(r: _Row) -> Iterable[Record]:
     if not isinstance(r.obj, str):
         raise r.err(f"expected a JSON string, got {_kind(r.obj)}")
     if not r.obj.strip():
-        raise r.err("the prompt is empty; drop the line (lenient=True skips it)")
+        raise r.err(f"the prompt is empty; drop the line ({LENIENT_HINT})")
     yield r.record(r.obj, None, task=r.ctx.source, raw={"text": r.obj}, metadata={"prompt_only": True})
 
 
@@ -705,7 +711,7 @@ def _flan_cot(r: _Row) -> Iterable[Record]:
     q, a, rat = (f.replace("\\n", "\n") for f in fields)
     for name, v in (("question", q), ("answer", a), ("rationale", rat)):
         if not v.strip():
-            raise r.err("field is empty; fill it in or drop the line (lenient=True skips it)", name)
+            raise r.err(f"field is empty; fill it in or drop the line ({LENIENT_HINT})", name)
     sub = r.ctx.stem[: -len("_train")] if r.ctx.stem.endswith("_train") else r.ctx.stem
     yield r.record(q, _cot(rat, a), task="flan_cot", subtask=sub, answer=a.strip(),
                    raw={"question": fields[0], "answer": fields[1], "rationale": fields[2]})
@@ -714,7 +720,8 @@ def _flan_cot(r: _Row) -> Iterable[Record]:
 def _bbh_units(ctx: _Ctx) -> Iterator[_Unit]:
     doc = _read_json_doc(ctx)
     if not isinstance(doc, dict) or not isinstance(doc.get("examples"), list):
-        raise DataError('expected a BBH file {"canary": ..., "examples": [{input, target}]}; check fmt=',
+        raise DataError('expected a BBH file {"canary": ..., "examples": [{input, target}]}; check the format '
+                        f'({FMT_HINT})',
                         path=str(ctx.path), field="examples")
     for i, ex in enumerate(doc["examples"]):
         yield _Unit(i, None, f"example {i}", ex)
@@ -747,7 +754,7 @@ def _mmlu(r: _Row) -> Iterable[Record]:
     if letter not in _MMLU_LETTERS:
         raise r.err(f"answer is {letter!r}, expected one of A, B, C, D", "answer")
     if not question.strip():
-        raise r.err("field is empty; fill it in or drop the row (lenient=True skips it)", "question")
+        raise r.err(f"field is empty; fill it in or drop the row ({LENIENT_HINT})", "question")
     subject = _mmlu_subject(r.ctx.stem)
     prompt = (f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}."
               f"\n\n{question.strip()}\n" + "".join(f"{k}. {c}\n" for k, c in zip(_MMLU_LETTERS, choices))
@@ -763,7 +770,8 @@ _TYDI_LANGS = ("arabic", "bengali", "english", "finnish", "indonesian", "korean"
 def _tydiqa_units(ctx: _Ctx) -> Iterator[_Unit]:
     doc = _read_json_doc(ctx)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise DataError('expected SQuAD-style JSON {"data": [{"title", "paragraphs": [...]}]}; check fmt=',
+        raise DataError('expected SQuAD-style JSON {"data": [{"title", "paragraphs": [...]}]}; check the format '
+                        f'({FMT_HINT})',
                         path=str(ctx.path), field="data")
     n = 0
     for a, art in enumerate(doc["data"]):
@@ -797,7 +805,7 @@ def _tydiqa(r: _Row) -> Iterable[Record]:
     answers = r.value("answers", (list,), "a list of {text, answer_start}")
     texts = [a.get("text") for a in answers if isinstance(a, dict)]
     if not texts or not isinstance(texts[0], str) or not texts[0].strip():
-        raise r.err("has no answer text; every GoldP question needs one (lenient=True skips it)", "answers")
+        raise r.err(f"has no answer text; every GoldP question needs one ({LENIENT_HINT})", "answers")
     question, context = r.text("question"), r.text("context")
     qid = d.get("id")
     lang = next((l for l in _TYDI_LANGS if r.ctx.stem.lower().startswith(l)), None)
@@ -839,12 +847,12 @@ def _check_mapping(ctx: _Ctx, names: list[str]) -> None:
     mapping = _mapping(ctx, names)
     unknown = sorted(set(mapping) - set(_MAPPING_KEYS))
     if unknown:
-        raise DataError(f"columns= has unknown key(s) {', '.join(map(repr, unknown))}; use "
+        raise DataError(f"the column mapping has unknown key(s) {', '.join(map(repr, unknown))}; use "
                         f"{', '.join(_MAPPING_KEYS)}", path=str(ctx.path))
     have = ", ".join(repr(n if len(n) <= 40 else n[:37] + "...") for n in names[:20])
     if "prompt" not in mapping:
-        raise DataError(f"no prompt column; the header has {have}. Pass columns={{'prompt': <column>, "
-                        "'response': <column>}} naming the columns to use", path=str(ctx.path), line=1)
+        raise DataError(f"no prompt column; the header has {have}. Name the columns to use: {COLUMNS_HINT}",
+                        path=str(ctx.path), line=1)
     missing = [c for c in mapping.values() if c not in names]
     if missing:
         raise DataError(f"missing column(s) {', '.join(map(repr, missing))}; the header has {have}. Fix "
@@ -857,8 +865,7 @@ def _mapped(r: _Row) -> Iterable[Record]:
     d = r.as_dict()
     m = _mapping(r.ctx, list(d))
     if "prompt" not in m:
-        raise r.err(f"no prompt field among {', '.join(map(repr, d))}; pass columns={{'prompt': <field>, "
-                    "'response': <field>}}")
+        raise r.err(f"no prompt field among {', '.join(map(repr, d))}; name the fields to use: {COLUMNS_HINT}")
     get = {k: r.text(c, required=k in ("prompt", "response")) for k, c in m.items()}
     used = set(m.values())
     meta: dict[str, Any] = {k: v for k, v in d.items() if k not in used}
@@ -899,8 +906,8 @@ def _sniff_object(obj: Any, path: Path) -> str:
     if isinstance(obj, str):
         return "text_lines"
     if not isinstance(obj, dict):
-        raise DataError(f"cannot tell the format: the first record is {_kind(obj)}; pass fmt= one of "
-                        f"{', '.join(FORMATS)}", path=str(path))
+        raise DataError(f"cannot tell the format: the first record is {_kind(obj)}; give the format ({FMT_HINT}): "
+                        f"one of {', '.join(FORMATS)}", path=str(path))
     k = set(obj)
     if {"id", "source", "task", "messages"} <= k:
         return "records"
@@ -928,8 +935,19 @@ def _sniff_object(obj: Any, path: Path) -> str:
     if {"query", "choices", "gold"} <= k or "context_options" in k or {"context", "chain_of_thought"} <= k:
         return "foundry_eval"
     keys = ", ".join(repr(x) for x in sorted(map(str, k))[:12]) + (", ..." if len(k) > 12 else "")
-    raise DataError(f"cannot tell the format from the keys [{keys}]; pass fmt= one of {', '.join(FORMATS)} "
-                    "(or fmt='mapped' with columns={'prompt': ..., 'response': ...})", path=str(path))
+    raise DataError(f"cannot tell the format from the keys [{keys}]; give the format ({FMT_HINT}): one of "
+                    f"{', '.join(FORMATS)}, or mapped with the fields named: {COLUMNS_HINT}", path=str(path))
+
+
+def _is_text_table(path: Path) -> bool:
+    """A .json file holding one object whose values are all strings (a lookup table of texts)."""
+    if ".json" not in path.suffixes or path.suffix == ".jsonl":
+        return False
+    try:
+        obj = json.loads(_read_text(path))
+    except (DataError, ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, str) for v in obj.values())
 
 
 def _first_csv_row(path: Path, delimiter: str) -> list[str] | None:
@@ -953,8 +971,8 @@ def detect_format(path: str | Path) -> str:
         found = {f: detect_format(f) for f in _data_files(p)}
         kinds = sorted(set(found.values()))
         if len(kinds) > 1:
-            raise DataError(f"the folder mixes formats ({', '.join(kinds)}); load it with fmt=None per file or "
-                            "point at one subfolder", path=str(p))
+            raise DataError(f"the folder mixes formats ({', '.join(kinds)}); load its files one by one (the format "
+                            "is detected per file) or point at one subfolder", path=str(p))
         return kinds[0]
     if not p.exists():
         raise DataError("no such file or folder; check the path", path=str(p))
@@ -984,7 +1002,7 @@ def detect_format(path: str | Path) -> str:
         try:
             obj, _ = json.JSONDecoder().raw_decode(text, _WS.match(text).end())
         except (ValueError, RecursionError) as exc:
-            raise DataError(f"{_json_error(exc)}; fix the file or pass fmt=", path=str(p)) from None
+            raise DataError(f"{_json_error(exc)}; fix the file or give the format ({FMT_HINT})", path=str(p)) from None
         if isinstance(obj, list):
             if not obj:
                 raise DataError("the JSON list is empty; nothing to load", path=str(p))
@@ -993,8 +1011,8 @@ def detect_format(path: str | Path) -> str:
     try:
         obj = json.loads(first)
     except (ValueError, RecursionError) as exc:
-        raise DataError(f"{_json_error(exc)} on the first line; cannot tell the format. Pass fmt= or fix the "
-                        "file", path=str(p), line=1) from None
+        raise DataError(f"{_json_error(exc)} on the first line; cannot tell the format. Give it ({FMT_HINT}) "
+                        "or fix the file", path=str(p), line=1) from None
     return _sniff_object(obj, p)
 
 
@@ -1025,6 +1043,11 @@ def iter_records(path: str | Path, fmt: str | None = None, *, lenient: bool = Fa
         try:
             f_fmt = fmt or detect_format(f)
         except DataError as exc:
+            if folder and fmt is None and _is_text_table(f):
+                # e.g. mmlu/lib_prompt/mmlu-cot.json ({subject: CoT prompt}) beside mmlu/data: a prompt
+                # library, not records; skipped (and listed) even in a strict load, like a metadata csv.
+                rep.skipped_files.append((str(f), "a JSON object of named texts (a prompt library), not records"))
+                continue
             if not (folder and lenient):
                 raise
             rep.skipped_files.append((str(f), str(exc)))
@@ -1034,7 +1057,7 @@ def iter_records(path: str | Path, fmt: str | None = None, *, lenient: bool = Fa
             if "prompt" not in _guess_mapping([c.strip() for c in row]):
                 # A table with no prompt column (e.g. flan_collection_info.csv) is metadata, not data.
                 rep.skipped_files.append((str(f), f"a {f_fmt} table with no prompt column; load it on its own "
-                                                  "with columns={'prompt': ..., 'response': ...}"))
+                                                  f"with the columns named: {COLUMNS_HINT}"))
                 continue
         if f_fmt not in fmts:
             fmts.append(f_fmt)
@@ -1058,7 +1081,7 @@ def iter_records(path: str | Path, fmt: str | None = None, *, lenient: bool = Fa
                     if rec.id in seen or rec.id in new:
                         first = seen.get(rec.id) or new[rec.id]
                         raise row.err(f"duplicate id {rec.id!r} (first seen at {first}); give each record its "
-                                      "own id or drop the duplicate (lenient=True skips it)", "id")
+                                      f"own id or drop the duplicate ({LENIENT_HINT})", "id")
                     new[rec.id] = f"{f.name} {unit.where}"
             except DataError as exc:
                 if not lenient:
@@ -1074,7 +1097,8 @@ def iter_records(path: str | Path, fmt: str | None = None, *, lenient: bool = Fa
                     return
     if rep.n_loaded == 0:
         detail = f"; {len(rep.skipped)} skipped, the first: {rep.skipped[0][1]}" if rep.skipped else ""
-        raise DataError(f"no records were loaded (format {rep.fmt}){detail}. Check the file and fmt=",
+        raise DataError(f"no records were loaded (format {rep.fmt}){detail}. Check the file and its format "
+                        f"({FMT_HINT})",
                         path=str(p))
 
 

@@ -12,7 +12,8 @@ FIRST_RENDER_MS = 180_000   # the first Data render imports transformers and tok
 pytestmark = pytest.mark.browser
 
 PAGES = {  # url path -> a heading the page always shows
-    "": "Data",
+    "": "G2IS Studio",                           # the overview (pages/home.py) is the default page
+    "data": "Data",
     "graph": "Instruction graph",
     "walk": "Walk",
     "heads": "Heads",
@@ -52,7 +53,7 @@ def test_every_page_renders_without_exception(page, app_url, path, heading):
 
 
 def test_path_outside_allowed_folders_is_refused(page, app_url):
-    page.goto(app_url)
+    page.goto(f"{app_url}/data")
     page.get_by_text("Path on this machine").first.click()
     box = page.get_by_label("File or folder", exact=True).and_(page.locator("input"))
     box.fill("/etc/passwd")
@@ -96,7 +97,7 @@ def test_first_request_to_a_subpage_gets_the_app_shell(page, tmp_path, fresh_ser
 def test_bad_file_gives_a_sentence_then_lenient_lists_skipped_lines(page, app_url, app_workspace):
     good = '{"instruction": "Say hi", "input": "", "output": "hi"}'
     (app_workspace / "bad.jsonl").write_text(f"{good}\n{{not json\n{good.replace('hi', 'yo')}\n")
-    page.goto(app_url)
+    page.goto(f"{app_url}/data")
     page.get_by_text("Path on this machine").first.click()
     box = page.get_by_label("File or folder", exact=True).and_(page.locator("input"))
     box.fill("bad.jsonl")
@@ -118,7 +119,7 @@ def test_upload_is_saved_in_the_workspace_and_loaded(page, app_url, app_workspac
     src = tmp_path / "my data (v2).jsonl"
     src.write_text('{"instruction": "Add 1 and 2.", "input": "", "output": "3"}\n'
                    '{"instruction": "Say no.", "input": "", "output": "no"}\n')
-    page.goto(app_url)
+    page.goto(f"{app_url}/data")
     page.get_by_text("Upload a file").first.click()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(src))
     page.get_by_text("loaded 2 records").first.wait_for(timeout=FIRST_RENDER_MS)

@@ -90,7 +90,7 @@ def _assert_clean(page, dialogs) -> str:
 
 def test_data_page_shows_hostile_records_as_text(page, app_url, hostile):
     dialogs = _guard(page)
-    page.goto(app_url)
+    page.goto(f"{app_url}/data")
     page.get_by_text("Path on this machine").first.click()
     box = page.get_by_label("File or folder", exact=True).and_(page.locator("input"))
     box.fill("uploads/xss<script>.jsonl")

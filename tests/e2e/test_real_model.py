@@ -1,20 +1,17 @@
 """End-to-end on the real default model: fetched from PyPI, converted once, answered greedily."""
-from pathlib import Path
-
 import pytest
 import torch
 
 from g2is_core.models.generation import greedy_answers
 from g2is_core.models.loading import DEFAULT_MODEL, default_model_dir, load_model
-from g2is_core.workspace import Workspace, read_sidecar
+from g2is_core.workspace import read_sidecar
 from g2is_core.data.tasks import make_task_records
 
 pytestmark = pytest.mark.real_model
-PROJECT = Path(__file__).resolve().parents[2]
 
 
-def test_default_model_is_converted_with_provenance(default_model):
-    side = read_sidecar(default_model_dir(Workspace(PROJECT / "cache")))
+def test_default_model_is_converted_with_provenance(default_model, model_workspace):
+    side = read_sidecar(default_model_dir(model_workspace))
     assert side["inputs"]["gguf_sha256"] == DEFAULT_MODEL.gguf_sha256
     assert (default_model.n_layers, default_model.n_heads, default_model.n_kv_heads) == (30, 9, 3)
     assert default_model.model.dtype.is_floating_point
@@ -28,8 +25,8 @@ def test_greedy_answer_is_non_empty_and_deterministic(default_model):
     assert a == b
 
 
-def test_second_load_is_fast_and_identical(default_model):
-    lm = load_model("default", workspace=Workspace(PROJECT / "cache"), fetch=False)
+def test_second_load_is_fast_and_identical(default_model, model_workspace):
+    lm = load_model("default", workspace=model_workspace, fetch=False)
     assert lm.key == default_model.key
     w1 = lm.model.model.embed_tokens.weight
     w2 = default_model.model.model.embed_tokens.weight

