@@ -38,10 +38,18 @@ COMMAND_MODULES = [
 EXIT_BAD_INPUT = 2
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error policy: a bad argument is ONE line naming the flag, exit 2 (the usage
+    block is one ``--help`` away), like every other input error of ``g2is``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The ``g2is`` parser. Without ``argv``, every command in full (tests, the Runs page's forms);
     with it, only the module of the command ``argv`` names in full, the others as name + help."""
-    p = argparse.ArgumentParser(prog="g2is", description="G2IS Studio: instruction-data selection by gradients, "
+    p = Parser(prog="g2is", description="G2IS Studio: instruction-data selection by gradients, "
                                 "attention-head patterns, and the loop from data to score.")
     p.add_argument("--version", action="version", version=f"g2is {__version__}")
     p.add_argument("--workspace", help="artefact directory (default: cache/ in the project, or $G2IS_WORKSPACE)")
@@ -84,7 +92,10 @@ def command_modules() -> list:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a bad argument (2, said in one line by Parser.error)
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else EXIT_BAD_INPUT
     if args.workspace:
         os.environ["G2IS_WORKSPACE"] = str(Path(args.workspace).expanduser().resolve())
     if args.threads is not None:
