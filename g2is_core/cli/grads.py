@@ -108,7 +108,9 @@ def register(sub: Any) -> None:
     p.add_argument("--grad-accum", type=int)
     p.add_argument("--max-length", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast during training")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast during training (fp32 with a warning where bf16 is not native; "
+                        "G2IS_FORCE_BF16=1 insists)")
     p.add_argument("--out", help="output directory (default: <workspace>/warmup/<key>)")
     p.set_defaults(func=_run_warmup)
 
@@ -124,7 +126,9 @@ def register(sub: Any) -> None:
     q.add_argument("--dim", type=int, default=ProjectorConfig.dim, help=f"projection dimension d (default {ProjectorConfig.dim})")
     q.add_argument("--proj-seed", type=int, default=ProjectorConfig.seed, help="projection seed (must match across compared stores)")
     q.add_argument("--method", choices=["fast", "reference"], default="fast")
-    q.add_argument("--bf16", action="store_true", help="fast path: bf16 autocast")
+    q.add_argument("--bf16", action="store_true",
+                   help="fast path: bf16 autocast (fp32 with a warning where bf16 is not native; G2IS_FORCE_BF16=1 "
+                        "insists)")
     q.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="stored feature dtype")
     q.add_argument("--max-length", type=int, default=FeatureConfig.max_length)
     q.add_argument("--template", choices=["chat", "plain"], default=FeatureConfig.template)
