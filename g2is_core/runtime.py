@@ -1,4 +1,4 @@
-"""Process-wide runtime policy: threads and device.
+"""Process-wide runtime policy: threads, device and precision (the one bf16 decision: :func:`resolve_precision`).
 
 Why: on a 2-core machine torch's default of one OpenMP thread per core spin-waits; any other busy
 process then makes torch 10-25x slower. We default to ONE thread with a passive wait policy and
@@ -7,6 +7,8 @@ let the user raise it (``G2IS_THREADS`` or ``--threads``) on a machine they have
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 # Must be set before the OpenMP runtime starts (i.e. before torch is first imported).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -89,18 +91,90 @@ def bf16_is_fast(device: str | None = None) -> bool:
     return any(bool(getattr(torch.cpu, f, lambda: False)()) for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
 
 
-def resolve_bf16(value, device: str | None = None) -> bool:
-    """A spec's bf16 switch: true / false, or "auto" (= :func:`bf16_is_fast`)."""
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere), for messages and bench lines."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+FORCE_BF16_ENV = "G2IS_FORCE_BF16"
+_warned: set[str] = set()  # fallback lines already printed by this process (one per device)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a bf16 switch asked for and what runs; ``to_dict`` is what sidecars and the registry record."""
+
+    requested: bool | str        # the switch as given, normalised: True, False or "auto"
+    bf16: bool                   # what runs: bf16 autocast (True) or fp32 (False)
+    native: bool | None = None   # the hardware probe's answer (None: not asked, the switch was false)
+    forced: bool = False         # bf16 kept on hardware without native bf16 because G2IS_FORCE_BF16=1
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"precision": self.name, "requested": self.requested, "native_bf16": self.native,
+                "forced": self.forced}
+
+
+def _switch(value) -> bool | str:
+    """A bf16 switch normalised to True, False or "auto" (ValueError with the accepted words otherwise)."""
     if isinstance(value, str):
         v = value.strip().lower()
         if v == "auto":
-            return bf16_is_fast(device)
+            return "auto"
         if v in ("true", "yes", "1", "bf16"):
             return True
         if v in ("false", "no", "0", "fp32", ""):
             return False
         raise ValueError(f"bf16 must be true, false or auto, not {value!r}")
     return bool(value)
+
+
+def resolve_precision(value, device: str | None = None, *, what: str = "") -> Precision:
+    """THE place every bf16 switch is decided (features, warmup, training, evaluation, head studies, specs).
+
+    false -> fp32. auto -> bf16 where :func:`bf16_is_fast`, else fp32 (silently: that is what auto means).
+    true  -> bf16 where native; where it is not, fp32 with ONE line on stderr saying why (per process and
+    device), unless ``G2IS_FORCE_BF16=1`` insists. Why fall back instead of refusing: an emulated bf16
+    matmul was measured ~200x slower than fp32 on an AVX2-only EPYC (0.12 vs 27-71 GFLOP/s), which made a
+    spec's ``bf16: true`` run 15x slower with no word to the user; fp32 gives the same features and
+    weights up to bf16 rounding, so running it is the request's intent at its intended speed.
+    ``what`` names the switch in the warning (e.g. "training").
+    """
+    req = _switch(value)
+    if req is False:
+        return Precision(False, False)
+    native = bf16_is_fast(device)
+    if req == "auto" or native:
+        return Precision(req, native, native)
+    if os.environ.get(FORCE_BF16_ENV, "").strip() not in ("", "0"):
+        return Precision(True, True, False, forced=True)
+    dev = pick_device(device)
+    where = f"this CPU ({cpu_model()})" if dev == "cpu" else f"this device ({dev})"
+    if where not in _warned:
+        _warned.add(where)
+        import sys
+
+        print(f"g2is: warning: bf16 requested{f' for {what}' if what else ''} but {where} has no native bf16 matmul "
+              f"(AVX512-BF16/AMX or a bf16 GPU; an emulated one runs ~200x slower than fp32); using fp32. "
+              f"Set {FORCE_BF16_ENV}=1 to insist.", file=sys.stderr, flush=True)
+    return Precision(True, False, False)
+
+
+def resolve_bf16(value, device: str | None = None, *, what: str = "") -> bool:
+    """A bf16 switch (true / false / "auto") -> whether to autocast to bf16 (:func:`resolve_precision`)."""
+    return resolve_precision(value, device, what=what).bf16
 
 
 def torch_dtype(name: str):

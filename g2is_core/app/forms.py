@@ -113,7 +113,8 @@ def _study_argv(v: dict[str, Any]) -> list[str]:
                       ("lr", "--lr")):
         if v.get(key) not in (None, ""):
             argv += [flag, str(v[key])]
-    argv.append("--bf16" if v.get("bf16", True) else "--no-bf16")
+    bf16 = v.get("bf16", "auto")  # auto / true / false (older saved forms: a bool)
+    argv += ["--bf16", {True: "true", False: "false"}.get(bf16, str(bf16 or "auto"))]
     return argv
 
 
@@ -182,7 +183,7 @@ def job_templates() -> list[JobTemplate]:
                     Field("kind", "Features", "choice", "train", choices=["train", "target"]),
                     Field("checkpoint", "Checkpoints", "text", "all"),
                     Field("dim", "Projection dimension", "int", DEFAULT_DIM, min=16, max=16384),
-                    Field("bf16", "bf16 autocast", "bool", False))),
+                    Field("bf16", "bf16 autocast (fp32 with a warning where bf16 is not native)", "bool", False))),
         JobTemplate(
             key="head-study",
             label="Head study (activation patterns before and after SFT)",
@@ -198,7 +199,10 @@ def job_templates() -> list[JobTemplate]:
                     Field("seeds", "Seeds", "text", _commas(study.seeds)),
                     Field("method", "Fine-tuning", "choice", study.method, choices=["full", "lora"]),
                     Field("lr", "Learning rate", "float", study.lr),
-                    Field("bf16", "bf16 autocast for SFT (patterns stay fp32)", "bool", study.bf16))),
+                    Field("bf16", "bf16 autocast for SFT (patterns stay fp32)", "choice", study.bf16,
+                          choices=["auto", "true", "false"],
+                          help="auto: bf16 only where the CPU/GPU runs it natively; true falls back to fp32 with "
+                               "a warning where it does not"))),
         JobTemplate(
             key="impact-study",
             label="Data impact study (machine unlearning)",

@@ -119,7 +119,9 @@ def register(sub: Any) -> None:
                    help=f"backward passes per optimizer step (default {WarmupConfig.grad_accum})")
     p.add_argument("--max-length", type=positive_int, help=f"tokens per example (default {WarmupConfig.max_length})")
     p.add_argument("--seed", type=int, help=f"subset draw, data order and LoRA init (default {WarmupConfig.seed})")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast during training")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast during training (fp32 with a warning where bf16 is not native; "
+                        "G2IS_FORCE_BF16=1 insists)")
     p.add_argument("--out", help="output directory (default: <workspace>/warmup/<key>)")
     p.set_defaults(func=_run_warmup)
 
@@ -136,7 +138,9 @@ def register(sub: Any) -> None:
     q.add_argument("--proj-seed", type=int, default=ProjectorConfig.seed, help="projection seed (must match across compared stores)")
     q.add_argument("--method", choices=["fast", "reference"], default="fast",
                    help="fast: batched per-example gradients; reference: one backward per example (slow, for checks)")
-    q.add_argument("--bf16", action="store_true", help="fast path: bf16 autocast")
+    q.add_argument("--bf16", action="store_true",
+                   help="fast path: bf16 autocast (fp32 with a warning where bf16 is not native; G2IS_FORCE_BF16=1 "
+                        "insists)")
     q.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="stored feature dtype")
     q.add_argument("--max-length", type=positive_int, default=FeatureConfig.max_length,
                    help=f"tokens per example (default {FeatureConfig.max_length}; longer ones are cut)")

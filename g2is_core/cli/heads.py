@@ -84,8 +84,11 @@ def register(sub) -> None:
     s.add_argument("--n-eval", type=positive_int, default=d.n_eval, help="test samples for exact-match accuracy")
     s.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens,
                    help=f"greedy generation budget for the accuracy (default {d.max_new_tokens})")
-    s.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=d.bf16,
-                   help="bf16 autocast for the SFT steps (default on; the patterns are always fp32)")
+    s.add_argument("--bf16", nargs="?", const="true", default=d.bf16, choices=["auto", "true", "false"],
+                   help=f"bf16 autocast for the SFT steps: auto (bf16 where it is native), true (fp32 with a warning "
+                        f"where it is not; G2IS_FORCE_BF16=1 insists) or false (default {d.bf16}; the patterns are "
+                        "always fp32)")
+    s.add_argument("--no-bf16", dest="bf16", action="store_const", const="false", help="fp32 SFT steps")
     s.add_argument("--perm", type=non_negative_int, default=1000,
                    help="permutations for the regression null (default 1000)")
     s.set_defaults(func=cmd_study)

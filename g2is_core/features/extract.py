@@ -63,7 +63,7 @@ class FeatureConfig:
     kind: str = "adam"           # "adam": train features (Adam direction); "sgd": target features (plain g)
     max_length: int = 512        # tokens per example (encoding's cut policy: prompt left, then response right)
     template: str = "chat"       # "chat" (the tokenizer's template) or "plain"
-    bf16: bool = False           # fast path only: autocast the model's matmuls to bf16
+    bf16: bool = False           # fast path only: autocast the model's matmuls to bf16 (runtime.resolve_precision)
     batch_tokens: int = 512      # fast path: padded tokens per backward (bounds activation memory; docs)
     max_batch: int = 16          # fast path: examples per backward
     proj_rows: int = 64          # fast path: rows per projection group (one pass over R per group)
@@ -298,6 +298,7 @@ def extract_fast(model, encoded: Sequence[Encoded], cfg: FeatureConfig, projecto
     _check_kind(cfg, moments)
     model.eval()
     dev = next(model.parameters()).device
+    cfg = replace(cfg, bf16=runtime.resolve_bf16(cfg.bf16, dev.type, what="feature extraction"))
     tap = _LoraTap(model, layout)
     out = np.zeros((len(encoded), projector.cfg.dim), dtype=np.float32)
     with lm_ops.hooks(forward=tap.forward_hooks()):
@@ -341,6 +342,8 @@ def extract(model, tokenizer, records: Sequence[Record], cfg: FeatureConfig, pro
             moments=None, method: str = "fast", progress: Progress = no_progress) -> np.ndarray:
     """Encode ``records`` and return their features [N, d] with the chosen method ("fast" | "reference")."""
     enc = encode_rows(tokenizer, records, cfg)
+    cfg = replace(cfg, bf16=runtime.resolve_bf16(cfg.bf16, next(model.parameters()).device.type,
+                                                 what="feature extraction"))
     fn = {"fast": extract_fast, "reference": extract_reference}.get(method)
     if fn is None:
         raise ValueError(f"method {method!r}: use 'fast' or 'reference'")
@@ -390,6 +393,10 @@ def extract_store(loaded: LoadedModel, records: Sequence[Record], warmup: Warmup
     if cfg.kind == "sgd":
         moments = None
     projector = Projector(proj, layout.total)
+    # The precision that RUNS is in the key (a bf16 request that falls back to fp32 keys the fp32 store);
+    # what was asked for is recorded beside it, unhashed.
+    precision = runtime.resolve_precision(cfg.bf16, next(model.parameters()).device.type, what="feature extraction")
+    cfg = replace(cfg, bf16=precision.bf16)
     config = store_config(loaded, warmup, ckpt, cfg, proj, method, dtype)
     ws = workspace or Workspace()
     d = Path(out_dir) if out_dir else ws.dir("grads", hash_config({**config, "data_hash": data_hash,
@@ -414,7 +421,8 @@ def extract_store(loaded: LoadedModel, records: Sequence[Record], warmup: Warmup
     store = write_store(d, config, ids, proj.dim, compute,
                         inputs={"data_hash": data_hash, "data": data_source, "warmup": warmup.key,
                                 "n_params": layout.total},
-                        dtype=dtype, shard_rows=shard_rows, extra={"layout": layout.to_dict()},
+                        dtype=dtype, shard_rows=shard_rows,
+                        extra={"layout": layout.to_dict(), "precision": precision.to_dict()},
                         on_shard=lambda done, total, _s: _report(done))
     progress(1.0, f"epoch {epoch}: {n} rows in {store.dir.name}")
     return store

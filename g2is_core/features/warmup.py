@@ -14,10 +14,11 @@ checkpoints with their weights.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from .. import runtime
 from ..data.records import Record
 from ..models.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
 from ..models.lora import LESS_LORA, SMALL_LORA, LoraSettings, attach_lora
@@ -45,7 +46,7 @@ class WarmupConfig:
     max_length: int = 512
     template: str = "chat"
     seed: int = 0                # subset draw, data order, LoRA init
-    bf16: bool = False
+    bf16: bool = False           # autocast to bf16; a true without native bf16 runs fp32 (runtime.resolve_precision)
     lora: LoraSettings = SMALL_LORA
 
     def train_config(self) -> TrainConfig:
@@ -114,6 +115,10 @@ def warmup(loaded: LoadedModel, records: Sequence[Record], cfg: WarmupConfig = W
     from ..data.encoding import encode_all
 
     ws = workspace or Workspace()
+    # Keyed by the precision that RUNS (a bf16 request that falls back keys the fp32 warmup); the request is
+    # recorded in the sidecar.
+    precision = runtime.resolve_precision(cfg.bf16, next(loaded.model.parameters()).device.type, what="the warmup")
+    cfg = replace(cfg, bf16=precision.bf16)
     ident = {"model": loaded.key, "data_hash": data_hash, "n_pool": len(records), "warmup": cfg.to_dict()}
     d = Path(out_dir) if out_dir else ws.dir("warmup", hash_config(ident))
     if ws.is_complete(d):
@@ -137,7 +142,7 @@ def warmup(loaded: LoadedModel, records: Sequence[Record], cfg: WarmupConfig = W
                   inputs={"model": loaded.identity, "model_key": loaded.key, "data_hash": data_hash,
                           "n_pool": len(records), "n_rows": len(subset),
                           "subset_ids": [r.id for r in subset]},
-                  extra={"checkpoints": ckpts, "truncation": rep.summary(),
+                  extra={"checkpoints": ckpts, "truncation": rep.summary(), "precision": precision.to_dict(),
                          "final_loss": res.losses[-1]["loss"] if res.losses else None})
     return load_warmup(d)
 

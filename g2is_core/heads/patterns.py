@@ -160,13 +160,14 @@ def _eager_scores(model, batch, n_layers: int, n_heads: int):
 
 
 def activation_pattern(model, examples: Sequence[Encoded], *, pad_id: int, route: str = "gate",
-                       batch_size: int = 8, max_tokens: int = 4096, autocast: bool = False,
+                       batch_size: int = 8, max_tokens: int = 4096, autocast: bool | str = False,
                        progress: Progress = no_progress) -> ActivationPattern:
     """The activation pattern of ``model`` on ``examples`` (heads_method.md section 1).
 
     ``route``: "gate" (any attention kernel, one backward per batch) or "eager" (attention
     probabilities; the oracle). Batches group similar lengths (``length_buckets``); per-sample
-    results come back in input order. fp32 unless ``autocast`` (bf16 matmuls; faster, less exact).
+    results come back in input order. fp32 unless ``autocast`` (bf16 matmuls; faster, less exact; true / false /
+    auto, decided by :func:`g2is_core.runtime.resolve_precision`: a true without native bf16 runs fp32).
     """
     import torch
 
@@ -179,6 +180,7 @@ def activation_pattern(model, examples: Sequence[Encoded], *, pad_id: int, route
     runtime.apply_thread_policy()
     L, H, KV = _dims(model)
     dev = next(model.parameters()).device
+    autocast = runtime.resolve_bf16(autocast, dev.type, what="the activation pattern")
     per = np.zeros((len(examples), L, H), dtype=np.float64)
     batches = list(length_buckets(examples, max_tokens=max_tokens, max_batch=batch_size))
     done = 0

@@ -59,7 +59,8 @@ class StudyConfig:
     max_new_tokens: int = 12                 # greedy generation budget for accuracy
     lora_r: int = HEAD_STUDY_LORA.r          # method "lora": rank (dropout 0, models/lora.py)
     lora_alpha: int = HEAD_STUDY_LORA.alpha
-    bf16: bool = True                        # bf16 autocast for the SFT steps (the AP is always fp32)
+    bf16: bool | str = "auto"                # bf16 autocast for the SFT steps: true/false/auto (runtime.resolve_precision;
+                                             # the AP is always fp32). "auto": bf16 only where it is native
 
     def __post_init__(self):
         bad = [t for t in self.tasks if t not in TASKS]
@@ -159,8 +160,16 @@ def study_dir(cfg: StudyConfig, workspace: Workspace | None = None) -> Path:
 
 def run_study(cfg: StudyConfig, workspace: Workspace | None = None, *, progress: Progress = no_progress,
               log=print) -> "HeadStudy":
-    """Run (or resume) a head study; returns it loaded from disk."""
+    """Run (or resume) a head study; returns it loaded from disk.
+
+    The bf16 switch is resolved first (:func:`g2is_core.runtime.resolve_precision`) and the study is keyed by
+    what RUNS: "auto" or a true that falls back to fp32 finds the same study as an explicit false.
+    """
+    from .. import runtime
+
     ws = workspace or Workspace()
+    precision = runtime.resolve_precision(cfg.bf16, what="the head study's SFT")
+    cfg = replace(cfg, bf16=precision.bf16)
     out = study_dir(cfg, ws)
     if ws.is_complete(out):
         progress(1.0, f"study already complete at {out}")
@@ -170,7 +179,7 @@ def run_study(cfg: StudyConfig, workspace: Workspace | None = None, *, progress:
     meta = {"config": cfg.to_dict(), "model": {"spec": cfg.model, "identity": lm.identity, "key": lm.key,
                                                "n_layers": lm.n_layers, "n_heads": lm.n_heads,
                                                "n_kv_heads": lm.n_kv_heads},
-            "measure_steps": list(cfg.measure_steps),
+            "measure_steps": list(cfg.measure_steps), "precision": precision.to_dict(),
             "tasks": {t: {"kind": TASKS[t].kind, "ingredients": list(TASKS[t].ingredients)} for t in cfg.tasks}}
     write_json(out / "study.json", meta)
     total = len(cfg.tasks) * len(cfg.seeds)

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS runs (
     train_dir   TEXT,
     error       TEXT,
     created     REAL NOT NULL,
-    finished    REAL
+    finished    REAL,
+    info        TEXT                    -- JSON: what ran, e.g. {"precision": {"train": {"precision": "fp32", ...}}}
 );
 CREATE INDEX IF NOT EXISTS runs_experiment ON runs(experiment);
 """
@@ -71,6 +72,9 @@ class Registry:
         reg = cls(ws.root / "registry.sqlite")
         with reg._conn() as c:
             c.executescript(SCHEMA)
+            # A registry made before the info column: add it (older rows keep NULL there; nothing is rewritten).
+            if "info" not in {r["name"] for r in c.execute("PRAGMA table_info(runs)")}:
+                c.execute("ALTER TABLE runs ADD COLUMN info TEXT")
         return reg
 
     @contextlib.contextmanager
@@ -106,12 +110,14 @@ class Registry:
                 raise
 
     def finish(self, config_hash: str, *, metrics: dict[str, Any], timings: dict[str, Any],
-               selection: str | None = None, train_dir: str | None = None) -> None:
+               selection: str | None = None, train_dir: str | None = None, info: dict[str, Any] | None = None) -> None:
+        """Record a claimed row as done. ``info``: how it ran (the precision actually used), kept beside the
+        config, not in it, so the row's key stays the hash of its settings."""
         with self._conn() as c:
             c.execute("UPDATE runs SET status='done', metrics=?, timings=?, selection=?, train_dir=?, finished=?,"
-                      " error=NULL WHERE config_hash=? AND owner=?",
+                      " error=NULL, info=? WHERE config_hash=? AND owner=?",
                       (canonical_json(metrics), canonical_json(timings), selection, train_dir, time.time(),
-                       config_hash, _owner()))
+                       canonical_json(info) if info is not None else None, config_hash, _owner()))
 
     def fail(self, config_hash: str, error: str) -> None:
         with self._conn() as c:
@@ -130,7 +136,7 @@ class Registry:
         out = []
         for r in rows:
             d = dict(r)
-            for k in ("config", "metrics", "timings"):
+            for k in ("config", "metrics", "timings", "info"):
                 d[k] = json.loads(d[k]) if d[k] else None
             out.append(d)
         return out

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..data.records import Record
 from ..progress import Progress, no_progress
-from ..runtime import resolve_bf16
+from ..runtime import resolve_bf16, resolve_precision
 from ..workspace import Workspace, hash_config, write_json
 from .experiment import load_pool, load_target
 from .registry import Registry
@@ -76,12 +76,12 @@ def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, pro
             continue
         progress(i / len(cells), label)
         try:
-            metrics, timings, sel_dir, train_dir = _run_cell(spec, t, m, r, s, pool, ws, key,
-                                                              lambda f, msg: progress((i + f) / len(cells), f"{label}: {msg}"))
+            metrics, timings, sel_dir, train_dir, info = _run_cell(
+                spec, t, m, r, s, pool, ws, key, lambda f, msg: progress((i + f) / len(cells), f"{label}: {msg}"))
         except Exception as exc:
             reg.fail(key, f"{type(exc).__name__}: {exc}")
             raise
-        reg.finish(key, metrics=metrics, timings=timings, selection=sel_dir, train_dir=train_dir)
+        reg.finish(key, metrics=metrics, timings=timings, selection=sel_dir, train_dir=train_dir, info=info)
         log(f"[{i + 1}/{len(cells)}] {label}: {json.dumps(metrics)}")
     progress(1.0, "experiment finished")
     return reg.rows(spec.name)
@@ -98,6 +98,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     from ..models.training import train
 
     timings: dict[str, float] = {}
+    precision: dict[str, Any] = {}  # what each bf16 switch resolved to here (registry "info", not the key)
     sel_dir = None
     train_dir = None
     t0 = time.perf_counter()
@@ -115,6 +116,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
             opts.update(spec.variants[name].options)
         stores: dict[str, Any] = {}
         if needs_features(method):
+            precision["features"] = resolve_precision(spec.selection.features.bf16, what="feature extraction").to_dict()
             stores = gradient_stores(spec, pool, targets, ws, lambda f, m: progress(0.25 * f, f"features: {m}"))
         if method == "random":
             opts.setdefault("seed", seed)
@@ -145,14 +147,18 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         train_dir = ws.dir("training", hash_config({"model": lm.key, "train": train_key, "seed": seed,
                                                     "data": data_hash(chosen)}))
         t1 = time.perf_counter()
-        train(model, enc, cfg, pad_id=lm.tokenizer.pad_token_id, out_dir=train_dir,
-              progress=lambda f, m: progress(0.3 + 0.5 * f, f"train: {m}"))
+        res_train = train(model, enc, cfg, pad_id=lm.tokenizer.pad_token_id, out_dir=train_dir,
+                          progress=lambda f, m: progress(0.3 + 0.5 * f, f"train: {m}"))
+        # what ran, with what the spec asked for (cfg.bf16 is already resolved)
+        precision["train"] = {**res_train.precision, "requested": resolve_precision(ts.bf16, what="training").requested}
         timings["train_s"] = time.perf_counter() - t1
         lm.model = model
         train_dir = str(train_dir)
     t2 = time.perf_counter()
     ev = spec.eval
-    if resolve_bf16(ev.dtype):
+    ev_precision = resolve_precision(ev.dtype, what="evaluation")
+    precision["eval"] = ev_precision.to_dict()
+    if ev_precision.bf16:
         import torch
 
         lm.model = lm.model.to(torch.bfloat16)  # scoring only: bf16 matmuls (AVX512-BF16 / AMX / tensor cores)
@@ -169,7 +175,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
                       progress=lambda f, m: progress(0.9 + 0.1 * f, f"eval (loglik): {m}"))
         metrics.update({"nll": ll.metrics["nll"], "ppl": ll.metrics["ppl"]})
     timings["eval_s"] = time.perf_counter() - t2
-    return metrics, timings, sel_dir, train_dir
+    return metrics, timings, sel_dir, train_dir, {"precision": precision}
 
 
 def prepare_features(spec: ExperimentSpec, workspace: Workspace | None = None,
@@ -204,7 +210,7 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     fs = spec.selection.features
     wcfg = fs.warmup.config()
     max_length = fs.max_length if fs.max_length is not None else wcfg.max_length
-    bf16 = resolve_bf16(fs.bf16)  # fast path: autocast the feature pass to bf16 (true/false/auto)
+    bf16 = resolve_bf16(fs.bf16, what="feature extraction")  # fast path: the feature pass's precision (true/false/auto)
     proj = fs.projector()
     lm = load_model(spec.model, workspace=ws)
     pool_hash = data_hash(pool)

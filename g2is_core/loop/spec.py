@@ -131,7 +131,7 @@ class TrainSettings(SpecPart):
     def train_config(self, seed: int) -> TrainConfig:
         """The loop's config for one cell (``bf16`` resolved here, where the training runs)."""
         kw = {f.name: getattr(self, f.name) for f in fields(TrainConfig) if f.name not in ("seed", "bf16")}
-        return TrainConfig(**kw, seed=seed, bf16=resolve_bf16(self.bf16))
+        return TrainConfig(**kw, seed=seed, bf16=resolve_bf16(self.bf16, what="training"))
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class WarmupSettings:
 
     def config(self) -> WarmupConfig:
         return WarmupConfig(**{f.name: getattr(self, f.name) for f in fields(self)}
-                            | {"bf16": resolve_bf16(self.bf16)})
+                            | {"bf16": resolve_bf16(self.bf16, what="the warmup")})
 
 
 @dataclass(frozen=True)

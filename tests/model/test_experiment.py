@@ -81,6 +81,13 @@ def test_target_overrides_full_seeds_and_bf16_eval(tmp_path, workspace):
     # the override: the generative built-in eval scored by the gold answer's log-likelihood instead
     assert all("nll" in r["metrics"] and "accuracy" not in r["metrics"] for r in rows if r["target"] == "lookup_add")
     assert all("accuracy" in r["metrics"] for r in rows if r["target"] == "add_reverse")
+    # the registry records the precision that ran beside the key (eval.dtype bf16: fp32 where bf16 is not native)
+    from g2is_core import runtime
+
+    want = "bf16" if runtime.bf16_is_fast("cpu") else "fp32"
+    assert all(r["info"]["precision"]["eval"]["precision"] == want and r["info"]["precision"]["eval"]["requested"]
+               is True for r in rows)
+    assert all(r["info"]["precision"]["train"]["precision"] == "fp32" for r in rows if r["method"] != "base")
     # a target without overrides keeps the config (and so the registry key) it had before they existed
     assert set(spec.targets[0].config()) == {"name", "select", "eval", "eval_limit", "n_select"}
     with pytest.raises(DataError, match="unknown field.*protcol"):
@@ -142,16 +149,25 @@ def _cell_keys(spec):
 
 @pytest.mark.parametrize("path, spec_hash, first_key, digest", [
     ("g2is_core/specs/demo.yaml", "d0fddd6f9d16ba93", "d758b1f0684c9adb", "cdc3cb3822f934df"),
-    ("bench/specs/real_data.yaml", "d010d27543066324", "034fa2e0a068ccbf", "604abdcd96072658"),
+    # bf16 true -> auto (issue 15): a changed setting, so new keys; the spec as it was keeps its old ones (below)
+    ("bench/specs/real_data.yaml", "38976ff60b704402", "a07b77a7ac34b605", "2bc6c85f29f0204d"),
+    ("bench/specs/real_data.yaml@bf16-true", "d010d27543066324", "034fa2e0a068ccbf", "604abdcd96072658"),
 ])
-def test_shipped_specs_keep_their_registry_keys(path, spec_hash, first_key, digest):
+def test_shipped_specs_keep_their_registry_keys(path, spec_hash, first_key, digest, tmp_path):
     """The keys the registry rows on record were written under (before the settings were typed): a cell hashes
-    its settings as the file wrote them, so neither typing nor a moved default may change them."""
+    its settings as the file wrote them, so neither typing nor a moved default may change them.
+    ``@bf16-true``: real_data.yaml with its four bf16 switches as they were before issue 15 set them to auto."""
     import hashlib
 
     from g2is_core.workspace import hash_config
 
-    spec = load_spec(Path(__file__).resolve().parents[2] / path)
+    path, _, variant = path.partition("@")
+    file = Path(__file__).resolve().parents[2] / path
+    if variant == "bf16-true":
+        text = file.read_text().replace("bf16: auto", "bf16: true").replace("dtype: auto", "dtype: bf16")
+        file = tmp_path / "real_data.yaml"
+        file.write_text(text)
+    spec = load_spec(file)
     keys = _cell_keys(spec)
     assert hash_config(spec.to_dict()) == spec_hash and keys[0] == first_key
     assert hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16] == digest

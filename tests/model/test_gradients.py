@@ -49,7 +49,9 @@ def warm(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adam"])
-def test_fast_path_equals_reference_fp32(perturbed, kind):
+def test_fast_path_equals_reference_fp32(perturbed, kind, monkeypatch):
+    # bf16 below is the real bf16 path even on a CPU without native bf16 (there a plain request runs fp32)
+    monkeypatch.setenv("G2IS_FORCE_BF16", "1")
     lm, model = perturbed
     recs = _records(20)
     layout = lora_layout(model)
@@ -186,3 +188,49 @@ def test_sign_cache_is_bitwise_the_drawn_projector(perturbed, dim):
     a = extract(model, lm.tokenizer, recs, cfg, Projector(cfgp, layout.total), moments=moments)
     b = extract(model, lm.tokenizer, recs, cfg, Projector(cfgp, layout.total, cache_mb=0), moments=moments)
     assert np.array_equal(a.view(np.int32), b.view(np.int32))
+
+
+# ============================================================================ precision (issue 15)
+def _linear_output_dtypes(model):
+    """Record the output dtype of every LoRA-adapted Linear's base layer (bf16 under bf16 autocast)."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+             for name, m in model.named_modules() if name.endswith("q_proj.base_layer")]
+    return seen, hooks
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_explicit_bf16_request_without_native_bf16_runs_fp32_extraction(warm, monkeypatch, capsys, native):
+    """The issue's acceptance test (extraction): probe mocked; no native bf16 -> one warning line, fp32 autocast
+    state, the fp32 store (same key: a later fp32 request finds it) with the request recorded; native -> bf16 kept."""
+    from g2is_core import runtime
+
+    ws, lm, recs, w = warm
+    monkeypatch.setattr(runtime, "bf16_is_fast", lambda device=None: native)
+    monkeypatch.setattr(runtime, "_warned", set())
+    monkeypatch.delenv(runtime.FORCE_BF16_ENV, raising=False)
+    pool = recs[:6]
+    cfgp = ProjectorConfig(dim=32, seed=5)
+    seen, hooks = _linear_output_dtypes(lm.model)
+    try:   # computed first (a store found complete would compute nothing)
+        asked = extract_store(lm, pool, w, 1, FeatureConfig(kind="sgd", max_length=128, bf16=True), cfgp,
+                              data_hash=data_hash(pool), dtype="fp32", workspace=ws)
+    finally:
+        for h in hooks:
+            h.remove()
+    err = capsys.readouterr().err
+    fp32 = extract_store(lm, pool, w, 1, FeatureConfig(kind="sgd", max_length=128), cfgp,
+                         data_hash=data_hash(pool), dtype="fp32", workspace=ws)
+    side = read_json(asked.dir / "sidecar.json")
+    if not native:
+        assert seen and set(seen) == {torch.float32}                    # really fp32: no autocast in the pass
+        assert len(err.strip().splitlines()) == 1 and "bf16 requested for feature extraction" in err
+        assert asked.dir == fp32.dir                                    # keyed by what ran: the fp32 store
+        assert side["config"]["features"]["bf16"] is False
+        assert side["precision"] == {"precision": "fp32", "requested": True, "native_bf16": False, "forced": False}
+        assert np.array_equal(asked.features, fp32.features) and capsys.readouterr().err == ""
+    else:
+        assert seen and set(seen) == {torch.bfloat16} and err == ""     # native: bf16 kept, no warning
+        assert asked.dir != fp32.dir and side["config"]["features"]["bf16"] is True
+        assert side["precision"]["precision"] == "bf16"
+        assert (asked.features * fp32.features).sum(1).min() > 0.99

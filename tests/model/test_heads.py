@@ -1,6 +1,7 @@
 """Activation patterns on a tiny random Llama (GQA: 4 query heads over 2 KV heads), and a tiny
 head study end to end."""
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -161,3 +162,33 @@ def test_gate_equals_eager_on_the_default_model(default_model):
     # (observed 1.2e-5 on a score of 0.23).
     assert np.abs(g.values - e.values).max() <= 1e-5
     assert np.abs(g.per_sample - e.per_sample).max() <= 5e-5
+
+
+def test_study_bf16_request_without_native_bf16_runs_fp32(tmp_path, monkeypatch, capsys, tiny):
+    """Issue 15: the study's bf16 switch goes through runtime.resolve_precision (default "auto"); a true without
+    native bf16 warns once and finds/writes the fp32 study, recording the request; the pattern stays fp32."""
+    from g2is_core import runtime
+    from g2is_core.cli import build_parser
+    from g2is_core.heads.study import StudyConfig, run_study, study_dir
+
+    monkeypatch.setattr(runtime, "bf16_is_fast", lambda device=None: False)
+    monkeypatch.setattr(runtime, "_warned", set())
+    monkeypatch.delenv(runtime.FORCE_BF16_ENV, raising=False)
+    assert StudyConfig().bf16 == "auto"
+    ws = Workspace(tmp_path)
+    cfg = StudyConfig(model="tiny", tasks=("add",), seeds=(0,), steps=1, measure_at=(0,), n_pattern=2, n_eval=2,
+                      max_new_tokens=2, lr=1e-3, batch_size=2, bf16=True)
+    st = run_study(cfg, ws, log=lambda *_: None)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "using fp32" in err
+    assert st.config["bf16"] is False and st.dir == study_dir(dataclasses.replace(cfg, bf16=False), ws)
+    assert st.meta["precision"] == {"precision": "fp32", "requested": True, "native_bf16": False, "forced": False}
+    assert run_study(dataclasses.replace(cfg, bf16="auto"), ws, log=lambda *_: None).dir == st.dir
+    model, tok, enc = tiny
+    ap = activation_pattern(model, enc[:2], pad_id=tok.pad_token_id, autocast=True)
+    assert ap.info["autocast_bf16"] is False
+    p = build_parser()
+    assert p.parse_args(["heads", "study"]).bf16 == "auto"
+    assert p.parse_args(["heads", "study", "--bf16"]).bf16 == "true"
+    assert p.parse_args(["heads", "study", "--no-bf16"]).bf16 == "false"
+    assert p.parse_args(["heads", "study", "--bf16", "auto"]).bf16 == "auto"

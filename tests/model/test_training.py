@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from g2is_core.data.encoding import encode_all
@@ -69,3 +70,62 @@ def test_training_reduces_loss():
     res = train(m, enc, TrainConfig(lr=3e-3, max_steps=30, batch_size=8, warmup_ratio=0.0), pad_id=tok.pad_token_id)
     first, last = res.losses[0]["loss"], sum(x["loss"] for x in res.losses[-4:]) / 4
     assert last < 0.7 * first
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_explicit_bf16_request_without_native_bf16_trains_fp32(tmp_path, monkeypatch, capsys, native):
+    """The issue's acceptance test (training): capability probe mocked; without native bf16 a bf16 request warns
+    once and trains with autocast off (fp32 activations), and state.json records what ran and what was asked."""
+    import json
+
+    from g2is_core import runtime
+
+    monkeypatch.setattr(runtime, "bf16_is_fast", lambda device=None: native)
+    monkeypatch.setattr(runtime, "_warned", set())
+    monkeypatch.delenv(runtime.FORCE_BF16_ENV, raising=False)
+    m, tok = tiny_llama()
+    m = attach_lora(m, LoraSettings(r=4, alpha=8, dropout=0.0))
+    enc, _ = encode_all(tok, make_task_records("add", 8, seed=0), max_length=64)
+    seen = []
+    hooks = [mod.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+             for name, mod in m.named_modules() if name.endswith("q_proj.base_layer")]
+    res = train(m, enc, TrainConfig(lr=1e-3, max_steps=2, batch_size=4, bf16=True), pad_id=tok.pad_token_id,
+                out_dir=tmp_path)
+    for h in hooks:
+        h.remove()
+    err = capsys.readouterr().err
+    state = json.loads((tmp_path / "state.json").read_text())
+    want = torch.bfloat16 if native else torch.float32
+    assert seen and set(seen) == {want}
+    assert res.precision == state["precision"] == {"precision": "bf16" if native else "fp32", "requested": True,
+                                                   "native_bf16": native, "forced": False}
+    assert state["config"]["bf16"] is native                   # the config holds what ran
+    if native:
+        assert err == ""
+    else:
+        assert len(err.strip().splitlines()) == 1 and "bf16 requested for training" in err and "using fp32" in err
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_token_mean_loss_equals_the_models_own_loss(lora):
+    """The loop's loss (LM head at labelled positions only) is the model's own loss, value and gradients."""
+    from g2is_core.data.encoding import collate
+    from g2is_core.models import lm_ops
+
+    m, tok = tiny_llama()
+    if lora:
+        m = attach_lora(m, LoraSettings(r=4, alpha=8, dropout=0.0))
+        with torch.no_grad():
+            for _, p in lora_parameters(m):
+                p.normal_(0, 0.05)
+    else:
+        for p in m.parameters():
+            p.requires_grad_(True)
+    enc, _ = encode_all(tok, make_task_records("sort", 5, seed=1), max_length=64)
+    batch = collate(enc, tok.pad_token_id, "cpu")
+    params = [p for p in m.parameters() if p.requires_grad]
+    ours = lm_ops.token_mean_loss(m, batch)
+    theirs = m(**batch).loss
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(ours, params), torch.autograd.grad(theirs, params)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -113,3 +113,24 @@ def test_default_metric_skips_a_constant_one():
     rows[1]["metrics"]["accuracy"] = 0.5
     assert default_metric(rows) == "accuracy"
     assert default_metric([]) is None
+
+
+def test_registry_records_how_a_row_ran_and_opens_an_older_file(tmp_path):
+    """Issue 15: an ``info`` column (the precision that ran) beside the config; a registry made before it gains
+    the column on open, its rows keep NULL there."""
+    import sqlite3
+
+    from g2is_core.loop.registry import SCHEMA
+
+    old = SCHEMA.replace(",\n    info", "\n    --").replace("finished    REAL,", "finished    REAL")
+    with sqlite3.connect(tmp_path / "registry.sqlite") as c:
+        c.executescript(old)
+        assert "info" not in {r[1] for r in c.execute("PRAGMA table_info(runs)")}
+        c.execute("INSERT INTO runs (config_hash, experiment, target, method, status, config, created) "
+                  "VALUES ('k0', 'e', 't', 'm', 'done', '{}', 0)")
+    reg = Registry.open(Workspace(tmp_path))
+    assert reg.claim("k1", "e", "t", "m", 0.1, 0, {"a": 1})
+    info = {"precision": {"train": {"precision": "fp32", "requested": True, "native_bf16": False, "forced": False}}}
+    reg.finish("k1", metrics={"accuracy": 0.5}, timings={}, info=info)
+    rows = {r["config_hash"]: r for r in reg.rows("e")}
+    assert rows["k1"]["info"] == info and rows["k0"]["info"] is None
