@@ -156,7 +156,7 @@ def test_walk_page_is_inert(page, app_url, hostile):
     assert "Compare with another run" in body
 
 
-@pytest.mark.parametrize("path,heading", [("benchmarks", "Benchmarks"), ("runs", "Runs"), ("heads", "Heads"), ("", "Data")])
+@pytest.mark.parametrize("path,heading", [("benchmarks", "Benchmarks"), ("runs", "Runs"), ("heads", "Heads"), ("data", "Data"), ("", "G2IS Studio")])
 def test_other_pages_are_inert(page, app_url, hostile, path, heading):
     import time
 
