@@ -84,7 +84,8 @@ def _run_grads(args: argparse.Namespace) -> int:
                         max_batch=args.max_batch)
     with cli_progress(f"grads ({args.kind})") as prog:
         stores = extract_checkpoints(args.model, d.records, w, _epochs(args.checkpoint), cfg,
-                                     ProjectorConfig(dim=args.dim, seed=args.proj_seed), data_hash=d.data_hash,
+                                     ProjectorConfig(dim=args.dim, seed=args.proj_seed,
+                                                     kind=args.projector), data_hash=d.data_hash,
                                      data_source=d.description, out_dir=args.out, device=args.device,
                                      backend=getattr(args, "backend", "local"),
                                      ray_config=RayConfig(address=args.ray_address, workers=args.ray_workers),
@@ -136,6 +137,9 @@ def register(sub: Any) -> None:
                    help="train: Adam-direction features (pool); target: plain gradients")
     q.add_argument("--dim", type=positive_int, default=ProjectorConfig.dim, help=f"projection dimension d (default {ProjectorConfig.dim})")
     q.add_argument("--proj-seed", type=int, default=ProjectorConfig.seed, help="projection seed (must match across compared stores)")
+    q.add_argument("--projector", choices=["dense", "sparse"], default=ProjectorConfig.kind,
+                   help=f"dense: the LESS Rademacher R (default); sparse: {ProjectorConfig.s} non-zeros per parameter, "
+                        "far cheaper at large --dim, a different matrix (stores of the two kinds are not comparable)")
     q.add_argument("--method", choices=["fast", "reference"], default="fast",
                    help="fast: batched per-example gradients; reference: one backward per example (slow, for checks)")
     q.add_argument("--bf16", action="store_true",

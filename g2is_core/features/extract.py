@@ -173,8 +173,8 @@ def extract_reference(model, encoded: Sequence[Encoded], cfg: FeatureConfig, pro
         if cfg.kind == "adam":
             g = adam_direction(g, moments[0], moments[1], cfg.beta1, cfg.beta2, cfg.eps)
         x = torch.zeros(projector.cfg.dim)
-        for k in range(projector.n_blocks):  # dense R, one chunk of rows at a time
-            x += g[projector.columns(k)] @ projector.block_view(k)
+        for k in range(projector.n_blocks):  # R one chunk of rows at a time (dense or sparse)
+            projector.add_block(x, k, g[projector.columns(k)])
         out[i] = unit_rows(x, zero="keep").numpy()  # g = 0 (no response token) stays the zero row
         progress((i + 1) / len(encoded), f"{i + 1}/{len(encoded)}")
     return out
@@ -280,7 +280,7 @@ def project_rows(G, projector: Projector, cfg: FeatureConfig, moments=None):
         gk = G[:, cols]
         if cfg.kind == "adam":
             gk = adam_direction(gk, moments[0][cols], moments[1][cols], cfg.beta1, cfg.beta2, cfg.eps)
-        x += gk @ projector.block_view(k)
+        projector.add_block(x, k, gk)
     return unit_rows(x, zero="keep")
 
 

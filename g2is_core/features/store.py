@@ -107,7 +107,8 @@ def _describe(v: Any) -> str:
 def check_compatible(a: GradientStore | dict[str, Any], b: GradientStore | dict[str, Any]) -> None:
     """Raise ValueError naming every differing field when features of ``a`` and ``b`` are not comparable.
 
-    Comparable = same model, LoRA configuration, projector (family, seed, dim, block) and
+    Comparable = same model, LoRA configuration, projector (family, seed, dim, block; kind and s, a
+    store without a kind being dense) and
     checkpoint (warmup and epoch). The feature kind (adam for the pool, sgd for targets) and the
     data may differ: that is the LESS use.
     """
@@ -119,6 +120,8 @@ def check_compatible(a: GradientStore | dict[str, Any], b: GradientStore | dict[
         if f == "checkpoint":  # the weight and path are descriptive; the identity is warmup + epoch
             va = {k: (va or {}).get(k) for k in ("warmup", "epoch", "step")}
             vb = {k: (vb or {}).get(k) for k in ("warmup", "epoch", "step")}
+        if f == "projector" and isinstance(va, dict) and isinstance(vb, dict):  # no kind recorded = dense
+            va, vb = {"kind": "dense", **va}, {"kind": "dense", **vb}
         if va != vb:
             if isinstance(va, dict) and isinstance(vb, dict):
                 keys = sorted(k for k in set(va) | set(vb) if va.get(k) != vb.get(k))

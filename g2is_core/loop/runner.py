@@ -211,7 +211,7 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     wcfg = fs.warmup.config()
     max_length = fs.max_length if fs.max_length is not None else wcfg.max_length
     bf16 = resolve_bf16(fs.bf16, what="feature extraction")  # fast path: the feature pass's precision (true/false/auto)
-    proj = fs.projector()
+    proj = fs.projector_config()
     lm = load_model(spec.model, workspace=ws)
     pool_hash = data_hash(pool)
     w = warmup(lm, pool, wcfg, data_hash=pool_hash, workspace=ws, progress=lambda f, m: progress(0.2 * f, m))

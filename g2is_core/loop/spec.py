@@ -44,7 +44,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..data.records import DataError
-from ..features.projection import ProjectorConfig
+from ..features.projection import PROJ_KINDS, ProjectorConfig
 from ..features.warmup import WarmupConfig
 from ..models.lora import SFT_LORA, SMALL_LORA, LoraSettings
 from ..runtime import resolve_bf16
@@ -165,14 +165,18 @@ class FeatureSettings:
     warmup: WarmupSettings = _opt(WarmupSettings(), "the LESS warmup whose checkpoints the features are taken at")
     dim: int = _opt(_PROJ.dim, "projection dimension d of the gradient features")
     proj_seed: int = _opt(_PROJ.seed, "seed of the random projection (the same for pool and target features)")
+    projector: str = _opt(_PROJ.kind, "dense (the LESS projection) or sparse (a sparse JL transform, cheaper at "
+                                      "large dim; its features are comparable only with sparse ones)")
     max_length: int | None = _opt(None, "tokens per example for the features (None: the warmup's max_length)")
     bf16: bool | str = _opt(False, "autocast the feature pass to bf16: true, false or auto")
 
     def __post_init__(self) -> None:
         _bf16_switch(self.bf16, "bf16")
+        if self.projector not in PROJ_KINDS:
+            raise SettingError("projector", f"{self.projector!r} is not one of {', '.join(PROJ_KINDS)}")
 
-    def projector(self) -> ProjectorConfig:
-        return dataclasses.replace(_PROJ, dim=self.dim, seed=self.proj_seed)
+    def projector_config(self) -> ProjectorConfig:
+        return dataclasses.replace(_PROJ, dim=self.dim, seed=self.proj_seed, kind=self.projector)
 
 
 @dataclass(frozen=True)

@@ -234,3 +234,73 @@ def test_explicit_bf16_request_without_native_bf16_runs_fp32_extraction(warm, mo
         assert asked.dir != fp32.dir and side["config"]["features"]["bf16"] is True
         assert side["precision"]["precision"] == "bf16"
         assert (asked.features * fp32.features).sum(1).min() > 0.99
+
+
+# ----------------------------------------------------------------------------- the sparse projection (an option)
+def test_default_projector_identity_is_unchanged():
+    """Stores written before the sparse option keep their keys: the default identity dict (hence its hash) is
+    exactly the one of before, and so is any dense config's; sparse ones carry kind and s."""
+    from g2is_core.workspace import hash_config
+
+    assert ProjectorConfig().to_dict() == {"family": "rademacher", "dim": 2048, "seed": 0, "block": 4096}
+    assert hash_config(ProjectorConfig().to_dict()) == "2d3e955739479c47"            # computed before the option
+    assert hash_config(ProjectorConfig(dim=8192, seed=3).to_dict()) == "1a7c1e023976c890"
+    assert ProjectorConfig(dim=8192, seed=3, kind="dense", s=8).to_dict() == ProjectorConfig(dim=8192, seed=3).to_dict()
+    sp = ProjectorConfig(kind="sparse").to_dict()
+    assert sp["kind"] == "sparse" and sp["s"] == ProjectorConfig.s
+    with pytest.raises(ValueError, match="kind"):
+        Projector(ProjectorConfig(kind="fft"), 10)
+
+
+@pytest.mark.parametrize("d,s", [(512, 4), (100, 3), (64, 1)])
+def test_sparse_projection_equals_the_dense_matrix_of_its_entries(d, s):
+    P = 2500
+    cfgp = ProjectorConfig(dim=d, seed=7, block=1024, kind="sparse", s=s)   # a short last block too
+    a = Projector(cfgp, P)
+    R = a.dense()
+    assert torch.equal(R, Projector(cfgp, P).dense())                      # seeded: the same matrix again
+    assert not torch.equal(R, Projector(ProjectorConfig(dim=d, seed=8, block=1024, kind="sparse", s=s), P).dense())
+    assert ((R != 0).sum(1) == s).all()                                    # s entries per parameter, no collision
+    assert R[R != 0].abs().unique().tolist() == pytest.approx([1 / math.sqrt(s)])
+    start = [t * d // s for t in range(s + 1)]
+    for t in range(s):                                                     # one entry in each segment
+        assert ((R[:, start[t]:start[t + 1]] != 0).sum(1) == 1).all()
+    x = torch.randn(6, P, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a.project(x), x @ R, atol=1e-5)
+    one = torch.zeros(d)
+    for k in range(a.n_blocks):                                            # the 1-row form the reference path uses
+        a.add_block(one, k, x[0, a.columns(k)])
+    assert torch.allclose(one, x[0] @ R, atol=1e-5)
+    uncached = Projector(cfgp, P, cache_mb=0)
+    assert torch.equal(uncached.project(x), a.project(x))
+
+
+def test_sparse_projection_preserves_inner_products():
+    """JL sanity on random unit vectors: the same loose bound as the dense test above."""
+    P, d = 5000, 512
+    a = Projector(ProjectorConfig(dim=d, seed=7, block=1024, kind="sparse"), P)
+    x = torch.randn(20, P, generator=torch.Generator().manual_seed(0))
+    x = x / x.norm(dim=1, keepdim=True)
+    y = a.project(x)
+    assert (y @ y.T - x @ x.T).abs().max() < 6 / math.sqrt(d)
+    assert (y.norm(dim=1) - 1).abs().max() < 6 / math.sqrt(d)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_fast_path_equals_reference_sparse(perturbed, kind):
+    lm, model = perturbed
+    recs = _records(12)
+    layout = lora_layout(model)
+    proj = Projector(ProjectorConfig(dim=96, seed=3, block=1000, kind="sparse"), layout.total)
+    moments = None
+    if kind == "adam":
+        g = torch.Generator().manual_seed(2)
+        moments = (torch.randn(layout.total, generator=g) * 1e-3, torch.rand(layout.total, generator=g) * 1e-5)
+    cfg = FeatureConfig(kind=kind, max_length=96, max_batch=6, proj_rows=7)
+    ref = extract(model, lm.tokenizer, recs, cfg, proj, moments=moments, method="reference")
+    fast = extract(model, lm.tokenizer, recs, cfg, proj, moments=moments, method="fast")
+    assert (ref * fast).sum(1).min() > 0.999
+    assert np.allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+    dense = extract(model, lm.tokenizer, recs, cfg, Projector(ProjectorConfig(dim=96, seed=3, block=1000),
+                                                             layout.total), moments=moments)
+    assert not np.allclose(dense, fast, atol=1e-3)                        # a different matrix indeed

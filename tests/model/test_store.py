@@ -66,6 +66,11 @@ def test_incompatible_stores_are_refused(tmp_path):
     assert "projector.seed: 0 vs 1" in msg and "projector.dim: 8 vs 16" in msg and "model_key" in msg
     with pytest.raises(ValueError, match="checkpoint.epoch"):
         GradientStore.open(mk("c", _cfg(checkpoint={"warmup": "w", "epoch": 2, "step": 6})).dir, like=a)
+    # a sparse projector (same seed and dim) is another matrix: refused, and the message names the kinds
+    sparse = mk("sp", _cfg(projector={"family": "rademacher", "seed": 0, "dim": 8, "kind": "sparse", "s": 4}))
+    with pytest.raises(ValueError, match="projector.kind: dense vs sparse"):
+        check_compatible(a, sparse)
+    check_compatible(sparse, mk("sp2", _cfg(kind="sgd", projector=dict(sparse.config["projector"]))))
 
 
 @pytest.fixture(scope="module")
