@@ -3,7 +3,8 @@
 Two pure parts:
 - which nodes and edges to show: :func:`khop` (a node and its k-hop out-neighbours in the top-k
   graph, capped), :func:`walk_subgraph` (a walk's nodes, its step edges and the kNN edges among
-  them) and :func:`edges_among`;
+  them), :func:`edges_among` and :func:`strongest_edges` (each node's few strongest edges, so a
+  dense neighbourhood stays readable);
 - the HTML: :func:`network_html` builds a pyvis network with vis-network's JavaScript and CSS
   IN-LINE (``cdn_resources="in_line"``; no CDN is reachable here) and strips the template's remote
   Bootstrap tags, then checks that no ``http(s)://`` script or stylesheet is left.
@@ -71,6 +72,46 @@ def edges_among(neighbors: np.ndarray, sims: np.ndarray, nodes: Iterable[int]) -
             if int(v) in keep:
                 out.append((u, int(v), float(s)))
     return sorted(out)
+
+
+def strongest_edges(edges: Sequence[Sequence[Any]], m: int | None = 3, *, threshold: float | None = None,
+                    focus: int | None = None, always: tuple[str, ...] = ("walk",)) -> list[tuple]:
+    """The edges worth drawing: each node's ``m`` strongest, plus every edge of the focused node.
+
+    edges: (src, dst, cosine[, kind]) as :func:`edges_among` gives them. An edge survives when it is
+    among the ``m`` largest cosines of the edges touching either of its ends (ties broken by
+    (src, dst), so the answer is deterministic), or when it touches ``focus``. ``m=None`` keeps every
+    edge (before the threshold). ``threshold``: drop edges with cosine below it, except the focus's
+    own (the user asked for that node; its edges are the point of the view). Edges whose kind is in
+    ``always`` (a walk's own steps) are kept and do not count towards ``m``. Order of ``edges`` kept.
+
+    Why: the 1-hop neighbourhood of a k=32 graph is about 33 nodes and 600+ edges, a hairball; the
+    top few per node keep its clusters and bridges visible (each node still has at least one edge
+    when m >= 1 and no threshold applies).
+    """
+    if m is not None and m < 0:
+        raise ValueError(f"m must be >= 0 (got {m})")
+    es = [tuple(e) for e in edges]
+    fixed = {j for j, e in enumerate(es) if len(e) > 3 and e[3] in always}
+    keep = set(range(len(es))) if m is None else set()
+    if m is not None and m > 0:
+        touching: dict[int, list[int]] = {}
+        for j, e in enumerate(es):
+            if j in fixed:
+                continue
+            touching.setdefault(int(e[0]), []).append(j)
+            if int(e[1]) != int(e[0]):
+                touching.setdefault(int(e[1]), []).append(j)
+        for js in touching.values():
+            js.sort(key=lambda j: (-float(es[j][2]), int(es[j][0]), int(es[j][1])))
+            keep.update(js[:m])
+    f = None if focus is None else int(focus)
+    out = []
+    for j, e in enumerate(es):
+        own = j in fixed or (f is not None and f in (int(e[0]), int(e[1])))
+        if own or (j in keep and (threshold is None or float(e[2]) >= threshold)):
+            out.append(e)
+    return out
 
 
 def walk_subgraph(trajectory, neighbors: np.ndarray | None = None, sims: np.ndarray | None = None,
