@@ -14,7 +14,8 @@ import streamlit.components.v1 as components
 
 from g2is_core.app import netview, readers
 from g2is_core.graph.knn import InstructionGraph
-from g2is_core.graph.layout import DISPLAY_MAX, display_mask, find_layout, map_frame
+from g2is_core.graph.layout import (DISPLAY_MAX, cluster_labels, display_mask, find_layout, fit_ranges, map_frame,
+                                    marker_size)
 from g2is_core.selection import load_dataset
 from pages import _ui
 
@@ -56,9 +57,10 @@ def _colours(values: list[str]) -> dict[str, str]:
     return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(values)}
 
 
-def _map(df, colour_by: str, focus: int | None, g: InstructionGraph, visible) -> go.Figure:
+def _map(df, colour_by: str, focus: int | None, g: InstructionGraph, visible, labels: bool = True) -> go.Figure:
     fig = go.Figure()
     shown = df[visible]
+    size = marker_size(len(shown))
     if colour_by == "selection":
         groups = [("not selected", shown[~shown["selected"]], "#c7c7c7"), ("selected", shown[shown["selected"]], "#e45756")]
     else:
@@ -67,12 +69,13 @@ def _map(df, colour_by: str, focus: int | None, g: InstructionGraph, visible) ->
         groups = [(c, shown[shown[colour_by] == c], cmap[c]) for c in cats]
     for name, part, colour in groups:
         fig.add_trace(go.Scattergl(x=part["x"], y=part["y"], mode="markers", name=html.escape(str(name)),
-                                   marker={"size": 5, "color": colour, "opacity": 0.75},
+                                   marker={"size": size, "color": colour, "opacity": 0.75},
                                    customdata=part["node"], hovertext=part["hover"], hoverinfo="text"))
     if colour_by != "selection" and df["selected"].any():  # highlight, not filter
         sel = shown[shown["selected"]]
         fig.add_trace(go.Scattergl(x=sel["x"], y=sel["y"], mode="markers", name="selection",
-                                   marker={"size": 9, "color": "rgba(0,0,0,0)", "line": {"width": 1.5, "color": "#111"}},
+                                   marker={"size": size + 4, "color": "rgba(0,0,0,0)",
+                                           "line": {"width": 1.5, "color": "#111"}},
                                    customdata=sel["node"], hovertext=sel["hover"], hoverinfo="text"))
     if focus is not None:
         xs, ys = [], []
@@ -85,8 +88,15 @@ def _map(df, colour_by: str, focus: int | None, g: InstructionGraph, visible) ->
         fig.add_trace(go.Scattergl(x=[fx], y=[fy], mode="markers", name="focus",
                                    marker={"size": 14, "color": "#111", "symbol": "star"},
                                    customdata=[focus], hovertext=[df["hover"].iat[focus]], hoverinfo="text"))
+    if labels and len(shown):
+        by = "task" if colour_by == "selection" else colour_by
+        for r in cluster_labels(shown["x"], shown["y"], shown[by]).itertuples():
+            fig.add_annotation(x=r.x, y=r.y, text=html.escape(r.label), showarrow=False,
+                               font={"size": 13, "color": "#111"}, bgcolor="rgba(255,255,255,0.7)")
+    (x0, x1), (y0, y1) = fit_ranges(shown["x"], shown["y"]) if len(shown) else fit_ranges(df["x"], df["y"])
     fig.update_layout(height=620, margin={"l": 0, "r": 0, "t": 10, "b": 0}, legend={"itemsizing": "constant"},
-                      xaxis={"visible": False}, yaxis={"visible": False}, dragmode="pan", uirevision="map")
+                      xaxis={"visible": False, "range": [x0, x1]}, yaxis={"visible": False, "range": [y0, y1]},
+                      dragmode="pan", uirevision="map")
     return fig
 
 
@@ -181,7 +191,10 @@ keep = df["selected"].to_numpy().copy()
 if focus is not None:
     keep[int(focus)] = True
     keep[g.neighbors[int(focus)]] = True
-draw_all = st.toggle("Draw every point", value=False, key="graph_all",
+t1, t2 = st.columns(2)
+show_labels = t2.toggle("Cluster labels", value=True, key="graph_labels",
+                        help="The majority task (or source) of each cluster of the map, at its middle.")
+draw_all = t1.toggle("Draw every point", value=False, key="graph_all",
                      help=f"Above {MAX_DRAWN:,} visible nodes the map draws a fixed subset plus the selection and "
                           "the focused neighbourhood; drawing all of them makes the page slower.")
 drawn = visible.copy() if draw_all else display_mask(visible, keep, MAX_DRAWN)
@@ -190,7 +203,7 @@ st.caption(f"{int(visible.sum()):,} of {len(df):,} nodes shown{note} · layout: 
            f"{len(highlight)} highlighted · click a point to focus it")
 left, right = st.columns([3, 2])
 with left:
-    fig = _map(df, colour_by, focus, g, drawn)
+    fig = _map(df, colour_by, focus, g, drawn, labels=show_labels)
     st.plotly_chart(fig, key="graph_map", on_select="rerun", selection_mode="points", width="stretch",
                     config={"scrollZoom": True, "displaylogo": False})
 with right:
@@ -203,16 +216,24 @@ with right:
 
 if focus is not None:
     st.subheader("Neighbourhood")
-    h1, h2 = st.columns(2)
+    h1, h2, h3, h4 = st.columns(4)
     hops = h1.slider("Hops", 1, 3, 1, key="graph_hops")
     cap = h2.slider("At most nodes", 20, netview.MAX_NODES, 120, step=10, key="graph_cap")
+    per_node = h3.slider("Edges per node", 1, max(g.k, 2), min(3, g.k), key="graph_m",
+                         help="Each node's strongest edges (highest cosine); the focused node keeps all of its own.")
+    thr = h4.slider("Min cosine", -1.0, 1.0, -1.0, step=0.05, key="graph_thr",
+                    help="Hide edges below this cosine (the focused node's own edges stay).")
     nodes = netview.khop(g.neighbors, int(focus), hops=hops, max_nodes=cap)
     cats = _colours(sorted(df["task"].unique().tolist()))
-    items = [{"id": v, "label": f"{v} {df['task'].iat[v]}", "color": cats.get(df["task"].iat[v], "#999"),
+    # short labels (the node number); task, id and prompt on hover
+    items = [{"id": v, "label": str(v), "color": cats.get(df["task"].iat[v], "#999"),
               "title": f"node {v} · {df['id'].iat[v]} · {df['task'].iat[v]}\n" + (
                   records_by_id[df["id"].iat[v]].prompt if df["id"].iat[v] in records_by_id else "")}
              for v in nodes]
-    edges = netview.edges_among(g.neighbors, g.sims, nodes)
+    every = netview.edges_among(g.neighbors, g.sims, nodes)
+    edges = netview.strongest_edges(every, per_node, threshold=None if thr <= -1 else thr, focus=int(focus))
     components.html(netview.network_html(items, edges, focus=int(focus), height=520), height=640, scrolling=True)
-    st.caption(f"{len(nodes)} nodes, {len(edges)} edges. Drag, zoom; click a node for its record, double-click "
-               "to focus it here.")
+    st.caption(f"{len(nodes)} nodes, {len(edges)} of {len(every)} edges drawn (each node's {per_node} strongest"
+               + (f", cosine ≥ {thr:.2f}" if thr > -1 else "") + ", and all of the focused node's). Colour: task; "
+               "hover a node for its task and prompt. Drag, zoom; click a node for its record, double-click to "
+               "focus it here.")

@@ -13,7 +13,7 @@ import streamlit.components.v1 as components
 
 from g2is_core.app import netview, readers
 from g2is_core.graph.knn import InstructionGraph
-from g2is_core.graph.layout import find_layout
+from g2is_core.graph.layout import find_layout, fit_ranges, marker_size
 from g2is_core.selection import SelectionRun, compare_runs, walk_progress
 from pages import _ui
 
@@ -82,19 +82,21 @@ with left:
     else:
         fig = go.Figure()
         fig.add_trace(go.Scattergl(x=layout["x"], y=layout["y"], mode="markers", name="pool",
-                                   marker={"size": 4, "color": "#d0d0d0"}, hoverinfo="skip"))
+                                   marker={"size": marker_size(len(layout)), "color": "#d0d0d0"}, hoverinfo="skip"))
         for c, part in upto.groupby("component", sort=True):
             nodes = part["node"].to_numpy()
             text = [html.escape(f"step {s} · node {v} · {i} · {task_of.get(i, '')} · {src}")
                     for s, v, i, src in zip(part["step"], nodes, part["id"], part["source"])]
             fig.add_trace(go.Scattergl(x=layout["x"].to_numpy()[nodes], y=layout["y"].to_numpy()[nodes],
                                        mode="lines+markers", name=f"component {c}", hovertext=text, hoverinfo="text",
-                                       marker={"size": 7}, line={"width": 1}))
+                                       marker={"size": marker_size(len(layout)) + 3}, line={"width": 1}))
         last = int(upto["node"].iat[-1])
         fig.add_trace(go.Scattergl(x=[layout["x"].iat[last]], y=[layout["y"].iat[last]], mode="markers",
                                    name="current", marker={"size": 15, "symbol": "star", "color": "#111"}))
-        fig.update_layout(height=560, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis={"visible": False},
-                          yaxis={"visible": False}, uirevision="walk")
+        (x0, x1), (y0, y1) = fit_ranges(layout["x"], layout["y"])  # zoom onto the pool, not its strays
+        fig.update_layout(height=560, margin={"l": 0, "r": 0, "t": 10, "b": 0},
+                          xaxis={"visible": False, "range": [x0, x1]}, yaxis={"visible": False, "range": [y0, y1]},
+                          uirevision="walk")
         st.plotly_chart(fig, key="walk_map", width="stretch", config={"scrollZoom": True, "displaylogo": False})
 with right:
     prog = walk_progress(traj, comps, step)
@@ -117,13 +119,19 @@ st.dataframe(table[[c for c in cols if c in table.columns]], hide_index=True, wi
 
 if g is not None:
     with st.expander("Network view of the walk so far", expanded=False):
-        nodes, edges = netview.walk_subgraph(traj, g.neighbors, g.sims, upto=step)
+        per_node = st.slider("kNN edges per node", 0, max(g.k, 1), min(2, g.k), key="walk_m",
+                             help="Besides the walk's own steps (always drawn), each node's strongest kNN edges.")
+        nodes, every = netview.walk_subgraph(traj, g.neighbors, g.sims, upto=step)
+        edges = netview.strongest_edges(every, per_node)
         id_of = {int(v): i for v, i in zip(traj["node"], traj["id"])}
-        items = [{"id": v, "label": f"{v} {task_of.get(id_of[v], '')}", "title": f"node {v} · {id_of[v]} · "
+        # short labels (the node number); id and task on hover
+        items = [{"id": v, "label": str(v), "title": f"node {v} · {id_of[v]} · "
                   f"{task_of.get(id_of[v], '')}", "color": "#4c78a8" if k else "#e45756"}
                  for k, v in enumerate(nodes)]
         components.html(netview.network_html(items, edges, focus=nodes[-1] if nodes else None, height=460),
                         height=580, scrolling=True)
+        st.caption(f"{len(nodes)} nodes, {len(edges)} of {len(every)} edges drawn: the walk's steps (thick) and "
+                   f"each node's {per_node} strongest kNN edges. Hover a node for its id and task.")
 
 st.subheader("Compare with another run")
 this = walk_runs[path]
