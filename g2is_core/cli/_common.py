@@ -19,48 +19,25 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
 
 # Argument types: argparse reports a bad value as "argument --max-length: ..." (the flag, not a field
 # name) before anything heavy is imported.
-def positive_int(text: str) -> int:
-    """A whole number >= 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} is not a positive whole number (give 1 or more)")
-    return n
+def _number(cast, what: str, ok, why: str):
+    """An argparse type: ``cast`` the text (else "'x' is not a WHAT"), then check ``ok`` (else "VALUE WHY")."""
+    def parse(text: str):
+        try:
+            x = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
+        if not ok(x):
+            raise argparse.ArgumentTypeError(f"{x} {why}")
+        return x
+
+    parse.__name__ = what.replace(" ", "_")
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """A whole number >= 0."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{n} is negative (give 0 or more)")
-    return n
-
-
-def fraction(text: str) -> float:
-    """A number in (0, 1]."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < x <= 1:
-        raise argparse.ArgumentTypeError(f"{x} is not a fraction in (0, 1] (e.g. 0.05 for 5%)")
-    return x
-
-
-def positive_float(text: str) -> float:
-    """A number > 0."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"{x} is not positive")
-    return x
+positive_int = _number(int, "whole number", lambda n: n >= 1, "is not a positive whole number (give 1 or more)")
+non_negative_int = _number(int, "whole number", lambda n: n >= 0, "is negative (give 0 or more)")
+fraction = _number(float, "number", lambda x: 0 < x <= 1, "is not a fraction in (0, 1] (e.g. 0.05 for 5%)")
+positive_float = _number(float, "number", lambda x: x > 0, "is not positive")
 
 
 def check_model(spec: str | None) -> None:
