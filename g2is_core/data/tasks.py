@@ -356,8 +356,12 @@ def split_of(task: str, prompt: str) -> str:
     return name
 
 
-def _draw(task: Task, n: int, seed: int, split: str) -> list[tuple[str, str]]:
-    """n distinct (prompt, answer) pairs of ``split`` from that split's own RNG stream."""
+def _draw(task: Task, n: int, seed: int, split: str, at_most: bool = False) -> list[tuple[str, str]]:
+    """n distinct (prompt, answer) pairs of ``split`` from that split's own RNG stream.
+
+    A task whose split holds fewer than n distinct prompts (a small vocabulary, such as ``upper``) raises,
+    unless ``at_most``: then the pairs found before the draw budget ran out (the same ones for the same seed,
+    a prefix of any larger draw)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     rng = random.Random(_derive_seed(seed, task.name, split))
@@ -366,6 +370,8 @@ def _draw(task: Task, n: int, seed: int, split: str) -> list[tuple[str, str]]:
     budget = 200 * n + 2000
     while len(out) < n:
         if budget == 0:
+            if at_most:
+                return out
             raise ValueError(f"task {task.name!r} has fewer than {n} distinct {split} prompts; "
                              f"ask for fewer (got {len(out)})")
         budget -= 1
@@ -379,8 +385,10 @@ def _draw(task: Task, n: int, seed: int, split: str) -> list[tuple[str, str]]:
 
 # ------------------------------------------------------------------ records
 
-def make_task_records(task: str | Task, n: int, seed: int = 0, split: str = "train") -> list[Record]:
-    """n records of one task: ids "builtin:<task>:<split>:<i>", the assistant turn is the answer.
+def make_task_records(task: str | Task, n: int, seed: int = 0, split: str = "train",
+                      at_most: bool = False) -> list[Record]:
+    """n records of one task (``at_most``: up to n, where the split has fewer distinct prompts): ids
+    "builtin:<task>:<split>:<i>", the assistant turn is the answer.
 
     Same (task, n, seed, split) gives the same records; a larger n extends a smaller one (prefix).
     """
@@ -390,7 +398,7 @@ def make_task_records(task: str | Task, n: int, seed: int = 0, split: str = "tra
     return [simple(f"{SOURCE}:{t.name}:{split}:{i}", prompt, answer, source=SOURCE, task=t.name,
                    subtask=None, answer=answer,
                    metadata={"kind": t.kind, "ingredients": list(t.ingredients), "seed": seed, "split": split})
-            for i, (prompt, answer) in enumerate(_draw(t, n, seed, split))]
+            for i, (prompt, answer) in enumerate(_draw(t, n, seed, split, at_most))]
 
 
 def make_distractor_records(n: int, seed: int = 0, split: str = "train") -> list[Record]:

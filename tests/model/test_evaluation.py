@@ -285,13 +285,9 @@ def test_shared_mc_evals_run_on_tiny(shared_data, tiny):
 
 
 # ============================================================================ contracts: every eval, every protocol
-# Known bug (data/tasks.py, not this module): the "upper" task has 158 distinct test-split prompts, fewer than the
-# BUILTIN_TEST_N = 200 its eval draws, so builtin:upper cannot load. Strict: the mark must go when it is fixed.
-_BROKEN_EVALS = {"builtin:upper": "the upper task has fewer than BUILTIN_TEST_N distinct test-split prompts"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_BROKEN_EVALS[n]))
-                                  if n in _BROKEN_EVALS else n for n in E.EVALS])
+@pytest.mark.parametrize("name", list(E.EVALS))
 def test_every_registered_eval_yields_well_formed_records(name):
     """Each eval loads a few records (skipped where its data file is absent) that its protocol can score."""
     from g2is_core.workspace import shared_data_root

@@ -251,3 +251,15 @@ def test_is_correct():
     assert not T.is_correct("upper", "Red cup", "RED CUP")
     assert T.is_correct("reverse", "m a t q k", "M A T Q K")
     assert T.is_correct("distractor", "The old man wrote a letter", "The old man wrote a letter.")
+
+
+def test_at_most_takes_what_a_small_split_has():
+    """upper's test split has fewer distinct prompts than 200: strict draws refuse, at_most returns them all,
+    the same ones each time, and a smaller request is a prefix (the evals' builtin:upper relies on it)."""
+    with pytest.raises(ValueError, match="fewer than 200 distinct test prompts"):
+        T.make_task_records("upper", 200, seed=0, split="test")
+    got = T.make_task_records("upper", 200, seed=0, split="test", at_most=True)
+    assert 100 < len(got) < 200 and len({r.prompt for r in got}) == len(got)
+    assert [r.id for r in got] == [r.id for r in T.make_task_records("upper", 200, seed=0, split="test", at_most=True)]
+    assert [r.prompt for r in T.make_task_records("upper", 50, seed=0, split="test")] == [r.prompt for r in got[:50]]
+    assert len(T.make_task_records("add", 200, seed=0, split="test", at_most=True)) == 200

@@ -30,7 +30,8 @@ flan_v2_cot/gsm8k_train holds the same questions, so a candidate pool built from
 
 Subsets. ``limit`` takes a deterministic subset (``seed``) in the file order; for MMLU it is
 stratified over the 57 subjects. Built-in evals draw 200 test-split records per task (suite seed
-0, disjoint from every pool) and subset those.
+0, disjoint from every pool; all of them for a task with fewer distinct test prompts, such as
+``upper``'s 158) and subset those.
 """
 from __future__ import annotations
 
@@ -83,12 +84,14 @@ BUILTIN_TEST_N = 200
 
 
 def _builtin_loader(task: str) -> Loader:
-    return lambda root: tasks.make_task_records(task, BUILTIN_TEST_N, seed=0, split="test")
+    # at_most: a task with fewer distinct test prompts (upper: 158) is evaluated on all it has
+    return lambda root: tasks.make_task_records(task, BUILTIN_TEST_N, seed=0, split="test", at_most=True)
 
 
 for _t in tasks.task_names():
     register_eval(EvalSpec(f"builtin:{_t}", f"Built-in {tasks.TASKS[_t].kind} task {_t!r}: {BUILTIN_TEST_N} test-split "
-                           "records (suite seed 0), exact match after tasks.extract_answer.", "exact_match",
+                           "records, or all the task has where fewer (suite seed 0), exact match after "
+                           "tasks.extract_answer.", "exact_match",
                            _builtin_loader(_t), needs_data=False, score=builtin_score, max_new_tokens=16))
 
 
