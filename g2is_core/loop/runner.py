@@ -20,6 +20,7 @@ from ..runtime import resolve_bf16, resolve_precision
 from ..workspace import Workspace, hash_config, write_json
 from .experiment import load_pool, load_target
 from .registry import Registry
+from .scores import merge_scores, question_scores, save_scores
 from .spec import BASE, ExperimentSpec, TargetSpec
 
 
@@ -81,6 +82,9 @@ def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, pro
         except Exception as exc:
             reg.fail(key, f"{type(exc).__name__}: {exc}")
             raise
+        qs = info.pop("question_scores", None)
+        if qs:  # before finish: a row marked done always has its per-question scores (.scores)
+            save_scores(reg, key, spec.name, qs)
         reg.finish(key, metrics=metrics, timings=timings, selection=sel_dir, train_dir=train_dir, info=info)
         log(f"[{i + 1}/{len(cells)}] {label}: {json.dumps(metrics)}")
     progress(1.0, "experiment finished")
@@ -101,6 +105,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     precision: dict[str, Any] = {}  # what each bf16 switch resolved to here (registry "info", not the key)
     sel_dir = None
     train_dir = None
+    diagnostics = None  # what the selection looks like (selection.diagnostics), stored in the row's info
     t0 = time.perf_counter()
     if method == BASE:
         chosen: list[Record] = []
@@ -122,6 +127,9 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
             opts.setdefault("seed", seed)
         sel = select(method, pool, targets, ratio=ratio, workspace=ws, **stores, **opts)
         run = SelectionRun.save(sel, pool, workspace=ws, name=f"{spec.name}/{target.name}/{name}/{ratio}/{seed}")
+        from ..selection.diagnostics import selection_diagnostics
+
+        diagnostics = selection_diagnostics(sel, pool)
         by_id = {r.id: r for r in pool}
         chosen = [by_id[i] for i in run.ids]
         sel_dir = str(run.dir)
@@ -168,14 +176,19 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
                    shots=target.shots if target.shots is not None else ev.shots,
                    progress=lambda f, m: progress(0.8 + 0.1 * f, f"eval: {m}"))
     metrics = {**res.metrics, "n_eval": res.n, "n_train": len(chosen)}
+    per_q = question_scores(res.protocol, res.per_example)
     if ev.loglik and res.protocol != "loglik":
         # The gold answer's log-likelihood moves even when a small model's exact match stays at 0.
         # (Scored with evaluate()'s defaults and the target's shots only, as the rows on record were.)
         ll = evaluate(lm, target.eval, limit=target.eval_limit, seed=0, protocol="loglik", shots=target.shots,
                       progress=lambda f, m: progress(0.9 + 0.1 * f, f"eval (loglik): {m}"))
         metrics.update({"nll": ll.metrics["nll"], "ppl": ll.metrics["ppl"]})
+        per_q = merge_scores(per_q, question_scores("loglik", ll.per_example))
     timings["eval_s"] = time.perf_counter() - t2
-    return metrics, timings, sel_dir, train_dir, {"precision": precision}
+    info: dict[str, Any] = {"precision": precision, "question_scores": per_q}
+    if diagnostics is not None:
+        info["diagnostics"] = diagnostics
+    return metrics, timings, sel_dir, train_dir, info
 
 
 def prepare_features(spec: ExperimentSpec, workspace: Workspace | None = None,

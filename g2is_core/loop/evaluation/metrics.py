@@ -114,6 +114,17 @@ def mc_predict(sum_logprobs: Sequence[float], n_tokens: Sequence[int]) -> tuple[
             max(range(len(norm)), key=lambda i: (norm[i], -i)))
 
 
+def gold_logprob(option_scores: Sequence[float], gold: int) -> float:
+    """log p(gold | the options): the gold option's score minus the log-sum-exp over every option's score
+    (a log-softmax over the options). Scores are the option log-likelihoods the prediction compares (sum
+    log-probs, or per-token means for length-normalised evals). Continuous where accuracy is a step:
+    0 = all the mass on the gold option, log(1/n) = no preference among n options."""
+    if not 0 <= gold < len(option_scores):
+        raise ValueError(f"gold index {gold} is not one of the {len(option_scores)} options")
+    top = max(option_scores)
+    return float(option_scores[gold] - top - math.log(sum(math.exp(s - top) for s in option_scores)))
+
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
 

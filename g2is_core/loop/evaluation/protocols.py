@@ -27,6 +27,9 @@ subclass with a ``name`` and a ``run``, decorated with :func:`register_protocol`
                  CSQA/SIQA, WinoGrande whose scored continuation is the same for both options),
                  ``norm`` where the options are free text of different lengths (ARC, OpenBookQA,
                  PIQA, COPA).
+                 ``gold_logprob``: mean over questions of log p(gold | options), the log-softmax
+                 of the compared option scores at the gold option (:func:`.metrics.gold_logprob`;
+                 higher is better, 0 at certainty): continuous, so it moves where accuracy does not.
 ``f1``           TyDi QA GoldP: greedy generation, prediction = the first line of the
                  completion; SQuAD v1.1 metrics (:func:`.metrics.squad_normalize`: lowercase, drop
                  punctuation, drop the English articles a/an/the, collapse whitespace), max over
@@ -44,7 +47,7 @@ from typing import Any, ClassVar, Sequence
 
 from ...data.records import Record
 from ...progress import Progress
-from .metrics import EvalError, builtin_score, group_metrics, loglik_metrics, mc_predict, squad_scores
+from .metrics import EvalError, builtin_score, gold_logprob, group_metrics, loglik_metrics, mc_predict, squad_scores
 from .scoring import loglik_scores, mc_scores
 
 from .evalspec import EvalSpec
@@ -170,16 +173,19 @@ class MultipleChoice(Protocol):
             sums, lens = [s for s, _ in sc], [n for _, n in sc]
             p_sum, p_norm = mc_predict(sums, lens)
             pred = p_sum if spec.mc_primary == "sum" else p_norm
+            compared = sums if spec.mc_primary == "sum" else [s / max(1, n) for s, n in zip(sums, lens)]
             per.append({"id": r.id, "prediction": pred, "gold": r.gold, "correct": pred == r.gold,
+                        "gold_logprob": gold_logprob(compared, r.gold),
                         "score": sums[pred] if spec.mc_primary == "sum" else sums[pred] / max(1, lens[pred]),
                         "correct_sum": p_sum == r.gold, "correct_norm": p_norm == r.gold,
                         "logprob_sum": sums, "n_tokens": lens, "group": r.subtask})
         n = len(per)
         metrics = {"accuracy": sum(p["correct"] for p in per) / n,
                    "accuracy_sum": sum(p["correct_sum"] for p in per) / n,
-                   "accuracy_norm": sum(p["correct_norm"] for p in per) / n, "n_truncated": float(n_cut)}
+                   "accuracy_norm": sum(p["correct_norm"] for p in per) / n,
+                   "gold_logprob": sum(p["gold_logprob"] for p in per) / n, "n_truncated": float(n_cut)}
         by_group = group_metrics(per, {"accuracy": "correct", "accuracy_sum": "correct_sum",
-                                        "accuracy_norm": "correct_norm"})
+                                        "accuracy_norm": "correct_norm", "gold_logprob": "gold_logprob"})
         if by_group:
             metrics["accuracy_macro"] = sum(g["accuracy"] for g in by_group.values()) / len(by_group)
         return Scored(per, metrics, by_group)

@@ -1,0 +1,270 @@
+"""The study's tools on hand-made inputs with known answers: the paired bootstrap (loop/stats.py), per-question
+scores (loop/scores.py), selection diagnostics (selection/diagnostics.py), the gold-option log-likelihood, the
+walk ablations (graph/walk.py conflict / consistency switches, selection/methods/g2is_ablation.py)."""
+import math
+import os
+
+os.environ.setdefault("G2IS_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from g2is_core.loop.evaluation.metrics import gold_logprob  # noqa: E402
+from g2is_core.loop.registry import Registry  # noqa: E402
+from g2is_core.loop.scores import load_scores, merge_scores, question_scores, save_scores  # noqa: E402
+from g2is_core.loop.stats import POOLED, BootstrapSettings, bootstrap_diff, paired_differences, significance  # noqa: E402
+from g2is_core.selection import diagnostics as dg  # noqa: E402
+from g2is_core.workspace import Workspace  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- the bootstrap
+def test_constant_differences_give_a_zero_width_interval_at_the_constant():
+    d = np.full((3, 40), 0.25)
+    assert bootstrap_diff([(d, None)]) == (0.25, 0.25, 0.25)
+    # weights change nothing when every difference is the same
+    assert bootstrap_diff([(d, np.arange(1, 41))])[1:] == pytest.approx((0.25, 0.25))
+
+
+def test_symmetric_case_matches_the_normal_interval():
+    """One seed, 400 questions of +-1 (mean 0, sd 1): the bootstrap mean is ~ N(0, 1/400), so the 95%
+    percentile interval is about +-1.96 / 20 = +-0.098."""
+    d = np.where(np.arange(400) % 2 == 0, 1.0, -1.0)[None, :]
+    est, lo, hi = bootstrap_diff([(d, None)], BootstrapSettings(n_boot=4000, seed=3))
+    assert est == 0.0
+    assert lo == pytest.approx(-0.098, abs=0.012) and hi == pytest.approx(0.098, abs=0.012)
+
+
+def reference_bootstrap(blocks, settings):
+    """The same replicates by explicit loops (same random draws in the same order)."""
+    rng = np.random.default_rng(settings.seed)
+    S = blocks[0][0].shape[0]
+    qis = [rng.integers(0, d.shape[1], size=(settings.n_boot, d.shape[1])) for d, _ in blocks]
+    si = rng.integers(0, S, size=(settings.n_boot, S))
+    reps = []
+    for b in range(settings.n_boot):
+        per_t = []
+        for (d, w), qi in zip(blocks, qis):
+            w = np.ones(d.shape[1]) if w is None else np.asarray(w, float)
+            per_t.append(np.mean([np.sum(d[s, qi[b]] * w[qi[b]]) / np.sum(w[qi[b]]) for s in si[b]]))
+        reps.append(np.mean(per_t))
+    a = (1 - settings.level) / 2
+    return np.quantile(reps, [a, 1 - a])
+
+
+def test_bootstrap_equals_a_direct_loop_reference_over_seeds_questions_and_targets():
+    rng = np.random.default_rng(0)
+    blocks = [(rng.normal(0.1, 1.0, size=(3, 30)), rng.integers(1, 9, size=30).astype(float)),
+              (rng.normal(-0.2, 0.5, size=(3, 17)), None)]
+    st = BootstrapSettings(n_boot=300, seed=5)
+    est, lo, hi = bootstrap_diff(blocks, st)
+    ref = reference_bootstrap(blocks, st)
+    assert (lo, hi) == pytest.approx(tuple(ref), abs=1e-12)
+    w0 = blocks[0][1]
+    assert est == pytest.approx(np.mean([np.mean(blocks[0][0] @ w0 / w0.sum()), np.mean(blocks[1][0])]))
+
+
+def test_one_seed_of_aggregates_has_no_interval():
+    est, lo, hi = bootstrap_diff([(np.array([[0.3]]), None)])
+    assert est == 0.3 and math.isnan(lo) and math.isnan(hi)
+
+
+def test_significance_follows_the_metric_direction():
+    assert significance(0.1, 0.2, "accuracy") == "better" and significance(-0.2, -0.1, "accuracy") == "worse"
+    assert significance(-0.2, -0.1, "nll") == "better" and significance(0.1, 0.2, "nll") == "worse"
+    assert significance(-0.1, 0.1, "accuracy") == "" and significance(math.nan, math.nan, "nll") == ""
+
+
+# ----------------------------------------------------------------------------- paired table from registry rows
+def _row(target, method, ratio, seed, metrics, key):
+    return {"experiment": "e", "target": target, "method": method, "ratio": ratio, "seed": seed, "status": "done",
+            "metrics": metrics, "finished": 1.0, "config_hash": key}
+
+
+def _qs(ids, values, metric="accuracy", weights=None):
+    return {"ids": list(ids), "values": {metric: list(values)}, "weights": {metric: list(weights)} if weights else {}}
+
+
+def study_rows():
+    """Two targets, methods random / m / less, seeds 0 and 1 (and an unpaired seed 2 of m).
+    t1: m answers every question random gets wrong -> diff +0.5 on each seed, per question d = 1 or 0...
+    made constant: random gets q0..q3 all wrong, m all right (d = 1 on every question)."""
+    rows, scores = [], {}
+    ids = ["q0", "q1", "q2", "q3"]
+    for s in (0, 1):
+        for t, m_val in (("t1", 1.0), ("t2", 0.5)):
+            rows.append(_row(t, "random", 0.05, s, {"accuracy": 0.0}, f"{t}r{s}"))
+            scores[f"{t}r{s}"] = _qs(ids, [0.0] * 4)
+            rows.append(_row(t, "m", 0.05, s, {"accuracy": m_val}, f"{t}m{s}"))
+            # the method's questions in another order: pairing is by id, not by position
+            scores[f"{t}m{s}"] = _qs(ids[::-1], [m_val] * 4)
+            rows.append(_row(t, "less", 0.05, s, {"accuracy": 0.25}, f"{t}l{s}"))
+            scores[f"{t}l{s}"] = _qs(ids, [1.0, 0.0, 0.0, 0.0])
+    rows.append(_row("t1", "m", 0.05, 2, {"accuracy": 1.0}, "t1m2"))  # no random seed 2: unpaired, left out
+    rows.append(_row("t1", "base", None, 0, {"accuracy": 0.0}, "b"))
+    return rows, scores
+
+
+def test_paired_table_pairs_by_seed_and_question_and_pools_targets():
+    rows, scores = study_rows()
+    tab = paired_differences(rows, scores, references=("random",), settings=BootstrapSettings(n_boot=500))
+    one = tab[(tab.target == "t1") & (tab.method == "m")].iloc[0]
+    assert one.n_seeds == 2 and one.n_questions == 4 and one.basis == "questions x seeds"
+    assert (one.mean_diff, one.ci_low, one.ci_high, one.sig) == (1.0, 1.0, 1.0, "better")
+    two = tab[(tab.target == "t2") & (tab.method == "m")].iloc[0]
+    assert (two.mean_diff, two.ci_low, two.ci_high) == (0.5, 0.5, 0.5)
+    pooled = tab[(tab.target == POOLED) & (tab.method == "m")].iloc[0]
+    assert pooled.n_targets == 2 and pooled.n_questions == 8
+    assert (pooled.mean_diff, pooled.ci_low, pooled.ci_high) == (0.75, 0.75, 0.75)
+    assert "base" not in set(tab.method) and "random" not in set(tab.method)
+    # less vs random: +1 on q0, 0 elsewhere -> 0.25, and the interval spans the question draws
+    less = tab[(tab.target == "t1") & (tab.method == "less")].iloc[0]
+    assert less.mean_diff == 0.25 and less.ci_low == 0.0 and less.ci_high > 0.25
+
+
+def test_paired_table_against_less_and_the_nll_direction():
+    rows, scores = study_rows()
+    tab = paired_differences(rows, scores, references=("less",), settings=BootstrapSettings(n_boot=300))
+    m = tab[(tab.target == "t1") & (tab.method == "m")].iloc[0]
+    assert m.reference == "less" and m.mean_diff == pytest.approx(0.75)
+    nll_rows = [_row("g", "random", 0.01, s, {"nll": 2.0}, f"r{s}") for s in (0, 1)] + \
+               [_row("g", "m", 0.01, s, {"nll": 1.5}, f"m{s}") for s in (0, 1)]
+    nll_scores = {f"{k}{s}": _qs(["a", "b"], [v, v], "nll", weights=[3, 7]) for k, v in (("r", 2.0), ("m", 1.5))
+                  for s in (0, 1)}
+    t = paired_differences(nll_rows, nll_scores, references=("random",))
+    assert (t.iloc[0].mean_diff, t.iloc[0].sig, t.iloc[0].basis) == (-0.5, "better", "questions x seeds")
+
+
+def test_without_per_question_scores_the_interval_is_over_seeds():
+    rows, _ = study_rows()
+    tab = paired_differences(rows, None, references=("random",), settings=BootstrapSettings(n_boot=300))
+    one = tab[(tab.target == "t1") & (tab.method == "m")].iloc[0]
+    assert one.basis == "seeds" and one.n_questions == 0 and (one.ci_low, one.ci_high) == (1.0, 1.0)
+    # seed-to-seed spread is what the interval then measures
+    rows2 = [_row("t", "random", 0.05, s, {"accuracy": 0.0}, f"r{s}") for s in (0, 1, 2)] + \
+            [_row("t", "m", 0.05, s, {"accuracy": v}, f"m{s}") for s, v in zip((0, 1, 2), (0.1, 0.2, 0.6))]
+    r = paired_differences(rows2, {}, references=("random",), pooled=False).iloc[0]
+    assert r.mean_diff == pytest.approx(0.3) and r.ci_low == pytest.approx(0.1) and r.ci_high == pytest.approx(0.6)
+    single = paired_differences(rows2[:1] + rows2[3:4], {}, references=("random",)).iloc[0]
+    assert single.n_seeds == 1 and math.isnan(single.ci_low)
+
+
+# ----------------------------------------------------------------------------- per-question scores
+def test_question_scores_from_eval_results_and_their_merge():
+    mc = [{"id": "x", "correct": True, "correct_sum": True, "correct_norm": False, "gold_logprob": -0.1},
+          {"id": "x", "correct": False, "correct_sum": False, "correct_norm": True, "gold_logprob": -2.0}]
+    q = question_scores("mc", mc)
+    assert q["ids"] == ["x", "x#2"] and q["values"]["accuracy"] == [1.0, 0.0] and q["values"]["gold_logprob"] == [-0.1, -2.0]
+    ll = question_scores("loglik", [{"id": "x#2", "nll": 2.0, "n_tokens": 4}, {"id": "x", "nll": 1.0, "n_tokens": 2}])
+    assert ll["ids"] == ["x#2", "x"] and ll["weights"]["nll"] == [4.0, 2.0]
+    both = merge_scores(q, ll)
+    assert both["values"]["nll"] == [1.0, 2.0] and both["weights"]["nll"] == [2.0, 4.0]  # aligned by id
+    assert merge_scores(q, question_scores("loglik", [{"id": "other", "nll": 1.0, "n_tokens": 1}])) == q
+
+
+def test_question_scores_round_trip_through_the_registry(tmp_path):
+    reg = Registry.open(Workspace(tmp_path))
+    q = _qs(["a", "b"], [1.0, float("nan")])
+    save_scores(reg, "k1", "exp", q)
+    save_scores(reg, "k2", "other", q)
+    got = load_scores(reg, "exp")
+    assert list(got) == ["k1"] and got["k1"]["ids"] == ["a", "b"] and math.isnan(got["k1"]["values"]["accuracy"][1])
+    assert set(load_scores(reg)) == {"k1", "k2"}
+    assert reg.rows() == []  # the runs table is untouched
+
+
+def test_gold_logprob_is_a_log_softmax_over_the_options():
+    assert gold_logprob([-1.0, -1.0], 0) == pytest.approx(math.log(0.5))
+    assert gold_logprob([0.0, -1000.0, -1000.0], 0) == pytest.approx(0.0)
+    assert gold_logprob([math.log(0.2), math.log(0.6), math.log(0.2)], 1) == pytest.approx(math.log(0.6))
+    with pytest.raises(ValueError, match="gold index"):
+        gold_logprob([0.0], 1)
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def test_gini_and_top_share_on_known_vectors():
+    assert dg.gini([1, 1, 1, 1]) == 0.0
+    assert dg.gini([0, 0, 0, 4]) == pytest.approx(0.75)          # (n-1)/n: one holds everything
+    assert dg.gini([1, 2, 3, 4]) == pytest.approx(0.25)          # sum|xi-xj| = 20, / (2 * 16 * 2.5)
+    assert math.isnan(dg.gini([])) and math.isnan(dg.gini([0, 0]))
+    assert dg.top_share([1] * 99 + [101]) == pytest.approx(101 / 200)  # top 1% of 100 nodes = 1 node
+    assert dg.top_share([1] * 200, 0.01) == pytest.approx(0.01)
+
+
+def test_hub_stats_of_a_star_graph():
+    """Every node's nearest neighbour is node 0 (a hub); k = 2."""
+    n = 100
+    nb = np.array([[0, i % (n - 1) + 1] if i else [1, 2] for i in range(n)])
+    deg = dg.in_degrees(nb)
+    assert deg[0] == n - 1 and deg.sum() == 2 * n
+    h = dg.hub_stats(deg, selected=[0, 5, 6, 7])
+    assert h["top1_in_share"] == pytest.approx((n - 1) / (2 * n)) and h["n_top"] == 1
+    assert h["selected_top1_share"] == 0.25 and h["max_in_degree"] == n - 1
+    assert h["in_degree_gini"] == pytest.approx(dg.gini(deg))
+
+
+def test_walk_stats_composition_and_jaccard():
+    comps = [{"budget": 5, "filled": 5, "fallbacks": 1}, {"budget": 3, "filled": 1, "fallbacks": 0}]
+    assert dg.walk_stats(comps) == {"budget": 8, "filled": 6, "fill": 0.75, "fallbacks": 1, "components": 2,
+                                    "stopped_short": 1}
+
+    class R:
+        def __init__(self, source, task):
+            self.source, self.task = source, task
+    c = dg.composition([R("a", "x"), R("b", "x"), R("a", None)])
+    assert c == {"source": {"a": 2, "b": 1}, "task": {"x": 2, "?": 1}}
+    assert dg.jaccard(["a", "b"], ["b", "c"]) == pytest.approx(1 / 3) and math.isnan(dg.jaccard([], []))
+
+
+# ----------------------------------------------------------------------------- the ablations
+def _features(seed=0, n=60, d=10):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    x[: n // 3] += 3 * np.eye(d)[0]
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_walk_without_a_check_never_rejects_for_it():
+    from g2is_core.graph.knn import build_knn
+    from g2is_core.graph.walk import core_knowledge, walk
+
+    x = _features()
+    y = x[:6].astype(np.float64) + 0.05
+    core = core_knowledge(y, 0.5)
+    nb, _ = build_knn(x, 8)
+    faithful = walk(x, core, nb, 20)
+    t = faithful.trajectory
+    assert (t["nbr_conflict"] + t["scan_conflict"]).sum() > 0  # the check bites on these features
+    nocon = walk(x, core, nb, 20, conflict=False)
+    assert (nocon.trajectory["nbr_conflict"] + nocon.trajectory["scan_conflict"]).sum() == 0
+    assert nocon.config["conflict_check"] is False and "conflict_check" not in faithful.config
+    nocons = walk(x, core, nb, 20, consistency=False)
+    assert (nocons.trajectory["nbr_consistency"] + nocons.trajectory["scan_consistency"]).sum() == 0
+    neither = walk(x, core, nb, 20, conflict=False, consistency=False)
+    tt = neither.trajectory
+    assert len(neither.selected) == 20 and (tt[tt.source != "anchor"].source == "local").all()
+    # with no check, every step takes s*'s first neighbour not yet selected
+    assert (tt[["nbr_conflict", "nbr_consistency"]].to_numpy() == 0).all()
+    assert not np.array_equal(nocon.selected, faithful.selected)
+
+
+def test_score_ablation_is_the_top_b_of_the_core_score(workspace):
+    import g2is_core.selection as S
+    from g2is_core.data.records import simple
+    from g2is_core.graph.walk import core_knowledge
+
+    x = _features(1)
+    y = (x[:5].astype(np.float64) + 0.1).astype(np.float32)
+    pool = [simple(f"p{i}", "q", "a", source="s", task="t") for i in range(len(x))]
+    tg = [simple(f"t{i}", "q", "a", source="s", task="t") for i in range(len(y))]
+    kw = {"train_features": S.FeatureSet.from_arrays(x, ids=[r.id for r in pool]),
+          "target_features": S.FeatureSet.from_arrays(y, ids=[r.id for r in tg])}
+    sel = S.select("g2is-score", pool, tg, count=7, workspace=workspace, **kw)
+    fx = kw["train_features"].combined().astype(np.float64)
+    core = core_knowledge(kw["target_features"].combined(), 0.5)
+    want = (core.components @ fx.T).max(axis=0)
+    assert np.allclose(sel.pool_scores, want)
+    assert sel.ids == [pool[i].id for i in np.lexsort((np.arange(len(want)), -want))[:7]]
+    w = S.select("g2is-score", pool, tg, count=7, workspace=workspace, reduce="weighted", **kw)
+    assert np.allclose(w.pool_scores, core.weights @ (core.components @ fx.T))
+    with pytest.raises(ValueError, match="reduce"):
+        S.select("g2is-score", pool, tg, count=7, workspace=workspace, reduce="median", **kw)
