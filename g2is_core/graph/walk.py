@@ -309,8 +309,10 @@ def replay(trajectory) -> np.ndarray:
 class _Component:
     """Per-component state: the selected set and lazily folded dot-product caches."""
 
-    def __init__(self, x: np.ndarray, sq: np.ndarray, kj: np.ndarray, proj: np.ndarray, cap: int):
+    def __init__(self, x: np.ndarray, sq: np.ndarray, kj: np.ndarray, proj: np.ndarray, cap: int,
+                 conflict: bool = True, consistency: bool = True):
         n, d = x.shape
+        self.conflict, self.consistency = conflict, consistency  # the checks (a) and (b); off = ablation
         self.x, self.sq, self.kj, self.proj = x, sq, kj, proj
         self.sel_mat = np.empty((cap, d), np.float64)   # features of the selected nodes
         self.m = 0
@@ -346,14 +348,15 @@ class _Component:
 
     def check(self, c: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For candidates ``c`` (not in E): (conflict_ok, consistency_ok, cos(S + x_z, k_j))."""
-        alive = c[self.mindot[c] >= 0]  # a conflict failure is final within the component
+        # a conflict failure is final within the component (only then may a failed node's sums go stale)
+        alive = c[self.mindot[c] >= 0] if self.conflict else c
         if len(alive):
             self._fold(alive)
-        conflict_ok = self.mindot[c] >= 0
+        conflict_ok = self.mindot[c] >= 0 if self.conflict else np.ones(len(c), bool)
         ss = float(self.s_vec @ self.s_vec)
         sk = float(self.s_vec @ self.kj)
         after = (sk + self.proj[c]) / np.sqrt(np.maximum(ss + 2.0 * self.sumdot[c] + self.sq[c], 1e-300))
-        consistency_ok = np.abs(after) >= threshold
+        consistency_ok = np.abs(after) >= threshold if self.consistency else np.ones(len(c), bool)
         return conflict_ok, consistency_ok, after
 
 
@@ -410,7 +413,7 @@ def _blas_threads():
 
 def walk(train: np.ndarray, core: CoreKnowledge, neighbors: np.ndarray, B: int | None = None, *,
          ratio: float | None = None, delta: float = 0.8, anchors_top: int = 1000, chunk: int = 256,
-         max_chunk: int = 16384) -> WalkResult:
+         max_chunk: int = 16384, conflict: bool = True, consistency: bool = True) -> WalkResult:
     """The G2IS gradient walk (spec section 5, faithful).
 
     Args:
@@ -422,13 +425,16 @@ def walk(train: np.ndarray, core: CoreKnowledge, neighbors: np.ndarray, B: int |
         anchors_top: size of the anchor pool (1000 in the reference).
         chunk, max_chunk: the fallback scans the signed order in chunks growing from ``chunk`` to
             ``max_chunk`` (speed only; the result does not depend on them).
+        conflict, consistency: apply the no-conflict check (a) / the consistency check (b). Both on is
+            the walk as specified; turning one off is the paper's ablation (the walk without that check).
     """
     with _blas_threads():
         return _walk(train, core, neighbors, B, ratio=ratio, delta=delta, anchors_top=anchors_top, chunk=chunk,
-                     max_chunk=max_chunk)
+                     max_chunk=max_chunk, conflict=conflict, consistency=consistency)
 
 
-def _walk(train, core, neighbors, B, *, ratio, delta, anchors_top, chunk, max_chunk) -> WalkResult:
+def _walk(train, core, neighbors, B, *, ratio, delta, anchors_top, chunk, max_chunk, conflict=True,
+          consistency=True) -> WalkResult:
     """Body of :func:`walk` (under the BLAS thread limit)."""
     import pandas as pd
 
@@ -482,7 +488,7 @@ def _walk(train, core, neighbors, B, *, ratio, delta, anchors_top, chunk, max_ch
         order = np.argsort(-proj, kind="stable")  # once per component; ties by index
         rank_of = np.empty(n, np.int64)
         rank_of[order] = np.arange(n)
-        state = _Component(x, sq, kj, proj, bud[j])
+        state = _Component(x, sq, kj, proj, bud[j], conflict=conflict, consistency=consistency)
         cursor = 0
 
         def advance(c: int) -> int:
@@ -565,5 +571,6 @@ def _walk(train, core, neighbors, B, *, ratio, delta, anchors_top, chunk, max_ch
     comp_df = pd.DataFrame(comp_rows)
     cfg = {"B": B, "N": n, "d": d, "k": int(nbrs.shape[1]), "delta": float(delta), "anchors_top": int(anchors_top),
            "ratio": None if ratio is None else float(ratio), "budgets": [int(b) for b in bud],
-           "seconds": round(time.perf_counter() - t0, 4)}
+           "seconds": round(time.perf_counter() - t0, 4),
+           **({} if conflict else {"conflict_check": False}), **({} if consistency else {"consistency_check": False})}
     return WalkResult(np.asarray(selected, dtype=np.int64), comp_df, traj, cfg, core)

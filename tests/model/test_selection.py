@@ -55,7 +55,8 @@ def test_budget_rules():
 
 
 def test_registry_and_unknown_option(workspace):
-    assert set(S.METHODS) == {"g2is", "less", "random", "embedding", "bm25", "repr"}
+    assert set(S.METHODS) == {"g2is", "less", "random", "embedding", "bm25", "repr",
+                              "g2is-score", "g2is-noconflict", "g2is-noconsistency"}  # + the paper's ablation
     for m in S.METHODS.values():  # every option field carries its help text
         import dataclasses
         assert all(f.metadata.get("help") for f in dataclasses.fields(m.options)), m.name
@@ -78,7 +79,7 @@ def contract_inputs(method):
         y = centres[[0, 0, 1]] + 0.1 * np.random.default_rng(4).normal(size=(3, 12))
         kw = {"train_features": S.FeatureSet.from_arrays(x[:40], ids=[r.id for r in pool]),
               "target_features": S.FeatureSet.from_arrays(y.astype(np.float32), ids=[r.id for r in targets])}
-    opts = {"k": 5} if method.name == "g2is" else {"model": "tiny"} if "model" in method.needs else {}
+    opts = {"k": 5} if method.options is S.G2isOptions else {"model": "tiny"} if "model" in method.needs else {}
     return pool, targets, kw, opts
 
 
@@ -92,13 +93,15 @@ def test_every_registered_method_keeps_the_contract(name, workspace):
     a = S.select(name, pool, targets, count=8, workspace=workspace, **kw, **opts)
     b = S.select(name, pool, targets, count=8, workspace=workspace, **kw, **opts)
     ids = {r.id for r in pool}
-    assert a.budget == 8 and 1 <= len(a) <= 8 and (len(a) == 8 or name == "g2is")  # only the walk may stop short
+    walks = "walk" in a.extra  # g2is and its walk ablations: ordered by the walk, and may stop short
+    assert walks == (name in ("g2is", "g2is-noconflict", "g2is-noconsistency"))
+    assert a.budget == 8 and 1 <= len(a) <= 8 and (len(a) == 8 or walks)  # only the walk may stop short
     assert set(a.ids) <= ids and len(set(a.ids)) == len(a.ids)
     assert a.ids == [pool[i].id for i in a.order] and a.pool_ids == [r.id for r in pool]
     assert a.ids == b.ids and np.array_equal(a.pool_scores, b.pool_scores)          # deterministic
     assert a.pool_scores.shape == (len(pool),) and np.isfinite(a.pool_scores).all() and np.isfinite(a.scores).all()
     assert np.array_equal(a.scores, a.pool_scores[a.order])
-    if name != "g2is":  # ranked by score, best first (g2is: the walk's order)
+    if not walks:  # ranked by score, best first (g2is: the walk's order)
         assert np.all(np.diff(a.scores) <= 0) and a.scores[-1] >= np.sort(a.pool_scores)[-9]
     run = S.SelectionRun.save(a, pool, workspace)
     assert S.SelectionRun.load(run.dir).ids == a.ids and run.method == name

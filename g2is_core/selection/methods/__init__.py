@@ -6,6 +6,7 @@ one line below (docs/selection.md, "Adding a method").
 from . import random  # noqa: F401
 from . import less  # noqa: F401
 from . import g2is  # noqa: F401
+from . import g2is_ablation  # noqa: F401  (g2is-score, g2is-noconflict, g2is-noconsistency)
 from . import embedding  # noqa: F401
 from . import bm25  # noqa: F401
 from . import repr  # noqa: F401

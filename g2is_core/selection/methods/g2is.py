@@ -147,12 +147,15 @@ class G2isRun:
     graph_dir: Path | None
     graph_seconds: float
     features_key: str
+    in_degree: np.ndarray | None = None  # [N] how often each pool row is a kNN neighbour (hub diagnostics)
 
 
 def run_g2is(train: FeatureSet, target: FeatureSet, budget: int, o: G2isOptions, *,
-             workspace: Workspace | None = None, data_hash: str | None = None) -> G2isRun:
+             workspace: Workspace | None = None, data_hash: str | None = None, conflict: bool = True,
+             consistency: bool = True) -> G2isRun:
     """The whole pipeline: features -> [centre] -> core knowledge -> kNN graph (cached in ``workspace``
-    when given and ``o.cache``) -> walk of ``budget`` records."""
+    when given and ``o.cache``) -> walk of ``budget`` records. ``conflict`` / ``consistency`` off: the
+    walk without that check (the paper's ablation, methods/g2is_ablation.py)."""
     from ...graph.walk import walk
 
     check_options(o, train, target)
@@ -164,14 +167,17 @@ def run_g2is(train: FeatureSet, target: FeatureSet, budget: int, o: G2isOptions,
     if ws is not None and not from_cache:
         g.save(gdir, inputs={"features_key": key, "train_store_keys": train.keys, "data_hash": data_hash})
     t_graph = time.perf_counter() - t0
-    res = walk(x, core, g.neighbors, budget, delta=o.delta, anchors_top=o.anchors_top)
+    res = walk(x, core, g.neighbors, budget, delta=o.delta, anchors_top=o.anchors_top, conflict=conflict,
+               consistency=consistency)
     # score: signed similarity to the selected record's own component; the max over components otherwise
     proj = np.asarray(core.components, dtype=np.float64) @ x.T.astype(np.float64)  # [K, N]
     scores = proj.max(axis=0)
     traj = res.trajectory
     if len(traj):
         scores[traj["node"].to_numpy()] = traj["proj"].to_numpy()
-    return G2isRun(res, scores, gdir if ws is not None else None, t_graph, key)
+    # in-degrees of the train-train lists (hub diagnostics: selection/diagnostics.py)
+    deg = np.bincount(np.asarray(g.neighbors, dtype=np.int64).ravel(), minlength=x.shape[0])
+    return G2isRun(res, scores, gdir if ws is not None else None, t_graph, key, deg)
 
 
 @register("g2is", "G2IS: the gradient walk over the instruction graph from the target's core knowledge",
@@ -179,9 +185,15 @@ def run_g2is(train: FeatureSet, target: FeatureSet, budget: int, o: G2isOptions,
 def g2is_method(ctx: Context, budget: int, o: G2isOptions) -> Scored:
     train, target = ctx.need_features("g2is")
     run = run_g2is(train, target, budget, o, workspace=ctx.ws if o.cache else None, data_hash=data_hash(ctx.pool))
+    return walk_scored(run)
+
+
+def walk_scored(run: G2isRun) -> Scored:
+    """What a walk method returns: the walk's order, every row's score, the walk, the graph's in-degrees."""
     return Scored(run.walk.selected, run.scores, {"walk": run.walk,
                                                   "graph_dir": None if run.graph_dir is None else str(run.graph_dir),
-                                                  "graph_seconds": round(run.graph_seconds, 3)})
+                                                  "graph_seconds": round(run.graph_seconds, 3),
+                                                  "in_degree": run.in_degree})
 
 
 def walk_feature_files(train_path: str | Path, target_path: str | Path, out: str | Path, o: G2isOptions, *,
