@@ -4,9 +4,11 @@
     python bench/report_experiment.py bench/specs/real_data.yaml --out docs/real_data_results.md
 
 Sections: results (mean +- std over seeds, deltas vs random / full / base), seed-matched differences to
-random, what each method picked (composition by source at each ratio, seed 0), overlap between methods,
-and where the time went (sums of the per-row timings, and the wall time from the first claim to the
-last finished row).
+random, seed-paired differences to random and to LESS with 95% bootstrap intervals over questions and seeds
+(per target and pooled; g2is_core/loop/stats.py), selection diagnostics (top source, walk fill, hub share
+of the kNN graph), what each method picked (composition by source at each ratio, seed 0), overlap between
+methods (seed 0, and averaged over seeds), and where the time went (sums of the per-row timings, and the
+wall time from the first claim to the last finished row).
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from g2is_core.loop.tables import overlap_matrix, paired_vs_random, summary_table
+from g2is_core.loop.scores import load_scores
+from g2is_core.loop.tables import (diagnostics_table, overlap_by_cell, overlap_matrix, paired_ci_table, paired_vs_random,
+                                   summary_table)
 from g2is_core.loop.spec import load_spec
 from g2is_core.loop.registry import Registry
 
@@ -52,6 +56,47 @@ def paired_section(rows) -> str:
         "mean diff": [_fmt(v) for v in tab.mean_diff],
         "range": [f"{a:+.3f} .. {b:+.3f}" for a, b in zip(tab.min_diff, tab.max_diff)],
         "seeds better than random": [f"{b}/{n}" for b, n in zip(tab.better, tab.n_pairs)]})
+    return _md(out)
+
+
+def intervals_section(rows, scores, n_boot: int | None = None) -> str:
+    tab = paired_ci_table(rows, scores, n_boot=n_boot)
+    if tab.empty:
+        return "no paired cells yet"
+    parts = []
+    for ref, part in tab.groupby("reference", sort=False):
+        out = pd.DataFrame({
+            "target": part.target, "metric": part.metric, "method": part.method,
+            "ratio": [f"{r:.0%}" for r in part.ratio], "seeds": part.n_seeds,
+            "questions": [str(q) if q else "-" for q in part.n_questions],
+            "diff": [_fmt(v, 4) for v in part.mean_diff],
+            "95% interval": [("" if pd.isna(a) else f"[{a:+.4f}, {b:+.4f}]") for a, b in zip(part.ci_low, part.ci_high)],
+            "": [f"* {s}" if s else "" for s in part.sig]})
+        parts.append(f"**vs {ref}** (method minus {ref}, the same training seed)\n\n" + _md(out))
+    return "\n\n".join(parts)
+
+
+def diagnostics_section(rows) -> str:
+    tab = diagnostics_table(rows)
+    if tab.empty:
+        return "no diagnostics recorded (rows from before they were kept)"
+    f = lambda v: "" if v is None or pd.isna(v) else f"{v:.2f}"  # noqa: E731
+    out = pd.DataFrame({"target": tab.target, "method": tab.method, "ratio": [f"{r:.0%}" for r in tab.ratio],
+                        "seeds": tab.n_seeds, "top source": tab.top_source,
+                        "its share": [f(v) for v in tab.top_source_share], "sources": [f(v) for v in tab.n_sources],
+                        "walk fill": [f(v) for v in tab.fill], "fallbacks": [f(v) for v in tab.fallbacks],
+                        "in-degree Gini": [f(v) for v in tab.in_degree_gini],
+                        "top-1% in-edge share": [f(v) for v in tab.top1_in_share],
+                        "picks among top-1% hubs": [f(v) for v in tab.selected_top1_share]})
+    return _md(out)
+
+
+def mean_overlap_section(rows) -> str:
+    tab = overlap_by_cell(rows)
+    if tab.empty:
+        return "no selections yet"
+    out = pd.DataFrame({"target": tab.target, "ratio": [f"{r:.0%}" for r in tab.ratio], "a": tab.method_a,
+                        "b": tab.method_b, "Jaccard": [f"{v:.2f}" for v in tab.jaccard], "seeds": tab.n_seeds})
     return _md(out)
 
 
@@ -116,9 +161,12 @@ def main(argv=None) -> int:
     ap.add_argument("spec", help="the experiment spec (its name selects the registry rows)")
     ap.add_argument("--out", help="write the report here instead of stdout")
     ap.add_argument("--seed", type=int, default=0, help="seed whose selections the composition tables show")
+    ap.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates of the intervals (default: "
+                                                             "loop.stats.BootstrapSettings, 2000)")
     a = ap.parse_args(argv)
     spec = load_spec(a.spec)
-    rows = Registry.open().rows(spec.name)
+    reg = Registry.open()
+    rows = reg.rows(spec.name)
     if not rows:
         print(f"no registry rows for {spec.name!r}: run `g2is bench run {a.spec}` first", file=sys.stderr)
         return 1
@@ -129,8 +177,19 @@ def main(argv=None) -> int:
         "token, lower is better). Deltas are mean differences against the random baseline at the same ratio, "
         "full-data training and the untrained base model.\n\n" + results_section(rows),
         "## Seed-matched differences to random\n\n" + paired_section(rows),
+        "## Paired differences with 95% bootstrap intervals\n\nSeed-paired (method at seed s minus the reference "
+        "at seed s) and question-paired differences; the interval is a percentile bootstrap over questions and "
+        "seeds (g2is_core/loop/stats.py; `questions: -` = only aggregates were recorded, seeds resampled). "
+        "`(pooled)` averages the targets that report the same metric. `*` marks an interval that excludes zero; "
+        "better/worse in the metric's own direction (lower nll is better; gold_logprob and accuracy: higher).\n\n"
+        + intervals_section(rows, load_scores(reg, spec.name), a.n_boot),
+        "## Selection diagnostics\n\nMeans over seeds (selection/diagnostics.py): the most frequent source "
+        "and its share of the selection, the walk's fill (selected / budget) and fallbacks, and for the walks the "
+        "kNN graph's in-degree Gini, the share of its edges that point into the top 1% of nodes, and the share "
+        "of the selection among those top-1% hubs.\n\n" + diagnostics_section(rows),
         "## What each method picked\n\n" + composition_section(rows, a.seed),
         "## Overlap between methods\n\n" + overlap_section(rows, a.seed),
+        "## Overlap between methods, averaged over seeds\n\n" + mean_overlap_section(rows),
         "## Where the time went\n\n" + timing_section(rows)]) + "\n"
     if a.out:
         Path(a.out).write_text(text, encoding="utf-8")

@@ -244,6 +244,20 @@ def registry(ws: Workspace):
     return Registry(p) if p.exists() else None
 
 
+def question_scores(reg, experiment: str | None) -> dict[str, dict[str, Any]]:
+    """{config_hash: per-question scores} of an experiment's cells (:mod:`g2is_core.loop.scores`), for the
+    bootstrap intervals (:func:`g2is_core.loop.tables.paired_ci_table`); empty for rows recorded before."""
+    from ..loop.scores import load_scores
+
+    return load_scores(reg, experiment)
+
+
+def cell_diagnostics(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A registry row's selection diagnostics (:mod:`g2is_core.selection.diagnostics`: composition, walk
+    fill, hub share), or None for a baseline without a selection or a row recorded before they were kept."""
+    return (row.get("info") or {}).get("diagnostics")
+
+
 def training_losses(train_dir: str | Path) -> list[dict[str, Any]] | None:
     """The loss curve of a fine-tuning run ([{"samples", "loss", ...}] from its state.json), or None."""
     p = Path(train_dir) / "state.json"

@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("experiment", nargs="?", help="experiment name (default: all)")
     s.add_argument("--csv", help="also write the table to this CSV file")
     s.add_argument("--metric", help="metric to tabulate (default: each row's primary one: accuracy, em, f1 or nll)")
+    s.add_argument("--ci", action="store_true", help="also print seed-paired differences to random and to LESS with "
+                                                     "95%% bootstrap intervals over questions and seeds, per target "
+                                                     "and pooled (* = the interval excludes zero)")
+    s.add_argument("--diagnostics", action="store_true", help="also print the per-cell selection diagnostics (top "
+                                                              "source share, walk fill, hub share of the kNN graph)")
     s.set_defaults(func=_show)
     d = sub.add_parser("demo", help=COMMANDS["demo"])
     # None = the shipped demo spec (loop.spec.DEMO_SPEC), resolved when run: `g2is --help` stays light
@@ -77,6 +82,20 @@ def _show(args) -> int:
         print("no results yet; run `g2is bench run SPEC` or `g2is demo`")
         return 0
     table = _print_table(rows, args.metric)
+    if getattr(args, "ci", False):
+        from ..loop.scores import load_scores
+        from ..loop.tables import paired_ci_table
+
+        ci = paired_ci_table(rows, load_scores(Registry.open(), args.experiment), args.metric)
+        print("\nseed-paired differences (method - reference), 95% bootstrap interval over questions and seeds:")
+        with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
+            print(ci.drop(columns=["sig"]).to_string(index=False, float_format=lambda v: f"{v:+.4f}")
+                  if not ci.empty else "no paired cells (a method and its reference at the same ratio and seed)")
+    if getattr(args, "diagnostics", False):
+        from ..loop.tables import diagnostics_table
+
+        with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
+            print("\n" + diagnostics_table(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"written {args.csv}")

@@ -15,7 +15,8 @@ def load_pool(pool: dict[str, Any] | str) -> list[Record]:
     """The candidate pool of a spec: a data spec text (README.md, "Naming data"; paths from the project
     root), ``{builtin: {seed, per_task, distractors, per_composite, tasks}}`` (= ``builtin:pool?...``),
     or ``{files: [spec, ...], per_file: N, seed: S}``: each file read leniently, then at most N
-    of its records drawn with one seeded RNG shared by the files in order."""
+    of its records drawn with one seeded RNG shared by the files in order. A file may also be written
+    ``{data: spec, n: M}``: at most M of its records instead of N (a pool balanced by source)."""
     from ..data.spec import DataSpec
     from ..workspace import PROJECT_ROOT
 
@@ -34,8 +35,13 @@ def load_pool(pool: dict[str, Any] | str) -> list[Record]:
         rng = random.Random(pool.get("seed", 0))
         out: list[Record] = []
         for f in pool["files"]:
-            recs = DataSpec.parse(f).fill(lenient=True).load(base=PROJECT_ROOT).records
             k = pool.get("per_file")
+            if isinstance(f, dict):
+                if set(f) - {"data", "n"} or "data" not in f:
+                    raise DataError(f"pool files: an entry is a data spec or {{data: spec, n: count}}, not {f!r}",
+                                    field="pool")
+                f, k = f["data"], f.get("n", k)
+            recs = DataSpec.parse(f).fill(lenient=True).load(base=PROJECT_ROOT).records
             if k and len(recs) > k:
                 recs = rng.sample(recs, k)
             out += recs

@@ -238,7 +238,9 @@ class TargetSpec:
     select: str | None = _opt(None, "where the target (selection) examples come from: builtin:<composite>, "
                                     "bbh-cot:<task>, or a data file/folder (shared: prefix, optional [a:b] rows); "
                                     "default builtin:<name>")
-    eval: str | None = _opt(None, "the eval that scores the target (a name in the eval registry); default "
+    eval: str | None = _opt(None, "the eval that scores the target: a name in the eval registry, or a data file "
+                                  "by path (shared:<path>, or a path from the project root or absolute; scored by "
+                                  "mc when its records have options and a gold index, else by loglik); default "
                                   "builtin:<name>")
     eval_limit: int | None = _opt(None, "examples evaluated (a seeded subset; None: all)")
     n_select: int = _opt(32, "target examples used for selection")

@@ -47,6 +47,20 @@ def test_tiny_spec_end_to_end_and_resume(tmp_path, workspace):
             assert r["metrics"]["n_train"] == expected
         elif r["method"] != "g2is":   # the walk may under-fill; the others take exactly B
             assert r["metrics"]["n_train"] == int(0.1 * pool_n)
+    # Every cell keeps its per-question scores (the paired bootstrap resamples them) and its diagnostics.
+    from g2is_core.loop.scores import load_scores
+    from g2is_core.loop.stats import paired_differences
+
+    qs = load_scores(Registry.open(workspace), "tiny-e2e")
+    assert set(qs) == {r["config_hash"] for r in rows}
+    assert all(len(q["ids"]) == 6 and len(q["values"]["accuracy"]) == 6 for q in qs.values())
+    for r in rows:
+        if r["method"] in ("g2is", "less", "bm25", "random"):
+            d = r["info"]["diagnostics"]
+            assert sum(d["composition"]["source"].values()) == r["metrics"]["n_train"]
+            assert ("walk" in d and "hubs" in d) == (r["method"] == "g2is")
+    tab = paired_differences(rows, qs, metric="accuracy", references=("random",))
+    assert set(tab.method) == {"g2is", "less", "bm25"} and (tab.basis == "questions x seeds").all()
     # Resume: running again redoes nothing (every row is done) and returns the same rows.
     log = []
     again = run_experiment(spec, workspace, log=log.append)

@@ -268,3 +268,36 @@ def test_score_ablation_is_the_top_b_of_the_core_score(workspace):
     assert np.allclose(w.pool_scores, core.weights @ (core.components @ fx.T))
     with pytest.raises(ValueError, match="reduce"):
         S.select("g2is-score", pool, tg, count=7, workspace=workspace, reduce="median", **kw)
+
+
+# ----------------------------------------------------------------------------- evals and targets by path (item 6)
+def test_a_spec_takes_targets_and_evals_by_path_outside_the_workspace(tmp_path):
+    """A user's own files, anywhere on disk, as a target's selection examples and as its evaluation: a
+    prompt/response file is scored by log-likelihood, a file with options and a gold index by mc."""
+    import json as _json
+
+    import yaml
+
+    from g2is_core.loop.evaluation import eval_records, get_spec
+    from g2is_core.loop.spec import load_spec
+
+    own = tmp_path / "elsewhere"
+    own.mkdir()
+    qa = own / "my_eval.jsonl"
+    qa.write_text("".join(_json.dumps({"prompt": f"What is {i}+1?", "completion": str(i + 1)}) + "\n"
+                          for i in range(30)))
+    mc = own / "my_mc.jsonl"
+    mc.write_text("".join(_json.dumps({"query": f"Pick {i}:", "choices": [str(i), "x"], "gold": 0}) + "\n"
+                          for i in range(12)))
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "name": "own-files", "model": "tiny", "pool": "builtin:pool?limit=50", "methods": ["bm25"],
+        "targets": [{"name": "mine", "select": f"{qa}[0:10]", "eval": f"{qa}[10:]", "eval_limit": 8},
+                    {"name": "mine-mc", "select": str(mc), "eval": f"{mc}?fmt=foundry_eval"}]}))
+    spec = load_spec(spec_file)
+    loglik, choice = get_spec(spec.targets[0].eval), get_spec(spec.targets[1].eval)
+    assert loglik.protocol == "loglik" and choice.protocol == "mc"
+    assert [r.prompt for r in eval_records(loglik)][0] == "What is 10+1?" and len(eval_records(loglik)) == 20
+    assert len(eval_records(loglik, limit=8)) == 8 and len(eval_records(choice)) == 12
+    with pytest.raises(ValueError, match="unknown eval .*or a data file by path"):
+        get_spec("no_such_eval")

@@ -299,14 +299,50 @@ def _names_sentence() -> str:
     return ", ".join(shown) + f", and mmlu:<subject> for the {len(MMLU_SUBJECTS)} MMLU subjects"
 
 
+# ---- an eval named by a data spec (README "Naming data"): the user's own evaluation file, no code
+_DATA_EVALS: dict[str, EvalSpec] = {}
+
+
+def data_eval(text: str) -> EvalSpec | None:
+    """The eval of a data spec naming a file or folder (``shared:<path>``, or a path: relative to the project
+    root, or absolute, anywhere on disk), or None when ``text`` names no such data. Its records are scored
+    by ``mc`` (option log-likelihood, ``accuracy`` and ``gold_logprob``) when every record has options and a
+    gold index (MMLU/ARC-style files), else by ``loglik`` (the gold response's NLL). No few-shot prompts."""
+    from ...data.records import DataError
+    from ...data.spec import DataSpec
+    from ...workspace import PROJECT_ROOT
+
+    if text in _DATA_EVALS:
+        return _DATA_EVALS[text]
+    try:
+        ds = DataSpec.parse(text)
+    except DataError:
+        return None
+    if not ds.is_path or (ds.kind == "file" and not ds.path(PROJECT_ROOT).exists()):
+        return None
+    recs = ds.load(base=PROJECT_ROOT).records  # a bad file fails here, naming it (at spec load, not mid-run)
+    mc = all(r.gold is not None and len(r.choices or ()) >= 2 for r in recs)
+    load = lambda root: ds.load(base=PROJECT_ROOT).records  # noqa: E731
+    spec = EvalSpec(text, f"Records of {ds.describe()} ({len(recs)}), " + (
+        "option log-likelihood (the options and gold index of each record)." if mc else
+        "log-likelihood of each record's response."), "mc" if mc else "loglik", load, needs_data=False,
+        options=same_options if mc else None)
+    _DATA_EVALS[text] = spec
+    return spec
+
+
 def get_spec(eval_name: str | EvalSpec) -> EvalSpec:
     if isinstance(eval_name, EvalSpec):
         return eval_name
     if eval_name in EVALS:
         return EVALS[eval_name]
+    from_data = data_eval(str(eval_name))
+    if from_data is not None:
+        return from_data
     close = difflib.get_close_matches(str(eval_name), list(EVALS), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown eval {eval_name!r}.{hint} Valid evals: {_names_sentence()}.")
+    raise ValueError(f"unknown eval {eval_name!r}.{hint} Valid evals: {_names_sentence()}; or a data file by path "
+                     "(shared:<path>, or a path from the project root or absolute).")
 
 
 def _root_for(spec: EvalSpec) -> Path | None:
