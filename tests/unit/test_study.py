@@ -301,3 +301,50 @@ def test_a_spec_takes_targets_and_evals_by_path_outside_the_workspace(tmp_path):
     assert len(eval_records(loglik, limit=8)) == 8 and len(eval_records(choice)) == 12
     with pytest.raises(ValueError, match="unknown eval .*or a data file by path"):
         get_spec("no_such_eval")
+
+
+# ----------------------------------------------------------------------------- the faces: CLI and report
+def test_bench_show_ci_and_the_report_read_the_intervals_from_the_registry(tmp_path, monkeypatch, capsys):
+    import sys
+    from pathlib import Path
+
+    from g2is_core.cli import main
+    from g2is_core.loop.tables import diagnostics_table, overlap_by_cell, paired_ci_table
+
+    ws = Workspace(tmp_path / "ws")
+    monkeypatch.setenv("G2IS_WORKSPACE", str(ws.root))
+    reg = Registry.open(ws)
+    rows, scores = study_rows()
+    for r in rows:
+        sel = tmp_path / "sel" / r["config_hash"]
+        sel.mkdir(parents=True)
+        picks = {"random": ["a", "b"], "m": ["a", "c"], "less": ["c", "d"], "base": []}[r["method"]]
+        (sel / "selected_ids.json").write_text(__import__("json").dumps(picks))
+        assert reg.claim(r["config_hash"], "e", r["target"], r["method"], r["ratio"], r["seed"], {"k": r["config_hash"]})
+        if r["config_hash"] in scores:
+            save_scores(reg, r["config_hash"], "e", scores[r["config_hash"]])
+        diag = {"composition": {"source": {"s1": 3, "s2": 1}}, "walk": {"fill": 0.5, "fallbacks": 2},
+                "hubs": {"in_degree_gini": 0.4, "top1_in_share": 0.2, "selected_top1_share": 0.5}}
+        reg.finish(r["config_hash"], metrics=r["metrics"], timings={}, selection=str(sel) if picks else None,
+                   info={"diagnostics": diag} if r["method"] == "m" else None)
+    done = reg.rows("e")
+    ci = paired_ci_table(done, load_scores(reg, "e"), n_boot=200)
+    row = ci[(ci.target == "t1") & (ci.method == "m") & (ci.reference == "random")].iloc[0]
+    assert (row.mean_diff, row.ci_low, row.ci_high, row.mark) == (1.0, 1.0, 1.0, "*")
+    ov = overlap_by_cell(done)
+    mr = ov[(ov.target == "t1") & (ov.method_a == "m") & (ov.method_b == "random")].iloc[0]
+    assert mr.jaccard == pytest.approx(1 / 3) and mr.n_seeds == 2
+    dt = diagnostics_table(done)
+    assert list(dt.method) == ["m", "m"] and dt.top_source_share.iloc[0] == 0.75 and dt.fill.iloc[0] == 0.5
+    assert main(["bench", "show", "e", "--ci", "--diagnostics"]) == 0
+    out = capsys.readouterr().out
+    assert "95% bootstrap interval" in out and "(pooled)" in out and "questions x seeds" in out
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: e\ntargets: [{name: add_reverse}]\n")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import report_experiment
+
+    assert report_experiment.main([str(spec), "--out", str(tmp_path / "r.md"), "--n-boot", "200"]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "## Paired differences with 95% bootstrap intervals" in text and "[+1.0000, +1.0000]" in text
+    assert "## Selection diagnostics" in text and "averaged over seeds" in text
