@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from g2is_core.loop.scores import load_scores
-from g2is_core.loop.tables import (diagnostics_table, overlap_by_cell, overlap_matrix, paired_ci_table, paired_vs_random,
-                                   summary_table)
+from g2is_core.loop.study import diagnostics_table, overlap_by_cell, paired_ci_table
+from g2is_core.loop.tables import overlap_matrix, paired_vs_random, summary_table
 from g2is_core.loop.spec import load_spec
 from g2is_core.loop.registry import Registry
 

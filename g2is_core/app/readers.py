@@ -246,7 +246,7 @@ def registry(ws: Workspace):
 
 def question_scores(reg, experiment: str | None) -> dict[str, dict[str, Any]]:
     """{config_hash: per-question scores} of an experiment's cells (:mod:`g2is_core.loop.scores`), for the
-    bootstrap intervals (:func:`g2is_core.loop.tables.paired_ci_table`); empty for rows recorded before."""
+    bootstrap intervals (:func:`g2is_core.loop.study.paired_ci_table`); empty for rows recorded before."""
     from ..loop.scores import load_scores
 
     return load_scores(reg, experiment)

@@ -84,7 +84,7 @@ def _show(args) -> int:
     table = _print_table(rows, args.metric)
     if getattr(args, "ci", False):
         from ..loop.scores import load_scores
-        from ..loop.tables import paired_ci_table
+        from ..loop.study import paired_ci_table
 
         ci = paired_ci_table(rows, load_scores(Registry.open(), args.experiment), args.metric)
         print("\nseed-paired differences (method - reference), 95% bootstrap interval over questions and seeds:")
@@ -92,7 +92,7 @@ def _show(args) -> int:
             print(ci.drop(columns=["sig"]).to_string(index=False, float_format=lambda v: f"{v:+.4f}")
                   if not ci.empty else "no paired cells (a method and its reference at the same ratio and seed)")
     if getattr(args, "diagnostics", False):
-        from ..loop.tables import diagnostics_table
+        from ..loop.study import diagnostics_table
 
         with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
             print("\n" + diagnostics_table(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -309,7 +309,7 @@ def test_bench_show_ci_and_the_report_read_the_intervals_from_the_registry(tmp_p
     from pathlib import Path
 
     from g2is_core.cli import main
-    from g2is_core.loop.tables import diagnostics_table, overlap_by_cell, paired_ci_table
+    from g2is_core.loop.study import diagnostics_table, overlap_by_cell, paired_ci_table
 
     ws = Workspace(tmp_path / "ws")
     monkeypatch.setenv("G2IS_WORKSPACE", str(ws.root))
