@@ -282,3 +282,73 @@ def test_random_text_for_any_argument_is_never_a_bug(case, text, tmp_path_factor
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+# ----------------------------------------------------------------------------- settings: one rule, two faces
+SPEC = "name: t\nmodel: tiny\npool: {builtin: {seed: 0, per_task: 4}}\ntargets: [{name: add_reverse}]\nmethods: []\n"
+BAD_SPEC_FIELDS = {
+    "train.batch_size": ("train: {batch_size: 0}", "positive whole number"),
+    "train.epochs": ("train: {epochs: 0}", "positive whole number"),
+    "train.lr": ("train: {lr: .nan}", "finite positive"),
+    "train.max_length": ("train: {max_length: -1}", "positive whole number"),
+    "train.grad_accum": ("train: {grad_accum: 0}", "positive whole number"),
+    "train.warmup_ratio": ("train: {warmup_ratio: 1.5}", r"\[0, 1\)"),
+    "train.lora.r": ("train: {lora: {r: 0}}", "positive whole number"),
+    "train.lora.dropout": ("train: {lora: {dropout: 1.0}}", r"\[0, 1\)"),
+    "selection.features.warmup.epochs": ("selection: {features: {warmup: {epochs: 0}}}", "positive whole number"),
+    "selection.features.warmup.fraction": ("selection: {features: {warmup: {fraction: 0}}}", "fraction"),
+    "selection.features.dim": ("selection: {features: {dim: 0}}", "positive whole number"),
+    "selection.features.max_length": ("selection: {features: {max_length: 0}}", "positive whole number"),
+    "eval.max_length": ("eval: {max_length: 0}", "positive whole number"),
+    "eval.batch_size": ("eval: {batch_size: 0}", "positive whole number"),
+    "eval.template": ("eval: {template: fancy}", "chat, plain"),
+    "seeds": ("seeds: []", "empty"),
+    "ratios": ("ratios: [0]", r"\(0, 1\]"),
+}
+
+
+@pytest.mark.parametrize("field", list(BAD_SPEC_FIELDS))
+def test_a_bad_spec_value_is_exit_2_naming_file_and_field(field, isolated, capsys, tmp_path):
+    """Spec `batch_size: 0`, `epochs: 0`, ... were a ZeroDivisionError ("internal error") mid-run."""
+    line, why = BAD_SPEC_FIELDS[field]
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(SPEC + line + "\n")
+    for argv in (["bench", "run", str(spec)], ["bench", "features", str(spec)]):
+        rc, text = run(capsys, argv)
+        assert rc == 2 and problem(rc, text) is None, text
+        assert f"bad.yaml, field '{field}'" in text and re.search(why, text), text
+
+
+@pytest.mark.parametrize("cls,kw,field", [
+    ("g2is_core.models.training:TrainConfig", {"batch_size": 0}, "batch_size"),
+    ("g2is_core.models.training:TrainConfig", {"lr": float("inf")}, "lr"),
+    ("g2is_core.models.training:TrainConfig", {"betas": (0.9, 1.0)}, "betas"),
+    ("g2is_core.features.warmup:WarmupConfig", {"epochs": 0}, "epochs"),
+    ("g2is_core.features.warmup:WarmupConfig", {"max_length": 0}, "max_length"),
+    ("g2is_core.features.extract:FeatureConfig", {"max_length": 0}, "max_length"),
+    ("g2is_core.features.extract:FeatureConfig", {"kind": "nope"}, "kind"),
+    ("g2is_core.features.projection:ProjectorConfig", {"dim": 0}, "dim"),
+    ("g2is_core.models.lora:LoraSettings", {"r": 0}, "r"),
+    ("g2is_core.models.lora:LoraSettings", {"targets": ()}, "targets"),
+    ("g2is_core.loop.evaluation:EvalSettings", {"max_length": -5}, "max_length"),
+])
+def test_settings_refuse_bad_values_in_code_too(cls, kw, field):
+    import importlib
+
+    from g2is_core.settings import SettingError
+
+    mod, name = cls.split(":")
+    with pytest.raises(SettingError) as info:
+        getattr(importlib.import_module(mod), name)(**kw)
+    assert info.value.field == field
+
+
+def test_a_setting_refused_inside_a_command_names_its_flag():
+    """A settings dataclass raises SettingError(field); the CLI names the command's flag of that name."""
+    from g2is_core.settings import SettingError
+
+    args = cli.build_parser(["grads"]).parse_args(["grads", "--data", "x", "--warmup", "y"])
+    why = cli.user_error(SettingError("max_length", "0 is not a positive whole number (give 1 or more)"), args)
+    assert why == "--max-length: 0 is not a positive whole number (give 1 or more)"
+    assert cli.user_error(SettingError("proj_rows", "0 is bad"), args) == "setting 'proj_rows': 0 is bad"
+    assert cli.user_error(KeyError("x"), args) is None  # a bug stays a bug
