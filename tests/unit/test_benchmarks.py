@@ -203,3 +203,30 @@ def test_run_edit_rerun_under_the_same_name_never_averages_two_configs(tmp_path,
     again = summary_table(rows)
     assert set(again.method) == {"base", "full", "random", "bm25"} and (again[again.method != "base"].n_seeds == 2).all()
     assert sum("done already" in m for m in log) == 7 + 1              # nothing recomputed; base is the same cell
+
+
+def test_the_scored_length_follows_the_model_context_unless_set():
+    """Issue 18 item 8: a fixed 2048 cut BBH 3-shot prompts on a model that takes 8192 positions."""
+    from types import SimpleNamespace
+
+    from g2is_core.loop.evaluation import EvalSettings, scored_length
+
+    lm = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=8192)))
+    assert EvalSettings().max_length is None
+    assert scored_length(lm) == 8192 and scored_length(lm, None) == 8192
+    assert scored_length(lm, 2048) == 2048 and scored_length(lm, 10 ** 6) == 8192  # capped at the context
+    bare = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace()))
+    assert scored_length(bare) == 2048 and scored_length(bare, 100) == 100
+
+
+def test_the_truncation_note_names_the_cut_cells():
+    from g2is_core.loop.tables import truncation_note
+
+    rows = [{**_row("t", "base", None, 0, 0.1), "metrics": {"accuracy": 0.1, "n_truncated": 0.0}},
+            {**_row("t", "g2is", 0.05, 0, 0.4), "metrics": {"accuracy": 0.4, "n_truncated": 3.0,
+                                                            "n_truncated_loglik": 2.0}}]
+    tab = summary_table(rows)
+    assert dict(zip(tab.method, tab.n_cut)) == {"base": 0, "g2is": 5}
+    note = truncation_note(tab)
+    assert note is not None and "t/g2is@0.05 (5)" in note and "base" not in note
+    assert truncation_note(summary_table(rows[:1])) is None
