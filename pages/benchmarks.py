@@ -1,8 +1,6 @@
 """Benchmarks: scores of models fine-tuned on selections, beside random, full-data and base baselines."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -10,7 +8,6 @@ import streamlit as st
 from g2is_core.app import kit as appkit
 from g2is_core.app import readers
 from g2is_core.loop import tables as benchmarks
-from g2is_core.loop.registry import Registry
 from pages import _ui
 
 st.title("Benchmarks")
@@ -30,7 +27,12 @@ if reg is None:
 
 @st.cache_data(ttl=5, show_spinner=False)
 def _rows(path: str, experiment: str | None) -> list[dict]:
-    return Registry(Path(path)).rows(experiment)
+    return readers.benchmark_rows(path, experiment)  # the latest spec version only
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _version(path: str, experiment: str) -> dict:
+    return readers.benchmark_version(path, experiment)
 
 
 exps = reg.experiments()
@@ -40,6 +42,13 @@ if not exps:
     st.stop()
 exp = st.selectbox("Experiment", exps)
 rows = _rows(str(reg.path), exp)
+version = _version(str(reg.path), exp)
+if version["n_versions"] > 1 or version["hidden"]:
+    st.info(f"Spec version {version['version']} of {version['n_versions']} of “{exp}” (the one run last, "
+            f"{pd.Timestamp(version['created'], unit='s'):%Y-%m-%d %H:%M} UTC): the spec was edited and run again under "
+            f"the same name, so only this version's rows are shown; {version['hidden']} finished row(s) of earlier "
+            "versions are kept in the registry but neither averaged nor compared with these. Run an earlier spec "
+            "again to show it instead.")
 metrics = benchmarks.available_metrics(rows)
 first = benchmarks.default_metric(rows)
 metric = st.selectbox("Metric", metrics, index=metrics.index(first) if first in metrics else 0, help="accuracy / em / f1: higher is better; nll / ppl (the gold answer's "
@@ -60,6 +69,9 @@ shown = appkit.with_noise_marks(table)
 if (table["n_seeds"] < 2).any():
     st.caption("With one seed there is no spread: std is left blank, no error bar is drawn, and a difference "
                "between methods may be noise (run more seeds to tell).")
+cut_note = benchmarks.truncation_note(table)
+if cut_note:
+    st.warning("Truncated prompts: " + cut_note + " (column n_cut).")
 st.dataframe(shown.style.format({"mean": "{:.3f}", "std": "{:.3f}", "vs_random": "{:+.3f}", "vs_full": "{:+.3f}",
                                  "vs_base": "{:+.3f}", "ratio": "{:.3g}"}, na_rep="–"),
              hide_index=True, width="stretch")

@@ -258,6 +258,21 @@ def cell_diagnostics(row: dict[str, Any]) -> dict[str, Any] | None:
     return (row.get("info") or {}).get("diagnostics")
 
 
+def benchmark_rows(registry_path: str | Path, experiment: str | None) -> list[dict[str, Any]]:
+    """The rows a results table shows: each experiment's latest spec version only (an edited spec rerun under
+    the same name never mixes with its earlier rows; loop/registry.py, "Experiment versions")."""
+    from ..loop.registry import Registry
+
+    return Registry(Path(registry_path)).current_rows(experiment)
+
+
+def benchmark_version(registry_path: str | Path, experiment: str) -> dict[str, Any]:
+    """Which spec version of ``experiment`` a table shows, of how many, and the earlier rows it leaves out."""
+    from ..loop.registry import Registry
+
+    return Registry(Path(registry_path)).version_summary(experiment)
+
+
 def training_losses(train_dir: str | Path) -> list[dict[str, Any]] | None:
     """The loss curve of a fine-tuning run ([{"samples", "loss", ...}] from its state.json), or None."""
     p = Path(train_dir) / "state.json"

@@ -16,12 +16,14 @@ command module imports no other module of this folder except :mod:`._common` (sh
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 from pathlib import Path
 
 from .. import __version__
+from ._common import non_negative_int
 
 # Modules that add subcommands; a missing optional module is skipped (its extra is not installed).
 COMMAND_MODULES = [
@@ -53,7 +55,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                 "attention-head patterns, and the loop from data to score.")
     p.add_argument("--version", action="version", version=f"g2is {__version__}")
     p.add_argument("--workspace", help="artefact directory (default: cache/ in the project, or $G2IS_WORKSPACE)")
-    p.add_argument("--threads", type=int, help="torch threads (default 1, or $G2IS_THREADS; 0 = all cores)")
+    p.add_argument("--threads", type=non_negative_int, help="torch threads (default 1, or $G2IS_THREADS; 0 = all cores)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     mods = command_modules()
     wanted = None if argv is None else _command_of(argv)
@@ -89,6 +91,47 @@ def command_modules() -> list:
     return mods
 
 
+# A full disk or quota reached, said by libraries that wrap the OSError in their own exception (safetensors,
+# torch, numpy, sqlite): found in the message or in the exception's chain.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "database or disk is full")
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def user_error(exc: BaseException, args: argparse.Namespace | None = None) -> str | None:
+    """The one sentence for an error the user can fix (bad input, a bad setting, a damaged or missing file, a
+    full disk, a directory the OS refuses), or None for a bug. The one policy of the CLI (exit 2 with this
+    sentence, exit 1 "internal error" otherwise); the app's jobs run the CLI, so they follow it too."""
+    from ..settings import SettingError
+
+    if isinstance(exc, SettingError):
+        # a settings dataclass refused a value: name the flag where the command has one of that name
+        flag = "--" + exc.field.replace("_", "-")
+        if args is not None and hasattr(args, exc.field):
+            return f"{flag}: {exc}"
+        return f"setting {exc.field!r}: {exc}"
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in _DISK_FULL or any(t in str(e).lower() for t in _DISK_FULL_TEXT):
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            return (f"the disk is full{where}: {' '.join(str(e).split())[:200]}; finished work is kept, free some "
+                    "space and run the same command again")
+    if isinstance(exc, ValueError):  # DataError, ModelError, SettingError, EvalError, RegistryError: sentences
+        return str(exc)
+    if isinstance(exc, OSError):  # a missing file, permission denied, a path that is a file: the OS said no
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        if isinstance(exc, FileNotFoundError) and not exc.filename:
+            return str(exc)  # our own "no such ..." sentence
+        return (f"{exc.strerror or exc}{where}; finished work is kept, fix this and run the same command again")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
@@ -103,24 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from ..models.loading import ModelError
-    from ..data.records import DataError
-
     try:
         rc = args.func(args)
-    except (DataError, ModelError, ValueError, FileNotFoundError) as exc:
-        print(f"g2is {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, always
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"g2is {args.command}: interrupted; finished work is kept, run the same command again to resume",
               file=sys.stderr)
         return 130
-    except OSError as exc:  # disk full, permission denied, a path that is a file: the OS said no
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"g2is {args.command}: error: {exc.strerror or exc}{where}; finished work is kept, fix this and run "
-              "the same command again", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Exception as exc:  # noqa: BLE001  (a bug: still one line; G2IS_DEBUG=1 shows the traceback)
+    except Exception as exc:  # noqa: BLE001  (classified below: the user's to fix -> 2, a bug -> 1)
+        why = user_error(exc, args)
+        if why is not None:
+            print(f"g2is {args.command}: error: {' '.join(why.split())}", file=sys.stderr)  # one line, always
+            return EXIT_BAD_INPUT
         if os.environ.get("G2IS_DEBUG"):
             raise
         msg = " ".join(str(exc).split())[:300]

@@ -4,6 +4,10 @@ inside :mod:`g2is_core.cli` (command modules never import each other, so each st
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..settings import (FRACTION, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, Rule,
+                        output_path_problem)
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
@@ -13,31 +17,50 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", default=None,
                    help="Ray cluster: 'auto' (the running one) or host:port / ray://host:port; default: start a "
                         "local Ray cluster (2 CPUs)")
-    p.add_argument("--ray-workers", type=int, default=0,
+    p.add_argument("--ray-workers", type=non_negative_int, default=0,
                    help="concurrent Ray tasks (default: the cluster's GPUs, else its CPUs)")
 
 
 # Argument types: argparse reports a bad value as "argument --max-length: ..." (the flag, not a field
-# name) before anything heavy is imported.
-def _number(cast, what: str, ok, why: str):
-    """An argparse type: ``cast`` the text (else "'x' is not a WHAT"), then check ``ok`` (else "VALUE WHY")."""
+# name) before anything heavy is imported. Each is built from the rule the settings dataclasses check
+# (g2is_core/settings.py), so a flag and a spec field refuse the same values with the same sentence.
+def _number(rule: Rule):
+    """An argparse type for ``rule``: cast the text (else "'x' is not a WHAT"), then check the range."""
     def parse(text: str):
         try:
-            x = cast(text)
+            x = rule.cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
-        if not ok(x):
-            raise argparse.ArgumentTypeError(f"{x} {why}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {rule.what}") from None
+        why = rule.problem(x)
+        if why:
+            raise argparse.ArgumentTypeError(why)
         return x
 
-    parse.__name__ = what.replace(" ", "_")
+    parse.__name__ = rule.what.replace(" ", "_")
     return parse
 
 
-positive_int = _number(int, "whole number", lambda n: n >= 1, "is not a positive whole number (give 1 or more)")
-non_negative_int = _number(int, "whole number", lambda n: n >= 0, "is negative (give 0 or more)")
-fraction = _number(float, "number", lambda x: 0 < x <= 1, "is not a fraction in (0, 1] (e.g. 0.05 for 5%)")
-positive_float = _number(float, "number", lambda x: x > 0, "is not positive")
+positive_int = _number(POSITIVE_INT)
+non_negative_int = _number(NON_NEGATIVE_INT)
+fraction = _number(FRACTION)
+positive_float = _number(POSITIVE_FLOAT)
+non_negative_float = _number(NON_NEGATIVE_FLOAT)
+
+
+def _output(directory: bool):
+    def parse(text: str) -> Path:
+        why = output_path_problem(text, directory=directory)
+        if why:
+            raise argparse.ArgumentTypeError(why)
+        return Path(text).expanduser()
+
+    parse.__name__ = "output_directory" if directory else "output_file"
+    return parse
+
+
+# An output path checked before the run starts (an existing file where a folder goes, a read-only place).
+out_dir = _output(directory=True)
+out_file = _output(directory=False)
 
 
 def check_model(spec: str | None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._common import out_file
+
 COMMANDS = {"bench": "run experiment specs: select, fine-tune, evaluate; results in the run registry",
             "demo": "the whole chain on the embedded default (built-in pool, composite targets, default model)"}
 
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.set_defaults(func=_features)
     s = bsub.add_parser("show", help="print an experiment's results table")
     s.add_argument("experiment", nargs="?", help="experiment name (default: all)")
-    s.add_argument("--csv", help="also write the table to this CSV file")
+    s.add_argument("--csv", type=out_file, help="also write the table to this CSV file")
     s.add_argument("--metric", help="metric to tabulate (default: each row's primary one: accuracy, em, f1 or nll)")
     s.add_argument("--ci", action="store_true", help="also print seed-paired differences to random and to LESS with "
                                                      "95%% bootstrap intervals over questions and seeds, per target "
@@ -77,10 +79,21 @@ def _features(args) -> int:
 def _show(args) -> int:
     from ..loop.registry import Registry
 
-    rows = Registry.open().rows(args.experiment)
+    reg = Registry.open()
+    if args.experiment and args.experiment not in reg.experiments():
+        known = reg.experiments()
+        raise ValueError(f"no experiment named {args.experiment!r} in {reg.path}; "
+                         + (f"it has: {', '.join(known)}" if known else "run `g2is bench run SPEC` first"))
+    rows = reg.current_rows(args.experiment)
     if not rows:
         print("no results yet; run `g2is bench run SPEC` or `g2is demo`")
         return 0
+    for e in sorted({r["experiment"] for r in rows}):
+        v = reg.version_summary(e)
+        if v["n_versions"] > 1 or v["hidden"]:
+            # an edited spec run under the same name: say which version the table is, and what it leaves out
+            print(f"{e}: spec version {v['version']} of {v['n_versions']} (the latest run); {v['hidden']} finished "
+                  "row(s) of earlier versions are not in this table", file=sys.stderr)
     table = _print_table(rows, args.metric)
     if getattr(args, "ci", False):
         from ..loop.scores import load_scores
@@ -105,7 +118,12 @@ def _show(args) -> int:
 def _print_table(rows, metric: str | None = None) -> "object":
     from ..loop.tables import summary_table
 
+    from ..loop.tables import truncation_note
+
     table = summary_table(rows, metric)
     with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(index=False))
+    note = truncation_note(table)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return table

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import add_backend_args, check_model, fraction, non_negative_int, positive_float, positive_int
+from ._common import add_backend_args, check_model, fraction, non_negative_int, out_dir, positive_float, positive_int
 
 COMMANDS = {"warmup": "LESS warmup: LoRA training on a random fraction of a pool, one checkpoint (weights + Adam "
                       "moments by name) per epoch",
@@ -123,7 +123,7 @@ def register(sub: Any) -> None:
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast during training (fp32 with a warning where bf16 is not native; "
                         "G2IS_FORCE_BF16=1 insists)")
-    p.add_argument("--out", help="output directory (default: <workspace>/warmup/<key>)")
+    p.add_argument("--out", type=out_dir, help="output directory (default: <workspace>/warmup/<key>)")
     p.set_defaults(func=_run_warmup)
 
     q = sub.add_parser("grads", help=COMMANDS["grads"],
@@ -154,6 +154,6 @@ def register(sub: Any) -> None:
     q.add_argument("--shard-rows", type=positive_int, default=128, help="rows per committed shard")
     q.add_argument("--batch-tokens", type=positive_int, default=FeatureConfig.batch_tokens, help="padded tokens per backward (memory: ~1.2 MB per token on the default model)")
     q.add_argument("--max-batch", type=positive_int, default=FeatureConfig.max_batch, help="examples per backward")
-    q.add_argument("--out", help="output directory (default: <workspace>/grads/<key>)")
+    q.add_argument("--out", type=out_dir, help="output directory (default: <workspace>/grads/<key>)")
     add_backend_args(q)
     q.set_defaults(func=_run_grads)

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._common import fraction, positive_int
+from ._common import fraction, out_dir, positive_int
 
 # What `--help` says (the module docstring above is for developers).
 BUILD_DESCRIPTION = """\
@@ -140,6 +140,6 @@ def register(sub: Any) -> None:
                         "reduce=mean, model=tiny (repeatable); g2is: "
                         + ", ".join(f.name for f in dataclasses.fields(G2isOptions)))
     s.add_argument("--name", help="a label for the run (shown in the app)")
-    s.add_argument("--out", type=Path, help="output directory (default <workspace>/selections/<key>)")
+    s.add_argument("--out", type=out_dir, help="output directory (default <workspace>/selections/<key>)")
     s.add_argument("--json", action="store_true", help="also print the first ids as JSON")
     s.set_defaults(func=_select)

@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from ._common import add_backend_args, check_model, non_negative_int, positive_float, positive_int
+from ._common import add_backend_args, check_model, non_negative_int, out_file, positive_float, positive_int
 
 COMMANDS = {"heads": "attention-head activation patterns before and after SFT"}
 
@@ -62,7 +62,7 @@ def register(sub) -> None:
                    help="gate: one backward through per-head gates (any kernel); eager: attention probabilities")
     q.add_argument("--batch-size", type=positive_int, default=8, help="samples per backward (default 8)")
     q.add_argument("--top", type=positive_int, default=10, help="heads to list (default 10)")
-    q.add_argument("--out", help="save the [layer, head] pattern as .npy (a .json sidecar beside it)")
+    q.add_argument("--out", type=out_file, help="save the [layer, head] pattern as .npy (a .json sidecar beside it)")
     add_backend_args(q)
     q.set_defaults(func=cmd_pattern)
 

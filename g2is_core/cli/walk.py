@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import fraction, positive_int
+from ._common import fraction, out_dir, positive_int
 
 COMMANDS = {"walk": "select training rows with the G2IS gradient walk over feature matrices"}
 # What `g2is walk --help` says (the module docstring above is for developers).
@@ -46,7 +46,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     add_option_arguments(p, G2isOptions)
     p.add_argument("--workspace", type=Path, default=None,
                    help="cache the kNN graph in this workspace (default: none, nothing is written outside --out)")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--out", required=True, type=out_dir, help="output directory")
     p.set_defaults(func=run)
     return p
 

@@ -19,6 +19,7 @@ from .records import DataError, Record
 
 IGNORE = -100
 PLAIN_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
+TEMPLATES = ("chat", "plain")  # the template names every settings class accepts
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .. import runtime
-from ..data.encoding import Encoded, collate, encode_record, length_buckets
+from ..data.encoding import TEMPLATES, Encoded, collate, encode_record, length_buckets
 from ..data.records import Record
 from ..linalg import unit_rows
 from ..models import lm_ops
 from ..models.lora import LoraSettings, attach_lora, lora_parameters
 from ..progress import Progress, no_progress
+from ..settings import HALF_OPEN_UNIT, POSITIVE_FLOAT, POSITIVE_INT, check_choice, check_rules
 from ..workspace import Workspace, hash_config
 from .projection import Projector, ProjectorConfig, adam_direction
 from .warmup import Checkpoint, Warmup
@@ -71,6 +72,14 @@ class FeatureConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        # max_length 0 encoded every example as an empty window: identical (zero) rows, walked as if real
+        check_choice(self.kind, "kind", ("adam", "sgd"))
+        check_choice(self.template, "template", TEMPLATES)
+        check_rules(self, {"max_length": POSITIVE_INT, "batch_tokens": POSITIVE_INT, "max_batch": POSITIVE_INT,
+                           "proj_rows": POSITIVE_INT, "grad_buffer_mb": POSITIVE_INT, "beta1": HALF_OPEN_UNIT,
+                           "beta2": HALF_OPEN_UNIT, "eps": POSITIVE_FLOAT})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

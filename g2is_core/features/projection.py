@@ -36,6 +36,8 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..settings import POSITIVE_INT, check_choice, check_rules
+
 DEFAULT_DIM = 2048       # projection dim for the small model (papers: 8192 for 7B); see docs/gradients.md
 PROJ_BLOCK = 4096        # parameters per generated block of R (part of the projector's identity)
 SIGN_CACHE_MB = 1024     # memory for R's signs kept within a run (1 bit per entry; docs/gradients.md)
@@ -57,6 +59,10 @@ class ProjectorConfig:
     block: int = PROJ_BLOCK      # parameters per generated block; changing it changes the matrix
     kind: str = "dense"          # dense: the LESS R (the stores' default); sparse: s non-zeros per row (module doc)
     s: int = SPARSE_S            # sparse only: non-zeros per parameter (row of R); ignored by "dense"
+
+    def __post_init__(self) -> None:
+        check_choice(self.kind, "kind", PROJ_KINDS)
+        check_rules(self, {"dim": POSITIVE_INT, "block": POSITIVE_INT, "s": POSITIVE_INT})
 
     def to_dict(self) -> dict[str, Any]:
         """The identity stores record and compare; ``kind`` and ``s`` only when not dense, so the keys of

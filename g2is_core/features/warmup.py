@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import runtime
+from ..data.encoding import TEMPLATES
 from ..data.records import Record
 from ..models.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
 from ..models.lora import LESS_LORA, SMALL_LORA, LoraSettings, attach_lora
 from ..progress import Progress, no_progress
+from ..settings import FRACTION, POSITIVE_INT, check_choice, check_rules
 from ..workspace import Workspace, hash_config, read_sidecar, write_sidecar
 
 if TYPE_CHECKING:  # annotations only: loading pulls in the download machinery
@@ -48,6 +50,11 @@ class WarmupConfig:
     seed: int = 0                # subset draw, data order, LoRA init
     bf16: bool = False           # autocast to bf16; a true without native bf16 runs fp32 (runtime.resolve_precision)
     lora: LoraSettings = SMALL_LORA
+
+    def __post_init__(self) -> None:
+        check_rules(self, {"fraction": FRACTION, "max_length": POSITIVE_INT})
+        check_choice(self.template, "template", TEMPLATES)
+        self.train_config()  # lr, epochs, batch_size, grad_accum, warmup_ratio: TrainConfig's rules, same names
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, grad_accum=self.grad_accum,

@@ -44,6 +44,18 @@ def cell_config(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: fl
             **({"variant": asdict(spec.variants[method])} if method in spec.variants else {})}
 
 
+def all_cells(spec: ExperimentSpec) -> list[tuple[TargetSpec, str, float | None, int]]:
+    """Every (target, method, ratio, seed) cell of a spec, in run order."""
+    cells = []
+    for t in spec.targets:
+        for m in spec.all_methods():
+            for r in ([None] if m in (BASE, "full") else spec.ratios):
+                seeds = [spec.seeds[0]] if m == BASE else (spec.full_seeds or spec.seeds) if m == "full" else spec.seeds
+                for s in seeds:
+                    cells.append((t, m, r, s))
+    return cells
+
+
 def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, progress: Progress = no_progress,
                    log=print, methods: set[str] | None = None) -> list[dict[str, Any]]:
     """Run every missing cell of the spec (only those of ``methods``, when given); return the registry
@@ -57,17 +69,14 @@ def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, pro
     reg = Registry.open(ws)
     pool = load_pool(spec.pool)
     pool_hash = data_hash(pool)
-    cells = []
-    for t in spec.targets:
-        for m in spec.all_methods():
-            if methods is not None and m not in methods:
-                continue
-            for r in ([None] if m in (BASE, "full") else spec.ratios):
-                seeds = [spec.seeds[0]] if m == BASE else (spec.full_seeds or spec.seeds) if m == "full" else spec.seeds
-                for s in seeds:
-                    cells.append((t, m, r, s))
-    exp_dir = ws.dir("experiments", hash_config(spec.to_dict()))
+    cells = [c for c in all_cells(spec) if methods is None or c[1] in methods]
+    spec_hash = hash_config(spec.to_dict())
+    exp_dir = ws.dir("experiments", spec_hash)
     write_json(exp_dir / "spec.json", spec.to_dict())
+    # This spec becomes the experiment's current version: its tables show only the cells listed here (every
+    # cell of the spec, also those another `--methods` subset runs), never rows of an earlier edit of it.
+    reg.record_version(spec.name, spec_hash, spec.to_dict(),
+                       [hash_config(cell_config(spec, t, m, r, s, pool_hash)) for t, m, r, s in all_cells(spec)])
     for i, (t, m, r, s) in enumerate(cells):
         cfg = cell_config(spec, t, m, r, s, pool_hash)
         key = hash_config(cfg)
@@ -88,7 +97,7 @@ def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, pro
         reg.finish(key, metrics=metrics, timings=timings, selection=sel_dir, train_dir=train_dir, info=info)
         log(f"[{i + 1}/{len(cells)}] {label}: {json.dumps(metrics)}")
     progress(1.0, "experiment finished")
-    return reg.rows(spec.name)
+    return reg.current_rows(spec.name)
 
 
 def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: float | None, seed: int,
@@ -175,14 +184,17 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
                    protocol=target.protocol if target.protocol is not None else ev.protocol,
                    shots=target.shots if target.shots is not None else ev.shots,
                    progress=lambda f, m: progress(0.8 + 0.1 * f, f"eval: {m}"))
-    metrics = {**res.metrics, "n_eval": res.n, "n_train": len(chosen)}
+    # n_truncated: prompts cut to fit the scored length (the model's context unless eval.max_length says
+    # otherwise); every protocol reports it (generation cuts nothing: 0), so the tables can show it beside the score
+    metrics = {"n_truncated": 0.0, **res.metrics, "n_eval": res.n, "n_train": len(chosen)}
     per_q = question_scores(res.protocol, res.per_example)
     if ev.loglik and res.protocol != "loglik":
         # The gold answer's log-likelihood moves even when a small model's exact match stays at 0.
         # (Scored with evaluate()'s defaults and the target's shots only, as the rows on record were.)
         ll = evaluate(lm, target.eval, limit=target.eval_limit, seed=0, protocol="loglik", shots=target.shots,
                       progress=lambda f, m: progress(0.9 + 0.1 * f, f"eval (loglik): {m}"))
-        metrics.update({"nll": ll.metrics["nll"], "ppl": ll.metrics["ppl"]})
+        metrics.update({"nll": ll.metrics["nll"], "ppl": ll.metrics["ppl"],
+                        "n_truncated_loglik": ll.metrics.get("n_truncated", 0.0)})
         per_q = merge_scores(per_q, question_scores("loglik", ll.per_example))
     timings["eval_s"] = time.perf_counter() - t2
     info: dict[str, Any] = {"precision": precision, "question_scores": per_q}

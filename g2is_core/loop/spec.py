@@ -48,6 +48,7 @@ from ..features.projection import PROJ_KINDS, ProjectorConfig
 from ..features.warmup import WarmupConfig
 from ..models.lora import SFT_LORA, SMALL_LORA, LoraSettings
 from ..runtime import resolve_bf16
+from ..settings import NON_NEGATIVE_INT, POSITIVE_INT, SettingError, check_rules  # noqa: F401 (SettingError: re-exported)
 from .evaluation import EvalSettings, get_spec
 from ..models.training import TrainConfig
 
@@ -72,14 +73,6 @@ def _opt(default: Any, help: str, **meta: Any) -> Any:
 
 def _required(help: str) -> Any:
     return field(metadata={"help": help})
-
-
-class SettingError(ValueError):
-    """A bad value found after parsing (a range, a cross-field rule); ``field`` is relative to its settings."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(message)
-        self.field = field_name
 
 
 def _bf16_switch(value: bool | str, name: str) -> None:
@@ -127,11 +120,13 @@ class TrainSettings(SpecPart):
 
     def __post_init__(self) -> None:
         _bf16_switch(self.bf16, "bf16")
+        POSITIVE_INT.check(self.max_length, "max_length")
+        self.train_config(0, bf16=False)  # TrainConfig's rules (lr, epochs, batch_size, ...): the same field names
 
-    def train_config(self, seed: int) -> TrainConfig:
+    def train_config(self, seed: int, bf16: bool | None = None) -> TrainConfig:
         """The loop's config for one cell (``bf16`` resolved here, where the training runs)."""
         kw = {f.name: getattr(self, f.name) for f in fields(TrainConfig) if f.name not in ("seed", "bf16")}
-        return TrainConfig(**kw, seed=seed, bf16=resolve_bf16(self.bf16, what="training"))
+        return TrainConfig(**kw, seed=seed, bf16=resolve_bf16(self.bf16, what="training") if bf16 is None else bf16)
 
 
 @dataclass(frozen=True)
@@ -152,10 +147,11 @@ class WarmupSettings:
 
     def __post_init__(self) -> None:
         _bf16_switch(self.bf16, "bf16")
+        self.config(bf16=False)  # WarmupConfig's rules (fraction, epochs, lr, ...): the same field names
 
-    def config(self) -> WarmupConfig:
+    def config(self, bf16: bool | None = None) -> WarmupConfig:
         return WarmupConfig(**{f.name: getattr(self, f.name) for f in fields(self)}
-                            | {"bf16": resolve_bf16(self.bf16, what="the warmup")})
+                            | {"bf16": resolve_bf16(self.bf16, what="the warmup") if bf16 is None else bf16})
 
 
 @dataclass(frozen=True)
@@ -174,6 +170,7 @@ class FeatureSettings:
         _bf16_switch(self.bf16, "bf16")
         if self.projector not in PROJ_KINDS:
             raise SettingError("projector", f"{self.projector!r} is not one of {', '.join(PROJ_KINDS)}")
+        check_rules(self, {"dim": POSITIVE_INT, "max_length": POSITIVE_INT}, optional=("max_length",))
 
     def projector_config(self) -> ProjectorConfig:
         return dataclasses.replace(_PROJ, dim=self.dim, seed=self.proj_seed, kind=self.projector)
@@ -227,7 +224,9 @@ class EvalOptions(SpecPart, EvalSettings):
     shots: int | None = _opt(None, "few-shot exemplars of every target (None: each eval's default; a target's wins)")
 
     def __post_init__(self) -> None:
+        EvalSettings.__post_init__(self)  # batch_size, template, max_length, max_new_tokens
         _bf16_switch(self.dtype, "dtype")
+        NON_NEGATIVE_INT.check(self.shots, "shots", optional=True)
 
 
 @dataclass(frozen=True)
@@ -248,6 +247,8 @@ class TargetSpec:
     shots: int | None = _opt(None, "override the eval's default number of few-shot exemplars")
 
     def __post_init__(self) -> None:
+        check_rules(self, {"eval_limit": POSITIVE_INT, "n_select": POSITIVE_INT, "shots": NON_NEGATIVE_INT},
+                    optional=("eval_limit", "shots"))
         for k in ("select", "eval"):
             if getattr(self, k) is None:
                 object.__setattr__(self, k, f"builtin:{self.name}")
@@ -300,6 +301,10 @@ class ExperimentSpec:
         for r in self.ratios:
             if not 0 < r <= 1:
                 raise SettingError("ratios", f"ratio {r!r} must be a number in (0, 1]")
+        for name in ("ratios", "seeds", "full_seeds"):
+            v = getattr(self, name)
+            if v is not None and not v:
+                raise SettingError(name, f"is empty; list at least one (or leave '{name}' out for the default)")
 
     def base_method(self, name: str) -> str:
         """The selection method a (possibly variant) method name runs."""

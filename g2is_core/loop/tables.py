@@ -45,47 +45,74 @@ def default_metric(rows: Sequence[dict[str, Any]]) -> str | None:
     return names[0] if names else None
 
 
+def _config_without_seed(row: dict[str, Any]) -> str:
+    """A row's configuration apart from its seed: rows that share it are seeds of one configuration."""
+    cfg = {k: v for k, v in (row.get("config") or {}).items() if k != "seed"}
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def n_cut(metrics: dict[str, Any] | None) -> int:
+    """Prompts of a row's evaluation cut to fit the scored length (the eval's and the extra loglik pass's)."""
+    m = metrics or {}
+    return int(sum(float(m.get(k) or 0) for k in ("n_truncated", "n_truncated_loglik")))
+
+
 def rows_frame(rows: Iterable[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
     """One line per finished registry row: experiment, target, method, ratio, seed, metric, value.
 
-    When a spec was edited and run again under the same name, the registry holds rows of both versions
-    for a (target, method, ratio, seed); only the most recently finished one is kept, so a table never
-    averages two configurations as if they were seeds.
+    Rows of one (experiment, target, method, ratio) are averaged as seeds by :func:`summary_table`, so they
+    must be seeds of ONE configuration. The registry returns only the current version of an edited spec
+    (:meth:`~g2is_core.loop.registry.Registry.current_rows`); as a second guard, for rows without a recorded
+    version, only the configuration of the most recently finished row of each (experiment, target, method,
+    ratio) is kept (its seeds; the latest row per seed), never a mix of two.
     """
-    recs = []
+    done = [r for r in rows if r.get("status") == "done"]
+    newest: dict[tuple, dict[str, Any]] = {}
+    for r in done:
+        k = (r["experiment"], r["target"], r["method"], r["ratio"])
+        if k not in newest or (r.get("finished") or 0) >= (newest[k].get("finished") or 0):
+            newest[k] = r
+    config_of = {k: _config_without_seed(r) for k, r in newest.items()}
     latest: dict[tuple, dict[str, Any]] = {}
-    for r in rows:
-        if r.get("status") != "done":
+    for r in done:
+        cell = (r["experiment"], r["target"], r["method"], r["ratio"])
+        if _config_without_seed(r) != config_of[cell]:
             continue
-        k = (r["experiment"], r["target"], r["method"], r["ratio"], r["seed"])
+        k = cell + (r["seed"],)
         if k not in latest or (r.get("finished") or 0) >= (latest[k].get("finished") or 0):
             latest[k] = r
+    recs = []
     for r in latest.values():
         name, val = primary_metric(r.get("metrics"), metric)
         recs.append({"experiment": r["experiment"], "target": r["target"], "method": r["method"],
                      "ratio": r["ratio"], "seed": r["seed"], "metric": name, "value": val,
                      "n_train": (r.get("metrics") or {}).get("n_train"),
+                     "n_eval": (r.get("metrics") or {}).get("n_eval"), "n_cut": n_cut(r.get("metrics")),
                      "train_s": (r.get("timings") or {}).get("train_s"),
                      "select_s": (r.get("timings") or {}).get("select_s"),
                      "selection": r.get("selection"), "train_dir": r.get("train_dir")})
     return pd.DataFrame(recs, columns=["experiment", "target", "method", "ratio", "seed", "metric", "value",
-                                       "n_train", "train_s", "select_s", "selection", "train_dir"])
+                                       "n_train", "n_eval", "n_cut", "train_s", "select_s", "selection",
+                                       "train_dir"])
 
 
 def summary_table(rows: Iterable[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
     """Mean and spread over seeds per (experiment, target, method, ratio), with deltas vs baselines.
 
     ``metric``: which metric to tabulate (default: each row's primary one). For NLL/perplexity lower
-    is better, so a negative delta is an improvement there.
+    is better, so a negative delta is an improvement there. ``n_cut``: the most prompts any seed's
+    evaluation cut to fit the scored length (0: nothing was cut; the rows' ``n_truncated``).
     """
     df = rows_frame(rows, metric)
     cols = ["experiment", "target", "metric", "method", "ratio", "n_seeds", "mean", "std",
-            "vs_random", "vs_full", "vs_base"]
+            "vs_random", "vs_full", "vs_base", "n_cut"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     df["ratio_key"] = df["ratio"].fillna(-1.0)
     g = df.groupby(["experiment", "target", "metric", "method", "ratio_key"], dropna=False)["value"]
     out = g.agg(n_seeds="count", mean="mean", std="std").reset_index()
+    cut = df.groupby(["experiment", "target", "metric", "method", "ratio_key"], dropna=False)["n_cut"].max()
+    out["n_cut"] = [int(cut.get((r.experiment, r.target, r.metric, r.method, r.ratio_key), 0)) for r in out.itertuples()]
     out["std"] = out["std"].fillna(0.0)
 
     def ref(row, method, same_ratio):
@@ -102,6 +129,18 @@ def summary_table(rows: Iterable[dict[str, Any]], metric: str | None = None) -> 
     out["_o"] = out["method"].map(lambda m: order.get(m, 3))
     out = out.sort_values(["experiment", "target", "ratio_key", "_o", "method"]).reset_index(drop=True)
     return out[cols]
+
+
+def truncation_note(table: pd.DataFrame) -> str | None:
+    """One sentence naming the rows of a :func:`summary_table` whose evaluation cut prompts, or None."""
+    if table.empty or "n_cut" not in table or not (table["n_cut"] > 0).any():
+        return None
+    cut = table[table["n_cut"] > 0]
+    where = ", ".join(f"{r.target}/{r.method}" + (f"@{r.ratio:g}" if r.ratio is not None and r.ratio == r.ratio else "")
+                      + f" ({int(r.n_cut)})" for r in cut.itertuples())
+    return (f"{int(cut['n_cut'].max())} prompt(s) were cut from the left to fit the scored length in: {where}; their "
+            "scores are on shortened prompts. Give a larger eval max_length (capped at the model's context) or fewer "
+            "shots to score them whole.")
 
 
 def paired_vs_random(rows: Iterable[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:

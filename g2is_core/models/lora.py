@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from ..settings import HALF_OPEN_UNIT, POSITIVE_FLOAT, POSITIVE_INT, SettingError, check_rules
+
 
 @dataclass(frozen=True)
 class LoraSettings:
@@ -20,6 +22,11 @@ class LoraSettings:
     dropout: float = 0.1         # dropout on the LoRA input during training (LESS: 0.1)
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # module names that get adapters
     seed: int = 0                # the init of A (torch RNG, forked: the caller's RNG is untouched)
+
+    def __post_init__(self) -> None:
+        check_rules(self, {"r": POSITIVE_INT, "alpha": POSITIVE_FLOAT, "dropout": HALF_OPEN_UNIT})
+        if isinstance(self.targets, str) or not self.targets:
+            raise SettingError("targets", f"{self.targets!r}: give a list of module names, e.g. [q_proj, v_proj]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,6 +28,8 @@ from ..data.encoding import Encoded, collate
 from ..models import lm_ops
 from ..models.lora import lora_parameters
 from ..progress import Progress, no_progress
+from ..settings import (HALF_OPEN_UNIT, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
+                        SettingError, check_rules)
 from ..workspace import atomic_path, read_json, write_json, write_sidecar
 
 
@@ -50,6 +52,17 @@ class TrainConfig:
                                  # decided by runtime.resolve_precision (a true without native bf16 runs fp32)
     save_every: int = 50         # resume checkpoint every N optimizer steps
     save_epochs: bool = False    # keep a named checkpoint (weights + Adam moments) at each epoch end
+
+    def __post_init__(self) -> None:
+        # a zero batch or epoch count used to end as a ZeroDivisionError mid-run (g2is_core/settings.py)
+        check_rules(self, {"lr": POSITIVE_FLOAT, "epochs": POSITIVE_INT, "max_steps": NON_NEGATIVE_INT,
+                           "batch_size": POSITIVE_INT, "grad_accum": POSITIVE_INT, "warmup_ratio": HALF_OPEN_UNIT,
+                           "weight_decay": NON_NEGATIVE_FLOAT, "eps": POSITIVE_FLOAT,
+                           "max_grad_norm": NON_NEGATIVE_FLOAT, "save_every": POSITIVE_INT})
+        if len(self.betas) != 2:
+            raise SettingError("betas", f"{self.betas!r} is not two numbers (beta1, beta2)")
+        for b in self.betas:
+            HALF_OPEN_UNIT.check(b, "betas")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

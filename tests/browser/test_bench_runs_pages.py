@@ -54,6 +54,32 @@ def test_benchmarks_page_shows_a_stored_run(page, app_url, app_workspace):
     page.screenshot(path="/tmp/g2is_benchmarks_page.png", full_page=True)
 
 
+def test_benchmarks_page_shows_the_latest_spec_version_and_cut_prompts(page, app_url, app_workspace):
+    """Issue 18 items 4 and 8: an edited spec rerun under the same name shows its own rows only, says so, and
+    prompts the eval cut are counted on the page."""
+    reg = Registry.open(Workspace(app_workspace))
+    exp = "edited-bench"
+    for version, (acc, cut) in enumerate([(0.10, 0.0), (0.90, 3.0)]):
+        keys = []
+        for method, ratio, seed in [("random", 0.05, 0), ("random", 0.05, 1)][:2 - version]:
+            key = f"{exp}-v{version}-{method}-{seed}"
+            assert reg.claim(key, exp, "target_a", method, ratio, seed, {"method": method, "v": version})
+            reg.finish(key, metrics={"accuracy": acc, "n_eval": 10, "n_train": 5, "n_truncated": cut}, timings={})
+            keys.append(key)
+        reg.record_version(exp, f"spec{version}", {"name": exp, "v": version}, keys)
+    page.goto(f"{app_url}/benchmarks")
+    page.get_by_role("heading", name="Benchmarks").first.wait_for(timeout=TIMEOUT_MS)
+    wait_idle(page)
+    _choose(page, "Experiment", exp)
+    page.get_by_text("Spec version 2 of 2").first.wait_for(timeout=TIMEOUT_MS)
+    body = page.inner_text("body")
+    assert "2 finished row(s) of earlier versions" in body and "Truncated prompts" in body
+    cells = page.locator('[role="gridcell"]').all_text_contents()
+    i = cells.index("random")
+    assert int(cells[i + 2]) == 1 and round(float(cells[i + 3]), 6) == 0.9  # one seed of the new config, not 0.5
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
 def test_runs_page_starts_a_tiny_benchmark_and_shows_it_finish(page, app_url, app_workspace):
     spec = app_workspace / "tiny-bench.yaml"
     spec.write_text(

@@ -134,3 +134,99 @@ def test_registry_records_how_a_row_ran_and_opens_an_older_file(tmp_path):
     reg.finish("k1", metrics={"accuracy": 0.5}, timings={}, info=info)
     rows = {r["config_hash"]: r for r in reg.rows("e")}
     assert rows["k1"]["info"] == info and rows["k0"]["info"] is None
+
+
+def test_a_rerun_keeps_only_the_latest_config_per_cell_across_seeds():
+    """Without recorded versions (an older registry): old config at seeds 0 and 1, the edited one at seed 0 only.
+    The table must not average seed 1 of the old config with seed 0 of the new one."""
+    def r(seed, acc, lr, finished):
+        return {**_row("t", "g2is", 0.05, seed, acc), "finished": finished, "config": {"seed": seed, "train": {"lr": lr}}}
+
+    rows = [r(0, 0.10, 1e-4, 100.0), r(1, 0.20, 1e-4, 110.0), r(0, 0.90, 1e-3, 200.0)]
+    tab = summary_table(rows)
+    assert len(tab) == 1 and tab.iloc[0]["n_seeds"] == 1 and math.isclose(tab.iloc[0]["mean"], 0.90)
+    rows.append(r(1, 0.70, 1e-3, 210.0))  # the edited config's second seed: now two seeds of ONE config
+    tab = summary_table(rows)
+    assert tab.iloc[0]["n_seeds"] == 2 and math.isclose(tab.iloc[0]["mean"], 0.80)
+
+
+def _spec(tmp_path, name, lr, seeds, methods):
+    from g2is_core.loop.spec import load_spec
+
+    p = tmp_path / f"{name}-{lr}-{len(seeds)}.yaml"
+    p.write_text(f"name: {name}\nmodel: tiny\npool: {{builtin: {{seed: 0, per_task: 4}}}}\n"
+                 f"targets: [{{name: add_reverse}}]\nmethods: {methods}\nratios: [0.1]\nseeds: {seeds}\n"
+                 f"train: {{lr: {lr}}}\n")
+    return load_spec(p)
+
+
+def test_run_edit_rerun_under_the_same_name_never_averages_two_configs(tmp_path, monkeypatch, capsys):
+    """Issue 18 item 4: run a spec, edit it (another lr, fewer seeds, a method dropped), run it again under the
+    same name. The real runner writes the rows (the cell's work is replaced by a score that says which lr ran);
+    the table and `g2is bench show` show the edited spec's cells only."""
+    from g2is_core import cli
+    from g2is_core.loop import runner
+
+    def fake_cell(spec, target, method, ratio, seed, pool, ws, key, progress):
+        acc = 0.0 if method == "base" else spec.train.lr * 1000  # 0.1 with lr 1e-4, 0.9 with lr 9e-4
+        return {"accuracy": acc, "n_eval": 8, "n_train": 3, "n_truncated": 2.0}, {}, None, None, {}
+
+    monkeypatch.setattr(runner, "_run_cell", fake_cell)
+    monkeypatch.setenv("G2IS_WORKSPACE", str(tmp_path / "ws"))
+    ws = Workspace(tmp_path / "ws")
+    log = []
+    runner.run_experiment(_spec(tmp_path, "e1", 1e-4, [0, 1], ["bm25"]), ws, log=log.append)
+    reg = Registry.open(ws)
+    assert len(reg.rows("e1")) == 1 + 2 + 2 + 2   # base, full x2, random x2, bm25 x2
+    first = summary_table(reg.current_rows("e1"))
+    assert set(first.method) == {"base", "full", "random", "bm25"} and (first[first.method != "base"].n_seeds == 2).all()
+
+    rows = runner.run_experiment(_spec(tmp_path, "e1", 9e-4, [0], []), ws, log=log.append)  # edited: lr, seeds, methods
+    tab = summary_table(rows)
+    assert set(tab.method) == {"base", "full", "random"}               # bm25 is no longer in the spec: not compared
+    trained = tab[tab.method != "base"]
+    assert (trained.n_seeds == 1).all() and trained["mean"].map(lambda v: math.isclose(v, 0.9)).all()
+    assert (trained["std"] == 0).all()
+    assert len(reg.rows("e1")) == 7 + 2                                 # the old rows stay in the file ...
+    v = reg.version_summary("e1")
+    assert v["version"] == 2 and v["n_versions"] == 2 and v["hidden"] == 6  # ... counted, not shown
+    assert list(tab.n_cut) == [2, 2, 2]                                 # the eval's cut prompts reach the table
+
+    capsys.readouterr()
+    assert cli.main(["bench", "show", "e1"]) == 0
+    out = capsys.readouterr()
+    assert "spec version 2 of 2" in out.err and "6 finished row(s) of earlier versions" in out.err
+    assert "bm25" not in out.out and "prompt(s) were cut" in out.err
+
+    # running the first spec again makes it current again (its rows were kept: nothing reruns)
+    rows = runner.run_experiment(_spec(tmp_path, "e1", 1e-4, [0, 1], ["bm25"]), ws, log=log.append)
+    again = summary_table(rows)
+    assert set(again.method) == {"base", "full", "random", "bm25"} and (again[again.method != "base"].n_seeds == 2).all()
+    assert sum("done already" in m for m in log) == 7 + 1              # nothing recomputed; base is the same cell
+
+
+def test_the_scored_length_follows_the_model_context_unless_set():
+    """Issue 18 item 8: a fixed 2048 cut BBH 3-shot prompts on a model that takes 8192 positions."""
+    from types import SimpleNamespace
+
+    from g2is_core.loop.evaluation import EvalSettings, scored_length
+
+    lm = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=8192)))
+    assert EvalSettings().max_length is None
+    assert scored_length(lm) == 8192 and scored_length(lm, None) == 8192
+    assert scored_length(lm, 2048) == 2048 and scored_length(lm, 10 ** 6) == 8192  # capped at the context
+    bare = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace()))
+    assert scored_length(bare) == 2048 and scored_length(bare, 100) == 100
+
+
+def test_the_truncation_note_names_the_cut_cells():
+    from g2is_core.loop.tables import truncation_note
+
+    rows = [{**_row("t", "base", None, 0, 0.1), "metrics": {"accuracy": 0.1, "n_truncated": 0.0}},
+            {**_row("t", "g2is", 0.05, 0, 0.4), "metrics": {"accuracy": 0.4, "n_truncated": 3.0,
+                                                            "n_truncated_loglik": 2.0}}]
+    tab = summary_table(rows)
+    assert dict(zip(tab.method, tab.n_cut)) == {"base": 0, "g2is": 5}
+    note = truncation_note(tab)
+    assert note is not None and "t/g2is@0.05 (5)" in note and "base" not in note
+    assert truncation_note(summary_table(rows[:1])) is None

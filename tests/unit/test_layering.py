@@ -16,7 +16,7 @@ PKG = "g2is_core"
 CLI = f"{PKG}.cli"
 
 # The base modules every folder may use (and which use nothing but each other).
-BASE = (PKG, f"{PKG}.workspace", f"{PKG}.runtime", f"{PKG}.progress", f"{PKG}.linalg")
+BASE = (PKG, f"{PKG}.workspace", f"{PKG}.runtime", f"{PKG}.progress", f"{PKG}.linalg", f"{PKG}.settings")
 CORE_FOLDERS = ("data", "models", "features", "graph", "selection", "heads", "loop", "impact")
 
 # What each part may import besides itself and BASE, as in its __init__ docstring ("May import: ...").
@@ -33,7 +33,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "app": (*CORE_FOLDERS, "jobs"),       # any core folder and the jobs runner; never the CLI
     "cli": CORE_FOLDERS,                  # the core; never the app's helpers, never the jobs runner
     "jobs": (),                           # runs argv as processes: the base modules only
-    "workspace": (), "runtime": (), "progress": (), "linalg": (), "": (),   # "": the package's own __init__
+    "workspace": (), "runtime": (), "progress": (), "linalg": (), "settings": (), "": (),   # "": the package's own __init__
 }
 # Folders whose docstring lists its allowed folders by name (graph and data name only base modules;
 # app says "any core folder").

@@ -45,8 +45,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
+from ...data.encoding import TEMPLATES
 from ...data.records import Record
 from ...progress import Progress
+from ...settings import POSITIVE_INT, check_choice, check_rules
 from .metrics import EvalError, builtin_score, gold_logprob, group_metrics, loglik_metrics, mc_predict, squad_scores
 from .scoring import loglik_scores, mc_scores
 
@@ -65,9 +67,16 @@ class EvalSettings:
                               "left-padded with explicit positions)")
     template: str = _opt("chat", "prompt template: chat (the model's chat template, as in training) or plain "
                                  "(the Alpaca template)")
-    max_length: int = _opt(2048, "longest scored sequence for loglik / mc, capped at the model's context; longer "
-                                 "ones lose prompt tokens from the left (counted in n_truncated)")
+    max_length: int | None = _opt(None, "longest scored sequence for loglik / mc (None: the model's context, "
+                                        "config.max_position_embeddings; a larger value is capped there); longer "
+                                        "ones lose prompt tokens from the left, counted in n_truncated and shown "
+                                        "beside the scores")
     max_new_tokens: int | None = _opt(None, "generation budget of exact_match / f1 evals (None: the eval's own)")
+
+    def __post_init__(self) -> None:
+        check_rules(self, {"batch_size": POSITIVE_INT, "max_length": POSITIVE_INT, "max_new_tokens": POSITIVE_INT},
+                    optional=("max_length", "max_new_tokens"))
+        check_choice(self.template, "template", TEMPLATES)
 
 
 @dataclass

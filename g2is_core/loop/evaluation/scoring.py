@@ -129,8 +129,15 @@ def _scored_batches(lm, rows: Sequence[Sequence[int]], batch_size: int, keep, pr
         model.train(was_training)
 
 
-def _max_length(lm, max_length: int) -> int:
+def scored_length(lm, max_length: int | None = None) -> int:
+    """The longest sequence scored: ``max_length`` capped at the model's context
+    (``config.max_position_embeddings``); None = the context itself (2048 where a model states none).
+
+    Why the context by default: a fixed 2048 cut BBH geometric_shapes' 3-shot prompts (~2,490 tokens) in all
+    50 of 50 cases on a model that takes 8,192 positions, and moved the NLL from 3.58 to 3.86."""
     cap = getattr(lm.model.config, "max_position_embeddings", None)
+    if max_length is None:
+        return int(cap) if cap else 2048
     return min(max_length, int(cap)) if cap else max_length
 
 
@@ -145,7 +152,7 @@ def _pair(prompt_ids: list[int], cont_ids: list[int], max_length: int) -> tuple[
     return ids, labels, True
 
 
-def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: str = "chat", max_length: int = 2048,
+def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: str = "chat", max_length: int | None = None,
               batch_size: int = 8, progress: Progress = no_progress, shared_prompt: bool = True) -> tuple[list[list[tuple[float, int]]], int]:
     """Score multiple-choice options: ``items[e]`` lists example e's ``(prompt record, option text)``
     pairs. Returns, per example and option, ``(sum log-prob of the option tokens, number of option
@@ -157,7 +164,7 @@ def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: st
     prompt (:func:`next_token_logprobs`; same numbers, one pass instead of one per option).
     """
     tok = lm.tokenizer
-    limit = _max_length(lm, max_length)
+    limit = scored_length(lm, max_length)
     prompt_cache: dict[tuple, list[int]] = {}
     seqs, where, n_cut = [], [], 0
     single: dict[tuple[int, ...], list[tuple[int, int, int]]] = {}
@@ -195,11 +202,11 @@ def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: st
     return out, n_cut
 
 
-def loglik_scores(lm, records: Sequence[Record], *, template: str = "chat", max_length: int = 2048,
+def loglik_scores(lm, records: Sequence[Record], *, template: str = "chat", max_length: int | None = None,
                   batch_size: int = 8, progress: Progress = no_progress) -> tuple[list[list[float]], int]:
     """Per-record NLLs (nats) of every response token, tokenised as for training (``encode_record``),
     and the number of records cut to fit ``max_length``."""
-    limit = _max_length(lm, max_length)
+    limit = scored_length(lm, max_length)
     encs = [encode_record(lm.tokenizer, r, max_length=limit, template=template) for r in records]
     lps = sequence_logprobs(lm, [(e.input_ids, e.labels) for e in encs], batch_size=batch_size, progress=progress,
                             what="scored response")
