@@ -6,17 +6,22 @@ about 21 bytes of Python objects per input byte. Before these caps, `g2is data i
 .gz of one 1 GiB line peaked at 3.3 GB, on /dev/zero at 3.2 GB in 9 s, and the same bomb uploaded
 in the app took the server past 7 GB.
 
-The three caps (defaults here and only here; docs/reliability.md "Limits" has the measured peaks):
+The four caps (defaults here and only here; docs/reliability.md "Limits" has the measured peaks):
 
 - ``max_bytes``: decompressed bytes read in one load (a file, or every file of a folder).
 - ``max_line_bytes``: the largest piece parsed at once: one line of JSONL/CSV/TSV, or a whole
   JSON file (a JSON list or document is parsed as one value, so the whole file is that piece).
 - ``max_records``: records read in one load (lines, rows or list elements, skipped ones included):
   a tiny record (``{"prompt":"a","completion":"b"}``, 32 bytes) costs about 1.2 KB as a Record.
+- ``max_memory``: how much the process's resident memory may grow during one load. Why this one
+  too: the byte caps bound the input, not what Python makes of it; a text with one emoji is stored
+  at 4 bytes per character and a record of many tiny JSON values costs up to ~20x its bytes, so
+  only a check of the memory itself bounds "any input". Checked every 256 records or 2 MiB read;
+  the overshoot between checks is bounded by the line cap.
 
 Each can be raised (or lowered) with an environment variable, read at every load, so the CLI, the
 app (`g2is app`, whose jobs inherit it) and the tests set it the same way: ``G2IS_MAX_DATA_BYTES``,
-``G2IS_MAX_LINE_BYTES``, ``G2IS_MAX_RECORDS``. Sizes take a unit: ``512M``, ``2G``, ``64K`` (powers
+``G2IS_MAX_LINE_BYTES``, ``G2IS_MAX_RECORDS``, ``G2IS_MAX_LOAD_MEMORY``. Sizes take a unit: ``512M``, ``2G``, ``64K`` (powers
 of 1024) or plain bytes. Why environment variables and no flag: every command that reads data
 (inspect, warmup, grads, bench, impact, the app) honours them without a flag on each.
 
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field, fields
 
 from .records import DataError
 
-__all__ = ["InputLimits", "InputLimitError", "input_limits", "parse_size", "human_size"]
+__all__ = ["InputLimits", "InputLimitError", "input_limits", "parse_size", "human_size", "resident_bytes"]
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
@@ -44,12 +49,15 @@ class InputLimits:
     max_bytes: int = field(default=128 * MiB, metadata={
         "env": "G2IS_MAX_DATA_BYTES",
         "help": "decompressed bytes read in one load (a file, or all files of a folder)"})
-    max_line_bytes: int = field(default=16 * MiB, metadata={
+    max_line_bytes: int = field(default=8 * MiB, metadata={
         "env": "G2IS_MAX_LINE_BYTES",
         "help": "the largest piece parsed at once: a JSONL/CSV/TSV line, or a whole JSON list/document file"})
     max_records: int = field(default=250_000, metadata={
         "env": "G2IS_MAX_RECORDS",
         "help": "records (lines, rows or list elements, skipped ones included) read in one load"})
+    max_memory: int = field(default=512 * MiB, metadata={
+        "env": "G2IS_MAX_LOAD_MEMORY",
+        "help": "growth of the process's resident memory during one load (checked every 256 records or 2 MiB)"})
 
     @staticmethod
     def env(name: str) -> str:
@@ -116,3 +124,17 @@ def input_limits(environ: "os._Environ[str] | dict[str, str] | None" = None) -> 
         else:
             values[f.name] = parse_size(text, f.metadata["env"])
     return InputLimits(**values)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc/self/statm; elsewhere the peak so far, which only
+    makes the check stricter)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
-from .limits import InputLimitError, InputLimits, input_limits
+from .limits import InputLimitError, InputLimits, input_limits, resident_bytes
 from .records import DataError, Record, check_messages, simple
 from ..workspace import atomic_path, canonical_json, hash_strings, shared_data_root
 
@@ -99,6 +99,26 @@ class _Budget:
     def __init__(self, limits: InputLimits | None = None):
         self.limits = limits if limits is not None else input_limits()
         self.used = 0
+        self._rss0: int | None = None
+        self._checked_at = 0
+
+    def check_memory(self, n_read: int, path: Path, line: int | None) -> None:
+        """Every 256 records or 2 MiB read: stop when the process has grown past ``max_memory`` since
+        the load began (the byte caps bound the input, not what Python makes of it)."""
+        if n_read % 256 and self.used - self._checked_at < (2 << 20):
+            return
+        self._checked_at = self.used
+        rss = resident_bytes()
+        if self._rss0 is None:
+            self._rss0 = rss
+            return
+        lim = self.limits
+        if rss - self._rss0 > lim.max_memory:
+            raise InputLimitError(
+                f"loading has grown this process's memory by more than {lim.describe('max_memory')} "
+                f"({lim.env('max_memory')}; records of many small values cost far more memory than their bytes). "
+                f"Load a smaller file or folder, or raise the limit, e.g. {lim.raise_hint('max_memory')}",
+                path=str(path), line=line, limit="max_memory")
 
     def take(self, n: int, path: Path, line: int | None) -> None:
         self.used += n
@@ -1214,8 +1234,10 @@ def iter_records(path: str | Path, fmt: str | None = None, *, lenient: bool = Fa
         ctx = _Ctx(path=f, stem=stem, id_stem=f"{f.parent.name}/{stem}" if generic else stem, source=src,
                    task=task, fmt=f_fmt, columns=dict(columns) if columns is not None else None, budget=budget)
         rep.files.append(str(f))
+        budget.check_memory(0, f, None)  # the starting point
         for unit in spec.read(ctx):
             rep.n_read += 1
+            budget.check_memory(rep.n_read, f, unit.line)
             if rep.n_read > max_records:
                 lim = budget.limits
                 raise InputLimitError(

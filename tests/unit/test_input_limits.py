@@ -51,9 +51,10 @@ def deadline(seconds: int = 10):
 
 # ============================================================================ the caps and their variables
 def test_defaults_live_in_one_place_and_env_overrides(monkeypatch):
-    for var in ("G2IS_MAX_DATA_BYTES", "G2IS_MAX_LINE_BYTES", "G2IS_MAX_RECORDS"):
+    for var in ("G2IS_MAX_DATA_BYTES", "G2IS_MAX_LINE_BYTES", "G2IS_MAX_RECORDS", "G2IS_MAX_LOAD_MEMORY"):
         monkeypatch.delenv(var, raising=False)
     assert input_limits() == InputLimits()
+    monkeypatch.delenv("G2IS_MAX_LOAD_MEMORY", raising=False)
     monkeypatch.setenv("G2IS_MAX_DATA_BYTES", "2G")
     monkeypatch.setenv("G2IS_MAX_RECORDS", "12")
     assert input_limits() == InputLimits(max_bytes=2 << 30, max_records=12)
@@ -124,6 +125,21 @@ def test_the_record_cap_counts_lines_read(tmp_path, caps, monkeypatch):
     with pytest.raises(InputLimitError, match="line 1001: the load passes 1,000 records"):
         load_records(tmp_path / "r.jsonl", lenient=True)     # skipped lines would count too
     assert len(load_records(f, limit=10)) == 10               # a limit below the cap stops before it
+
+
+def test_memory_growth_cap_stops_records_of_many_tiny_values(tmp_path, monkeypatch):
+    """A record of many one-character messages costs ~20x its bytes: the byte caps let it through,
+    the memory cap stops it, naming the file, the line and G2IS_MAX_LOAD_MEMORY."""
+    msgs = [{"role": r, "content": "a"} for _ in range(500) for r in ("user", "assistant")]
+    line = json.dumps({"messages": msgs}).encode() + b"\n"
+    f = tmp_path / "chat.jsonl"
+    f.write_bytes(line * 3000)                      # ~90 MB of Python objects from ~30 MB... in 3000 lines
+    monkeypatch.setenv("G2IS_MAX_LOAD_MEMORY", "16M")
+    with pytest.raises(InputLimitError) as e:
+        load_records(f)
+    assert e.value.limit == "max_memory" and e.value.line is not None and e.value.line < 3000
+    assert str(e.value).startswith(f"{f}, line {e.value.line}: loading has grown this process's memory by more "
+                                   "than 16 MiB (G2IS_MAX_LOAD_MEMORY")
 
 
 def test_whole_file_json_is_capped_before_parsing(tmp_path, caps):
