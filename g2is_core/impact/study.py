@@ -320,7 +320,9 @@ def corpus_texts(spec: CorpusSpec, n: int, seed: int) -> list[str]:
         raise FileNotFoundError(f"corpus {spec.name}: {path} does not exist; give a text file, a data file or a folder")
     if spec.fmt == "text" or (spec.fmt is None and path.is_file() and path.suffix.lower() in (".txt", ".md")):
         files = sorted(path.rglob("*.txt")) + sorted(path.rglob("*.md")) if path.is_dir() else [path]
-        texts = [p for f in files for p in text_paragraphs(f.read_text(encoding="utf-8", errors="replace"))]
+        from ..data.loaders import read_text_file  # bounded (data.limits), regular files only
+
+        texts = [p for f in files for p in text_paragraphs(read_text_file(f, errors="replace"))]
     else:
         from ..data.loaders import load_records
 
