@@ -22,6 +22,11 @@ import numpy as np
 ZERO_POLICIES = ("keep", "raise")
 
 
+class NonFiniteError(ValueError):
+    """Numbers that must be finite (a loss, weights, feature rows) are NaN or inf, or feature rows that
+    must have a direction are all zeros. The message names where (file, store, step) and what to do."""
+
+
 def _is_tensor(x: Any) -> bool:
     torch = sys.modules.get("torch")  # a tensor can exist only if torch is already imported
     return torch is not None and isinstance(x, torch.Tensor)
@@ -68,3 +73,27 @@ def _check_rows(bad: np.ndarray, zero: np.ndarray, what: str) -> None:
         rows = np.flatnonzero(zero)
         raise ValueError(f"{what}: {len(rows)} row(s) are all zeros (first: {rows[:5].tolist()}) and have no "
                          "direction; drop those rows")
+
+
+def bad_rows(x: Any, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of rows with NaN/inf, indices of all-zero rows) of ``x`` [N, d], read ``block`` rows at a
+    time (a memmap of any size is never loaded whole)."""
+    nonfinite, zero = [], []
+    for a in range(0, x.shape[0], block):
+        b = np.asarray(x[a:a + block])
+        finite = np.isfinite(b).all(axis=1)
+        nonfinite.append(np.flatnonzero(~finite) + a)
+        zero.append(np.flatnonzero(finite & ~b.any(axis=1)) + a)
+    cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64))  # noqa: E731
+    return cat(nonfinite), cat(zero)
+
+
+def check_finite_rows(x: Any, what: str = "features") -> None:
+    """Raise :class:`NonFiniteError` when a row of ``x`` [N, d] holds NaN/inf or is all zeros, naming ``what``
+    and the first rows: the kNN graph and the walk refuse such rows (a NaN cosine sorts anywhere; a zero row
+    has no direction, so no neighbours)."""
+    nonfinite, zero = bad_rows(x)
+    for rows, how in ((nonfinite, "hold NaN or inf"), (zero, "are all zeros (no direction)")):
+        if len(rows):
+            raise NonFiniteError(f"{what}: {len(rows)} of {x.shape[0]} rows {how} (first: {rows[:5].tolist()}); "
+                                 "recompute the features (a diverged warmup or empty token windows give such rows)")

@@ -120,6 +120,39 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, *, on_wait: Any = None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if absent) for the ``with`` block.
+
+    The lock is ``fcntl.flock``: the kernel drops it when the holder's process ends, however it ends
+    (kill -9 included), so a crash never leaves a stale lock behind. When another process holds it,
+    ``on_wait()`` is called once (to say so) and this one waits its turn. Where ``fcntl`` does not exist
+    (Windows) the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")  # who holds it, for the message of the next one
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def _fsync_dir(d: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(d, os.O_RDONLY)
@@ -191,23 +224,68 @@ def file_checksums(directory: str | Path) -> dict[str, dict[str, Any]]:
             for p in sorted(d.iterdir()) if p.is_file() and p.name != SIDECAR and not p.name.startswith(".")}
 
 
-def verify_artefact(directory: str | Path) -> dict[str, Any]:
+class ArtefactError(ValueError):
+    """An artefact on disk is damaged, busy, or does not fit with another one it is used with. The message
+    names the folder or file (and the differing field) and says what to do."""
+
+
+VERIFIED = ".verified.json"  # hidden: not listed in the sidecar's checksums (file_checksums skips dot-files)
+
+
+def _stamp(p: Path) -> list[int]:
+    """What changes whenever a file's bytes can have changed: size, mtime, ctime (no user can set it) and inode
+    (a file replaced by another, even with ``cp -p``, gets a new inode or ctime)."""
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _verified_stamps(directory: Path) -> dict[str, Any]:
+    with contextlib.suppress(Exception):
+        return dict(json.loads((directory / VERIFIED).read_text(encoding="utf-8")))
+    return {}
+
+
+def mark_verified(directory: str | Path) -> None:
+    """Record that the files of ``directory`` match its sidecar as they are now (its writer just hashed them),
+    so :func:`verify_artefact` with ``cache=True`` does not hash them again until one changes."""
+    d = Path(directory)
+    meta = read_sidecar(d)
+    stamps = {name: _stamp(d / name) for name in (meta.get("files") or {}) if (d / name).is_file()}
+    with contextlib.suppress(OSError):  # a read-only workspace: the next use hashes again
+        write_json(d / VERIFIED, {"sidecar": _stamp(d / SIDECAR), "files": stamps})
+
+
+def verify_artefact(directory: str | Path, *, cache: bool = False) -> dict[str, Any]:
     """Check a finished artefact against its sidecar's checksums; return the sidecar.
 
-    Raises FileNotFoundError when the sidecar is missing (not finished) and ValueError naming the
-    first file that is missing or differs (a half-rewritten or tampered artefact). Files added
-    after the sidecar (e.g. a findings note) are allowed. Sidecars written before checksums were
+    Raises FileNotFoundError when the sidecar is missing (not finished) and :class:`ArtefactError` naming
+    the first file that is missing or differs (a half-rewritten, truncated, replaced or tampered artefact).
+    Files added after the sidecar (e.g. a findings note) are allowed. Sidecars written before checksums were
     recorded have nothing to check and pass.
+
+    ``cache``: skip the sha256 of a file whose size, mtime, ctime and inode are those recorded at its last
+    successful check (``.verified.json``), so an artefact used on every run (a store of gigabytes, an
+    adapter) is hashed once, and again only after it changed on disk.
     """
-    meta = read_sidecar(directory)
+    d = Path(directory)
+    meta = read_sidecar(d)
+    seen = _verified_stamps(d) if cache else {}
+    if seen.get("sidecar") != _stamp(d / SIDECAR):
+        seen = {}
+    ok, fresh = seen.get("files") or {}, False
     for name, want in (meta.get("files") or {}).items():
-        p = Path(directory) / name
+        p = d / name
         if not p.is_file():
-            raise ValueError(f"{directory}: {name} is listed in the sidecar but missing; delete the folder and "
-                             "run again")
+            raise ArtefactError(f"{directory}: {name} is listed in the sidecar but missing; delete the folder and "
+                                "run again")
+        if ok.get(name) == _stamp(p):
+            continue
         if p.stat().st_size != want.get("bytes") or hash_file(p) != want.get("sha256"):
-            raise ValueError(f"{directory}: {name} differs from the checksum in its sidecar (an interrupted "
-                             "rewrite or an edit); delete the folder and run again")
+            raise ArtefactError(f"{directory}: {name} differs from the checksum in its sidecar (an interrupted "
+                                "rewrite, an edit or a replaced file); delete the folder and run again")
+        fresh = True
+    if cache and (fresh or not seen):
+        mark_verified(d)
     return meta
 
 

@@ -30,25 +30,30 @@ Two implementations of the same function:
 Both call :meth:`~g2is_core.features.projection.Projector.block`, so they use the SAME R and their
 features agree up to float rounding (tested: cosine > 0.999 per example in fp32, in practice 1 - 1e-6).
 An example without response tokens has g = 0 and its feature stays the zero row.
+
+Windows that carry no signal are refused before any work (:func:`check_windows`): a record whose
+window under ``max_length`` has no response token predicted from a token before it (its gradient is 0,
+its feature a zero row), and different records whose cut windows are the same tokens (their features
+would be identical rows). Either makes the walk select from rows that no longer describe the records.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
 from .. import runtime
-from ..data.encoding import TEMPLATES, Encoded, collate, encode_record, length_buckets
-from ..data.records import Record
-from ..linalg import unit_rows
+from ..data.encoding import IGNORE, TEMPLATES, Encoded, collate, encode_record, length_buckets
+from ..data.records import DataError, Record
+from ..linalg import NonFiniteError, unit_rows
 from ..models import lm_ops
 from ..models.lora import LoraSettings, attach_lora, lora_parameters
 from ..progress import Progress, no_progress
 from ..settings import HALF_OPEN_UNIT, POSITIVE_FLOAT, POSITIVE_INT, check_choice, check_rules
-from ..workspace import Workspace, hash_config
+from ..workspace import Workspace, hash_config, verify_artefact
 from .projection import Projector, ProjectorConfig, adam_direction
 from .warmup import Checkpoint, Warmup
 
@@ -135,19 +140,28 @@ def flatten_by_name(tensors: dict[str, Any], layout: Layout, prefix: str = ""):
 
 
 def load_checkpoint_into(model, ckpt: Checkpoint, layout: Layout) -> tuple[Any, Any]:
-    """Copy the checkpoint's adapter weights into ``model`` by name; return its Adam moments (m, v) [P]."""
+    """Copy the checkpoint's adapter weights into ``model`` by name; return its Adam moments (m, v) [P].
+
+    The checkpoint folder is first checked against the sha256 its sidecar recorded at the warmup (a replaced
+    or truncated adapter is refused, even one of the same shape), and its numbers must be finite."""
     import torch
     from safetensors.torch import load_file
 
+    verify_artefact(ckpt.path, cache=True)
     weights = load_file(str(ckpt.path / "adapter.safetensors"))
     params = dict(lora_parameters(model))
     flat = flatten_by_name(weights, layout)  # raises on a name mismatch
+    mom = load_file(str(ckpt.path / "optimizer.safetensors"))
+    m, v = flatten_by_name(mom, layout, "exp_avg::"), flatten_by_name(mom, layout, "exp_avg_sq::")
+    for name, t in (("adapter.safetensors", flat), ("optimizer.safetensors (m)", m), ("optimizer.safetensors (v)", v)):
+        if not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(f"{ckpt.path / name.split()[0]}: the warmup checkpoint of epoch {ckpt.epoch} holds "
+                                 f"NaN or inf values in {name}; the warmup diverged: run it again with a lower --lr")
     del flat
     with torch.no_grad():
         for n in layout.names:
             params[n].copy_(weights[n].to(params[n].dtype))
-    mom = load_file(str(ckpt.path / "optimizer.safetensors"))
-    return flatten_by_name(mom, layout, "exp_avg::"), flatten_by_name(mom, layout, "exp_avg_sq::")
+    return m, v
 
 
 
@@ -347,10 +361,44 @@ def encode_rows(tokenizer, records: Sequence[Record], cfg: FeatureConfig) -> lis
     return [encode_record(tokenizer, r, max_length=cfg.max_length, template=cfg.template) for r in records]
 
 
+def check_windows(encoded: Iterable[Encoded], records: Sequence[Record], max_length: int) -> None:
+    """Raise :class:`~g2is_core.data.records.DataError` when windows carry no signal (module doc).
+
+    ``encoded[i]`` is ``records[i]`` encoded (any iterable: it is read once and only a 16-byte digest of
+    each window is kept, so the whole pool can be checked before any work).
+    Empty: no label at a position > 0 (the loss predicts token t from tokens < t, so a response token at
+    position 0 trains nothing; ``max_length`` 0 or 1 leaves every window so). Identical: two records whose
+    messages differ but whose cut windows (tokens and labels) are equal, so their feature rows would be
+    equal (a window cut down to the same response start). Records that are themselves duplicates stay."""
+    import hashlib
+
+    empty, n = [], 0
+    seen: dict[bytes, tuple[int, bool, str]] = {}  # window digest -> (first record, was it cut, its id)
+    for i, e in enumerate(encoded):
+        n += 1
+        if not any(lab != IGNORE for lab in e.labels[1:]):
+            empty.append(e.id)
+            continue
+        cut = bool(e.cut_prompt or e.cut_response)
+        key = hashlib.blake2b(np.asarray(e.input_ids + e.labels, dtype=np.int64).tobytes(), digest_size=16).digest()
+        j, cut_j, id_j = seen.setdefault(key, (i, cut, e.id))
+        if j != i and (cut or cut_j) and records[j].messages != records[i].messages:
+            raise DataError(f"records {id_j!r} and {e.id!r} differ but their windows of {max_length} "
+                            "tokens are the same tokens (the cut removed what tells them apart), so their features "
+                            "would be identical rows. Give a larger --max-length, or drop one of them")
+    if empty:
+        raise DataError(f"{len(empty)} of {n} records have no response token left to learn from in a "
+                        f"window of {max_length} tokens (first: {', '.join(map(repr, empty[:5]))}); their features "
+                        "would be zero rows. Give a larger --max-length, or drop those records")
+
+
 def extract(model, tokenizer, records: Sequence[Record], cfg: FeatureConfig, projector: Projector, *,
             moments=None, method: str = "fast", progress: Progress = no_progress) -> np.ndarray:
-    """Encode ``records`` and return their features [N, d] with the chosen method ("fast" | "reference")."""
+    """Encode ``records`` and return their features [N, d] with the chosen method ("fast" | "reference").
+
+    Windows without signal are refused before any work (:func:`check_windows`)."""
     enc = encode_rows(tokenizer, records, cfg)
+    check_windows(enc, records, cfg.max_length)
     cfg = replace(cfg, bf16=runtime.resolve_bf16(cfg.bf16, next(model.parameters()).device.type,
                                                  what="feature extraction"))
     fn = {"fast": extract_fast, "reference": extract_reference}.get(method)
@@ -412,6 +460,12 @@ def extract_store(loaded: LoadedModel, records: Sequence[Record], warmup: Warmup
                                                                     "shard_rows": shard_rows}))
     ids = [r.id for r in records]
     n = len(records)
+    if not ws.is_complete(d):  # every window before any shard (compute checks its own again)
+        try:
+            check_windows((encode_record(loaded.tokenizer, r, max_length=cfg.max_length, template=cfg.template)
+                           for r in records), records, cfg.max_length)
+        except DataError as exc:
+            raise DataError(f"gradient store {d}: {exc}") from exc
     t0, first = time.time(), [None]
 
     def compute(rows: range) -> np.ndarray:

@@ -162,7 +162,7 @@ def _extract_task(spec: str, model_dtype: str, device: str | None, warmup_dir: s
     writer = StoreWriter.attach(store_dir)
     computed, skipped = [], []
     for j, s in enumerate(shards):
-        if writer.shard_path(s).exists():  # committed by an earlier attempt of this task
+        if writer.is_committed(s):  # committed by an earlier attempt of this task
             skipped.append(s)
             continue
         r = writer.rows(s)
@@ -191,7 +191,7 @@ def extract_store_ray(model_spec: str, records: Sequence, warmup, epoch: int, cf
     from ..models.loading import LoadedModel
     from .extract import FeatureConfig, store_config
     from .projection import ProjectorConfig
-    from .store import SIDECAR, GradientStore, StoreWriter
+    from .store import LOCK, SIDECAR, GradientStore, StoreWriter, store_lock
     from ..workspace import Workspace, hash_config
 
     cfg = cfg or FeatureConfig()
@@ -211,32 +211,38 @@ def extract_store_ray(model_spec: str, records: Sequence, warmup, epoch: int, cf
                                                                     "shard_rows": shard_rows}))
     if (d / SIDECAR).exists():
         return GradientStore.open(d)
-    ids = [r.id for r in records]
-    writer = StoreWriter(d, config, ids, proj.dim, dtype, shard_rows)
-    groups = plan_tasks(writer.pending(), width * max(1, ray_config.tasks_per_worker))
-    remote = ray.remote(_extract_task).options(**opts)
-    futures = {}
-    for grp in groups:
-        a, b = writer.rows(grp[0]).start, writer.rows(grp[-1]).stop
-        fut = remote.remote(model_spec, model_dtype, device, str(warmup.dir), epoch, cfg, proj, method, str(d), grp,
-                            list(records[a:b]), a, crash_marker)
-        futures[fut] = grp
-    t0, n = time.time(), len(ids)
-    results, left = [], list(futures)
-    while left:
-        ready, left = ray.wait(left, num_returns=1, timeout=2.0)
-        results += ray.get(ready)
-        done = sum(len(writer.rows(s)) for s in writer.committed())
-        progress(done / max(1, n), f"epoch {epoch}: {done}/{n} rows on {width} Ray workers, "
-                                   f"{done / max(1e-9, time.time() - t0):.2f} samples/s")
-    computed = sorted(s for r in results for s in r["computed"])
-    if len(computed) != len(set(computed)):
-        raise RuntimeError(f"{d}: a shard was computed twice by successful tasks; this is a bug")
-    store = writer.finalize({"data_hash": data_hash, "data": data_source, "warmup": warmup.key,
-                             "n_params": info["layout"]["n_params"]},
-                            extra={"layout": info["layout"],
-                                   "distributed": {"backend": "ray", "workers": width, "tasks": len(groups),
-                                                   "gpus_per_task": gpt,
-                                                   "skipped_on_retry": sorted(s for r in results for s in r["skipped"])}})
+    d.mkdir(parents=True, exist_ok=True)
+    with store_lock(d):  # one writer per store (the workers commit under the driver's lock)
+        if (d / SIDECAR).exists():
+            return GradientStore.open(d)
+        ids = [r.id for r in records]
+        writer = StoreWriter(d, config, ids, proj.dim, dtype, shard_rows)
+        writer.check_shards()  # a damaged shard is pending again
+        groups = plan_tasks(writer.pending(), width * max(1, ray_config.tasks_per_worker))
+        remote = ray.remote(_extract_task).options(**opts)
+        futures = {}
+        for grp in groups:
+            a, b = writer.rows(grp[0]).start, writer.rows(grp[-1]).stop
+            fut = remote.remote(model_spec, model_dtype, device, str(warmup.dir), epoch, cfg, proj, method, str(d), grp,
+                                list(records[a:b]), a, crash_marker)
+            futures[fut] = grp
+        t0, n = time.time(), len(ids)
+        results, left = [], list(futures)
+        while left:
+            ready, left = ray.wait(left, num_returns=1, timeout=2.0)
+            results += ray.get(ready)
+            done = sum(len(writer.rows(s)) for s in writer.committed())
+            progress(done / max(1, n), f"epoch {epoch}: {done}/{n} rows on {width} Ray workers, "
+                                       f"{done / max(1e-9, time.time() - t0):.2f} samples/s")
+        computed = sorted(s for r in results for s in r["computed"])
+        if len(computed) != len(set(computed)):
+            raise RuntimeError(f"{d}: a shard was computed twice by successful tasks; this is a bug")
+        store = writer.finalize({"data_hash": data_hash, "data": data_source, "warmup": warmup.key,
+                                 "n_params": info["layout"]["n_params"]},
+                                extra={"layout": info["layout"],
+                                       "distributed": {"backend": "ray", "workers": width, "tasks": len(groups),
+                                                       "gpus_per_task": gpt,
+                                                       "skipped_on_retry": sorted(s for r in results for s in r["skipped"])}})
+        (d / LOCK).unlink(missing_ok=True)
     progress(1.0, f"epoch {epoch}: {n} rows in {store.dir.name} (Ray, {width} workers)")
     return store

@@ -3,7 +3,9 @@
 Layout of one store (``<workspace>/grads/<key>/``)::
 
     plan.json                 what is being extracted: config hash, row count, shard size, ids hash
-    shards/shard-000000.npy   rows [0, S), committed by atomic rename (present = committed)
+    .lock                     held (flock) by the one process writing the store; gone once it is finished
+    shards/shard-000000.npy   rows [0, S), written by atomic rename
+    shards/shard-000000.json  its size and sha256, written after it: present = the shard is committed
     features.npy              [N, d] fp16|fp32, written after the last shard (np.load(mmap_mode="r"))
     sidecar.json              written LAST: model identity, LoRA, checkpoint (+ weight), projector,
                               feature kind, data hash, n_rows, record ids in row order, dtype, code
@@ -14,23 +16,42 @@ instant (kill -9) leaves only whole shards; the next run skips them and computes
 shard is a deterministic function of its rows (fixed batches inside it), so the resumed store
 equals an uninterrupted one bit for bit (same threads and hardware). Finalising copies shard by
 shard into a memmap, so memory does not grow with N.
+
+Damage and concurrency. A committed shard whose bytes no longer match its recorded size and sha256
+(a truncated file, a disk error) is named, removed and computed again by the same run (checked when a
+run resumes and again while finalising). A shard with NaN/inf rows is never committed: the error names
+the store and the records. Two processes writing one store take turns on ``.lock``: the second waits
+(and says so), then finds the store finished and reuses it, so no shard is ever written into a finished
+store. A finished store is checked against the sha256 its sidecar records when opened (once per change
+on disk: :func:`g2is_core.workspace.verify_artefact` with ``cache``).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ..workspace import SIDECAR, Workspace, atomic_path, hash_config, hash_strings, read_json, read_sidecar, \
-    write_json, write_npy, write_sidecar
+from ..linalg import NonFiniteError
+from ..workspace import SIDECAR, ArtefactError, Workspace, atomic_path, exclusive_lock, hash_config, hash_file, \
+    hash_strings, mark_verified, read_json, read_sidecar, verify_artefact, write_json, write_npy, write_sidecar
 
 KIND = "grads"
 DTYPES = {"fp16": np.float16, "fp32": np.float32}
 # Fields of the sidecar config that must agree before two stores' features may be compared.
 COMPARABLE = ("model_key", "lora", "projector", "checkpoint")
+# ... and, for the stores of ONE side (the pool's checkpoints, or the target's), what may differ: only the
+# checkpoint's epoch, step and weight. The feature kind (adam/sgd) and its settings must agree too.
+SAME_SIDE = ("model_key", "lora", "projector", "checkpoint", "kind", "features")
+# Feature settings that change only the batching (or float rounding), not the function: may differ.
+_BATCHING = ("batch_tokens", "max_batch", "bf16", "proj_rows", "grad_buffer_mb")
+LOCK = ".lock"
 
 
 @dataclass
@@ -52,6 +73,7 @@ class GradientStore:
         meta = read_sidecar(d)
         if meta.get("kind") != KIND:
             raise ValueError(f"{d}: a {meta.get('kind')!r} artefact, not a gradient store")
+        verify_artefact(d, cache=True)  # a truncated or replaced features.npy is named here, not used
         feats = np.load(d / "features.npy", mmap_mode="r")
         if feats.shape[0] != meta["inputs"]["n_rows"]:
             raise ValueError(f"{d}: features.npy has {feats.shape[0]} rows but the sidecar says "
@@ -104,18 +126,10 @@ def _describe(v: Any) -> str:
     return s if len(s) <= 80 else s[:77] + "..."
 
 
-def check_compatible(a: GradientStore | dict[str, Any], b: GradientStore | dict[str, Any]) -> None:
-    """Raise ValueError naming every differing field when features of ``a`` and ``b`` are not comparable.
-
-    Comparable = same model, LoRA configuration, projector (family, seed, dim, block; kind and s, a
-    store without a kind being dense) and
-    checkpoint (warmup and epoch). The feature kind (adam for the pool, sgd for targets) and the
-    data may differ: that is the LESS use.
-    """
-    ca = a.config if isinstance(a, GradientStore) else a["config"]
-    cb = b.config if isinstance(b, GradientStore) else b["config"]
+def _differences(ca: dict[str, Any], cb: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
+    """"field: a vs b" for every field of ``fields`` that differs (dict fields by sub-key)."""
     diffs = []
-    for f in COMPARABLE:
+    for f in fields:
         va, vb = ca.get(f), cb.get(f)
         if f == "checkpoint":  # the weight and path are descriptive; the identity is warmup + epoch
             va = {k: (va or {}).get(k) for k in ("warmup", "epoch", "step")}
@@ -128,11 +142,53 @@ def check_compatible(a: GradientStore | dict[str, Any], b: GradientStore | dict[
                 diffs += [f"{f}.{k}: {_describe(va.get(k))} vs {_describe(vb.get(k))}" for k in keys]
             else:
                 diffs.append(f"{f}: {_describe(va)} vs {_describe(vb)}")
+    return diffs
+
+
+def _name(s: GradientStore | dict[str, Any], default: str) -> str:
+    return s.dir.name if isinstance(s, GradientStore) else default
+
+
+def check_compatible(a: GradientStore | dict[str, Any], b: GradientStore | dict[str, Any]) -> None:
+    """Raise :class:`ArtefactError` (a ValueError) naming every differing field when features of ``a`` and
+    ``b`` are not comparable.
+
+    Comparable = same model, LoRA configuration, projector (family, seed, dim, block; kind and s, a
+    store without a kind being dense) and
+    checkpoint (warmup and epoch). The feature kind (adam for the pool, sgd for targets) and the
+    data may differ: that is the LESS use.
+    """
+    ca = a.config if isinstance(a, GradientStore) else a["config"]
+    cb = b.config if isinstance(b, GradientStore) else b["config"]
+    diffs = _differences(ca, cb, COMPARABLE)
     if diffs:
-        na = a.dir.name if isinstance(a, GradientStore) else "first"
-        nb = b.dir.name if isinstance(b, GradientStore) else "second"
-        raise ValueError(f"gradient stores {na} and {nb} are not comparable (" + "; ".join(diffs) + "). Extract "
-                         "both with the same model, LoRA warmup checkpoint and projector (seed and dim).")
+        raise ArtefactError(f"gradient stores {_name(a, 'first')} and {_name(b, 'second')} are not comparable ("
+                            + "; ".join(diffs) + "). Extract both with the same model, LoRA warmup checkpoint and "
+                            "projector (seed and dim).")
+
+
+def check_same_side(stores: list[GradientStore | dict[str, Any]], side: str = "pool") -> None:
+    """Raise :class:`ArtefactError` when the stores given for one side (one per warmup checkpoint) were not
+    made by one extraction setting: same model, LoRA, warmup, projector (seed, dim, kind), feature kind and
+    feature settings; only the checkpoint's epoch may differ. Mixing them would add cosines of different
+    spaces (``--train-store`` from two warmups, or two projection seeds) without any error."""
+    if len(stores) < 2:
+        return
+
+    def cfg(s: GradientStore | dict[str, Any]) -> dict[str, Any]:
+        c = dict(s.config if isinstance(s, GradientStore) else s["config"])
+        if isinstance(c.get("features"), dict):
+            c["features"] = {k: v for k, v in c["features"].items() if k not in _BATCHING}
+        return c
+
+    first = cfg(stores[0])
+    for s in stores[1:]:
+        diffs = [d for d in _differences(first, cfg(s), SAME_SIDE)
+                 if not d.startswith(("checkpoint.epoch:", "checkpoint.step:"))]
+        if diffs:
+            raise ArtefactError(f"the {side} stores {_name(stores[0], 'first')} and {_name(s, 'second')} were not "
+                                "made by one extraction (" + "; ".join(diffs) + "); give one store per checkpoint "
+                                "of the same warmup, extracted with the same projector (seed and dim) and settings.")
 
 
 class StoreWriter:
@@ -174,8 +230,7 @@ class StoreWriter:
         w = cls.__new__(cls)
         w.dir, w.config, w.ids = d, None, None
         w.dim, w.dtype, w.shard_rows, w.n_rows = int(plan["dim"]), plan["dtype"], int(plan["shard_rows"]), int(plan["n_rows"])
-        w.shard_dir = d / "shards"
-        w.shard_dir.mkdir(exist_ok=True)
+        w.shard_dir = d / "shards"  # made by the first commit (never in a store finished meanwhile)
         return w
 
     @property
@@ -188,20 +243,76 @@ class StoreWriter:
     def shard_path(self, shard: int) -> Path:
         return self.shard_dir / f"shard-{shard:06d}.npy"
 
+    def _record_path(self, shard: int) -> Path:
+        return self.shard_dir / f"shard-{shard:06d}.json"
+
+    def is_committed(self, shard: int) -> bool:
+        """The shard and its checksum record exist (the record is written after the shard, so a kill between
+        the two leaves an uncommitted shard, computed again)."""
+        return self._record_path(shard).exists() and self.shard_path(shard).exists()
+
     def committed(self) -> list[int]:
-        return [i for i in range(self.n_shards) if self.shard_path(i).exists()]
+        return [i for i in range(self.n_shards) if self.is_committed(i)]
 
     def pending(self) -> list[int]:
-        return [i for i in range(self.n_shards) if not self.shard_path(i).exists()]
+        return [i for i in range(self.n_shards) if not self.is_committed(i)]
+
+    def _damage(self, shard: int, data: bytes | None = None) -> str | None:
+        """Why committed ``shard`` does not match its record (size, sha256), or None when it does."""
+        try:
+            want = read_json(self._record_path(shard))
+            got = len(data) if data is not None else self.shard_path(shard).stat().st_size
+            if got != want.get("bytes"):
+                return f"{got} bytes instead of {want.get('bytes')}"
+            sha = hashlib.sha256(data).hexdigest() if data is not None else hash_file(self.shard_path(shard))
+            return None if sha == want.get("sha256") else "its sha256 differs from the one recorded at commit"
+        except (OSError, ValueError) as exc:
+            return f"unreadable ({exc})"
+
+    def _drop(self, shard: int) -> None:
+        for p in (self._record_path(shard), self.shard_path(shard)):
+            p.unlink(missing_ok=True)
+
+    def check_shards(self) -> list[str]:
+        """Verify every committed shard against its recorded size and sha256; a damaged one (truncated,
+        overwritten) is removed, so it is pending again. Returns "shard-NNNNNN.npy (why)" for each."""
+        damaged = []
+        for i in self.committed():
+            why = self._damage(i)
+            if why is not None:
+                damaged.append(f"{self.shard_path(i).name} ({why})")
+                self._drop(i)
+        return damaged
 
     def write_shard(self, shard: int, rows: np.ndarray) -> None:
+        """Commit ``rows`` [len(rows(shard)), dim] as ``shard``: refused (nothing written) when a row holds NaN
+        or inf, or when the store is already finished (a late writer must not leave files in it)."""
         want = (len(self.rows(shard)), self.dim)
         if rows.shape != want:
             raise ValueError(f"shard {shard}: got rows of shape {rows.shape}, expected {want}")
-        write_npy(self.shard_path(shard), rows.astype(DTYPES[self.dtype]))
+        arr = np.ascontiguousarray(rows, dtype=DTYPES[self.dtype])
+        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        if len(bad):
+            r = self.rows(shard)
+            who = ([self.ids[r.start + int(b)] for b in bad[:5]] if self.ids is not None
+                   else [r.start + int(b) for b in bad[:5]])
+            raise NonFiniteError(
+                f"gradient store {self.dir}: {len(bad)} of the {len(r)} feature rows of shard {shard} are NaN or "
+                f"inf ({'records' if self.ids is not None else 'rows'} {', '.join(map(str, who))}"
+                f"{', ...' if len(bad) > 5 else ''}); the shard was not written. The warmup checkpoint or the "
+                "model gives non-finite gradients: check the warmup's loss, run a new warmup with a lower --lr, "
+                "or drop --bf16")
+        if (self.dir / SIDECAR).exists():
+            raise ArtefactError(f"gradient store {self.dir} was finished by another process while this one computed "
+                                f"shard {shard}; nothing was written: use the finished store")
+        write_npy(self.shard_path(shard), arr)
+        write_json(self._record_path(shard), {"bytes": self.shard_path(shard).stat().st_size,
+                                              "sha256": hash_file(self.shard_path(shard)),
+                                              "rows": [self.rows(shard).start, self.rows(shard).stop]})
 
     def finalize(self, inputs: dict[str, Any], extra: dict[str, Any] | None = None) -> GradientStore:
-        """Copy the shards into ``features.npy`` (streaming), write the sidecar last, drop the shards."""
+        """Copy the shards into ``features.npy`` (streaming, each checked against its recorded sha256), write
+        the sidecar last, drop the shards."""
         if self.ids is None:
             raise ValueError(f"{self.dir}: a writer attached to the plan cannot finalise; the one that made the plan does")
         missing = self.pending()
@@ -212,13 +323,41 @@ class StoreWriter:
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPES[self.dtype], shape=(len(self.ids), self.dim))
             for i in range(self.n_shards):
                 r = self.rows(i)
-                mm[r.start: r.stop] = np.load(self.shard_path(i), allow_pickle=False)
+                data = self.shard_path(i).read_bytes()
+                why = self._damage(i, data)
+                if why is not None:
+                    self._drop(i)
+                    raise ArtefactError(f"gradient store {self.dir}: shard {self.shard_path(i).name} is damaged "
+                                        f"({why}); it was removed: run the same command again to compute it anew")
+                mm[r.start: r.stop] = np.load(io.BytesIO(data), allow_pickle=False)
             mm.flush()
             del mm
         write_sidecar(self.dir, KIND, self.config, inputs={**inputs, "n_rows": len(self.ids)},
                       extra={"ids": self.ids, **(extra or {})})
+        mark_verified(self.dir)  # just hashed by write_sidecar: the first open need not hash it again
         shutil.rmtree(self.shard_dir, ignore_errors=True)
         return GradientStore.open(self.dir)
+
+
+def _say(message: str) -> None:
+    """One line on stderr (as :func:`g2is_core.runtime.resolve_precision` does): what a long run should know."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def store_lock(directory: Path):
+    """The one writer of a store at a time (:func:`g2is_core.workspace.exclusive_lock` on ``<store>/.lock``);
+    a second one says that it waits, and waits."""
+    def waiting() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = (directory / LOCK).read_text().strip()
+            _say(f"gradient store {directory} is being written by another process (pid {pid}); waiting for it "
+                 "to finish (its result is reused)")
+            return
+        _say(f"gradient store {directory} is being written by another process; waiting for it to finish")
+
+    with exclusive_lock(directory / LOCK, on_wait=waiting):
+        yield
 
 
 def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], dim: int,
@@ -228,20 +367,41 @@ def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], d
     """Create or resume a store: ``compute(rows)`` -> [len(rows), dim] for each pending shard, then finalise.
 
     ``on_shard(rows_done, n_rows, shard)`` is called after each commit (progress). A finished store
-    with the same directory is returned as is.
+    with the same directory is returned as is. One process writes a store at a time (:func:`store_lock`);
+    a committed shard found damaged on resume is named on stderr and computed again. An error of the data
+    or the numbers (:class:`~g2is_core.data.records.DataError`, :class:`~g2is_core.linalg.NonFiniteError`)
+    raised by ``compute`` reaches the caller with the store named.
     """
+    from ..data.records import DataError
+
     d = Path(directory)
     if (d / SIDECAR).exists():
         return GradientStore.open(d)
-    w = StoreWriter(d, config, ids, dim, dtype, shard_rows)
-    done = sum(len(w.rows(i)) for i in w.committed())
-    for shard in w.pending():
-        r = w.rows(shard)
-        w.write_shard(shard, np.asarray(compute(r)))
-        done += len(r)
-        if on_shard:
-            on_shard(done, len(ids), shard)
-    return w.finalize(inputs, extra)
+    d.mkdir(parents=True, exist_ok=True)
+    with store_lock(d):
+        if (d / SIDECAR).exists():  # finished by the writer this one waited for
+            return GradientStore.open(d)
+        w = StoreWriter(d, config, ids, dim, dtype, shard_rows)
+        damaged = w.check_shards()
+        if damaged:
+            _say(f"gradient store {d}: {len(damaged)} committed shard(s) were damaged and are computed again: "
+                 + ", ".join(damaged[:5]) + (", ..." if len(damaged) > 5 else ""))
+        done = sum(len(w.rows(i)) for i in w.committed())
+        for shard in w.pending():
+            r = w.rows(shard)
+            try:
+                rows = np.asarray(compute(r))
+            except (DataError, NonFiniteError) as exc:
+                if str(d) in str(exc):
+                    raise
+                raise type(exc)(f"gradient store {d}: {exc}") from exc
+            w.write_shard(shard, rows)
+            done += len(r)
+            if on_shard:
+                on_shard(done, len(ids), shard)
+        store = w.finalize(inputs, extra)
+        (d / LOCK).unlink(missing_ok=True)  # finished: the lock has nothing left to guard
+    return store
 
 
 def list_stores(workspace: Workspace | None = None, *, data_hash: str | None = None) -> list[tuple[Path, dict[str, Any]]]:

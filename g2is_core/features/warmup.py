@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 from .. import runtime
 from ..data.encoding import TEMPLATES
 from ..data.records import Record
+from ..linalg import NonFiniteError
 from ..models.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
 from ..models.lora import LESS_LORA, SMALL_LORA, LoraSettings, attach_lora
 from ..progress import Progress, no_progress
 from ..settings import FRACTION, POSITIVE_INT, check_choice, check_rules
-from ..workspace import Workspace, hash_config, read_sidecar, write_sidecar
+from ..workspace import Workspace, hash_config, read_sidecar, verify_artefact, write_sidecar
 
 if TYPE_CHECKING:  # annotations only: loading pulls in the download machinery
     from ..models.loading import LoadedModel
@@ -137,7 +138,12 @@ def warmup(loaded: LoadedModel, records: Sequence[Record], cfg: WarmupConfig = W
     peft_model = attach_lora(loaded.model, cfg.lora)
     loaded.model = peft_model
     tcfg = cfg.train_config()
-    res = train(peft_model, enc, tcfg, pad_id=loaded.tokenizer.pad_token_id, out_dir=d, progress=progress)
+    try:
+        res = train(peft_model, enc, tcfg, pad_id=loaded.tokenizer.pad_token_id, out_dir=d, progress=progress)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"warmup {d}: {exc}") from exc
+    check_finite_checkpoints(d, cfg.epochs)
+    check_final_loss(peft_model, enc, tcfg, loaded.tokenizer.pad_token_id, d)
     weights = checkpoint_weights(len(enc), cfg)
     spe = steps_per_epoch(len(enc), tcfg)
     total = total_steps(len(enc), tcfg)
@@ -154,9 +160,51 @@ def warmup(loaded: LoadedModel, records: Sequence[Record], cfg: WarmupConfig = W
     return load_warmup(d)
 
 
+def check_finite_checkpoints(directory: Path, epochs: int) -> None:
+    """Every epoch's adapter and Adam moments hold finite numbers (a last step can overflow the weights with
+    a finite loss: nothing after it would notice). Raises :class:`~g2is_core.linalg.NonFiniteError` naming
+    the file and the epoch; the warmup is then not marked finished."""
+    import torch
+    from safetensors.torch import load_file
+
+    for e in range(1, epochs + 1):
+        for name in ("adapter.safetensors", "optimizer.safetensors"):
+            f = directory / f"epoch-{e}" / name
+            bad = [k for k, t in load_file(str(f)).items() if not bool(torch.isfinite(t).all())]
+            if bad:
+                raise NonFiniteError(f"warmup {directory}: {f.relative_to(directory)} (epoch {e}) holds NaN or inf "
+                                     f"in {len(bad)} tensor(s) (first: {bad[0]}); the warmup diverged. Lower the "
+                                     "learning rate (--lr) and run it again (with --out: into a new directory)")
+
+
+def check_final_loss(model, enc, tcfg, pad_id: int, directory: Path) -> None:
+    """The loss of the final weights on the first batch of the warmup's data is finite.
+
+    Why: the loop checks each step's loss BEFORE its update, so the weights of the last step are never
+    used by it; a last step can leave finite but absurd weights (``--lr 1e30`` on a one-step warmup gives
+    adapters of 1e30 and NaN features later). One forward pass without gradients."""
+    import math
+
+    import torch
+
+    from ..data.encoding import collate
+    from ..models import lm_ops
+
+    dev = next(model.parameters()).device.type
+    model.eval()
+    with torch.no_grad():
+        loss = float(lm_ops.token_mean_loss(model, collate(list(enc[: tcfg.batch_size]), pad_id, dev)))
+    if not math.isfinite(loss):
+        raise NonFiniteError(f"warmup {directory}: the weights after its last step give a loss of {loss} on its own "
+                             "data (the last step diverged); lower the learning rate (--lr) and run it again (with "
+                             "--out: into a new directory)")
+
+
 def load_warmup(directory: str | Path) -> Warmup:
     d = Path(directory)
     meta = read_sidecar(d)
+    if meta.get("kind") == "warmup":
+        verify_artefact(d, cache=True)  # each checkpoint folder is checked where it is used (extraction)
     if meta.get("kind") != "warmup":
         raise ValueError(f"{d} is not a warmup (its sidecar says {meta.get('kind')!r}); give a `g2is warmup` output")
     wc = dict(meta["config"]["warmup"])

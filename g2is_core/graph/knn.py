@@ -44,6 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import workspace as ws
+from ..linalg import check_finite_rows
 
 METHODS = ("exact", "hnsw", "ivf")
 EDGE_TYPES = ("train-train", "core-train")
@@ -65,6 +66,7 @@ def _check_inputs(features: np.ndarray, k: int) -> np.ndarray:
         raise ValueError(f"k must be a positive whole number; got {k!r}")
     if k >= n:
         raise ValueError(f"k={k} neighbours needs more than k examples, but there are only N={n}; use k < N")
+    check_finite_rows(x, "graph features")
     return x
 
 

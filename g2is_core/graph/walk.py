@@ -54,6 +54,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import workspace as ws
+from ..linalg import check_finite_rows
 
 SOURCES = ("anchor", "local", "fallback")
 
@@ -443,6 +444,7 @@ def _walk(train, core, neighbors, B, *, ratio, delta, anchors_top, chunk, max_ch
         raise ValueError(f"train features must be a 2-D array [N, d]; got shape {x.shape}")
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float32)
+    check_finite_rows(x, "train features of the walk")
     n, d = x.shape
     nbrs = np.asarray(neighbors)
     if nbrs.ndim != 2 or nbrs.shape[0] != n:

@@ -317,6 +317,29 @@ def _dir_content_hash(d: Path) -> str:
     return digest
 
 
+def check_loading_info(model, info: dict[str, Any], directory: Path) -> None:
+    """Raise :class:`ModelError` when the weight files of ``directory`` lack tensors the model needs (or hold
+    them in another shape): transformers would only warn that they were "newly initialized" and the model
+    would load and generate with random layers. A missing tensor tied to a loaded one (a tied LM head) is
+    not missing. Unexpected extra tensors are ignored (buffers of other versions)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    params.update(dict(model.named_buffers(remove_duplicate=False)))
+    missing = set(info.get("missing_keys") or ())
+    loaded_ptrs = {t.data_ptr() for n, t in params.items() if n not in missing}
+    missing = sorted(n for n in missing if n not in params or params[n].data_ptr() not in loaded_ptrs)
+    mismatched = sorted(str(m[0] if isinstance(m, (tuple, list)) else m) for m in info.get("mismatched_keys") or ())
+    if missing or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} weight tensor(s) are missing ({', '.join(missing[:4])}"
+                         f"{', ...' if len(missing) > 4 else ''})")
+        if mismatched:
+            parts.append(f"{len(mismatched)} have another shape than config.json says ({', '.join(mismatched[:4])})")
+        raise ModelError(f"{directory}: the weight files do not hold the whole model: " + "; ".join(parts)
+                         + ". The directory is incomplete or damaged; copy it again (or fetch / convert the model "
+                         "again)")
+
+
 def resolve_spec(spec: str | Path | None) -> str:
     return "default" if spec in (None, "", "default") else str(spec)
 
@@ -376,14 +399,21 @@ def load_model(spec: str | Path | None = "default", *, dtype: str = "fp32", devi
     (progress or _no_progress)(0.9, f"loading {d.name}")
     try:
         tok = AutoTokenizer.from_pretrained(str(d))
-        model = AutoModelForCausalLM.from_pretrained(str(d), dtype=runtime.torch_dtype(dtype))
+        model, info = AutoModelForCausalLM.from_pretrained(str(d), dtype=runtime.torch_dtype(dtype),
+                                                           output_loading_info=True)
     except OSError as exc:
         raise ModelError(f"{d}: the weights or tokenizer could not be read ({str(exc).splitlines()[0]}); "
                          "the files may be corrupt: delete the directory and fetch or convert again") from exc
+    except RuntimeError as exc:
+        if "mismatch" not in str(exc):
+            raise
+        raise ModelError(f"{d}: a weight tensor has another shape than config.json says ({str(exc).splitlines()[0]}); "
+                         "the directory mixes files of two models: copy it again (or fetch / convert again)") from exc
     except Exception as exc:  # safetensors raises its own error types on corrupt headers
         if type(exc).__name__ in ("SafetensorError", "HeaderTooLarge", "HeaderTooSmall", "InvalidHeader") or "safetensors" in repr(type(exc)):
             raise ModelError(f"{d}: corrupted safetensors file ({exc}); delete it and fetch or convert again") from exc
         raise
+    check_loading_info(model, info, d)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.generation_config.pad_token_id = tok.pad_token_id

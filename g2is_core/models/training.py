@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 from .. import runtime
 from ..data.encoding import Encoded, collate
 from ..models import lm_ops
+from ..linalg import NonFiniteError
 from ..models.lora import lora_parameters
 from ..progress import Progress, no_progress
 from ..settings import (HALF_OPEN_UNIT, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
@@ -264,8 +265,14 @@ def train(model, examples: Sequence[Encoded], cfg: TrainConfig, *, pad_id: int, 
             step_loss += float(loss.detach())
             n_seen += len(idx)
             n_micro += 1
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+        # A NaN/inf loss or gradient would make every weight NaN at opt.step() and the run would end "fine";
+        # stop before the step (the last resume checkpoint stays finite).
+        if not math.isfinite(step_loss) or (grad_norm is not None and not bool(torch.isfinite(grad_norm))):
+            what = f"loss {step_loss / max(1, n_micro):.4g}" if not math.isfinite(step_loss) else "gradient norm inf/NaN"
+            raise NonFiniteError(f"training diverged at step {step + 1} of {total} (epoch {epoch + 1}, learning rate "
+                                 f"{lr:.3g}): {what}; nothing of this step was kept. Lower the learning rate (--lr) "
+                                 "and run again")
         opt.step()
         step += 1
         samples = (losses[-1]["samples"] if losses else 0) + n_seen

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..linalg import unit_rows
+from ..linalg import NonFiniteError, bad_rows, unit_rows
 from ..workspace import hash_array, hash_config
 
 
@@ -76,9 +76,8 @@ class FeatureSet:
     def from_npy(cls, path: str | Path, what: str = "features") -> "FeatureSet":
         """One checkpoint's features from a user's ``.npy`` file [N, d] (``g2is walk``), ids "0".."N-1".
 
-        The file must hold a non-empty 2-D float array without NaN/inf or all-zero rows (a user's
-        matrix has no reason to hold one; a gradient store's may, for a record with no response
-        token left, and keeps it as a zero feature). Rows are L2-normalised once (``unit``)."""
+        The file must hold a non-empty 2-D float array without NaN/inf or all-zero rows (as a gradient
+        store's: :func:`check_store_rows`). Rows are L2-normalised once (``unit``)."""
 
         path = Path(path)
         if not path.is_file():
@@ -96,8 +95,12 @@ class FeatureSet:
                    unit=True)
 
     @classmethod
-    def from_stores(cls, stores: Sequence[Any]) -> "FeatureSet":
-        """From :class:`g2is_core.features.store.GradientStore` objects, one per checkpoint (weights from their sidecars)."""
+    def from_stores(cls, stores: Sequence[Any], side: str = "pool") -> "FeatureSet":
+        """From :class:`g2is_core.features.store.GradientStore` objects, one per checkpoint (weights from their
+        sidecars). They must come from one extraction setting (:func:`~g2is_core.features.store.check_same_side`;
+        ``side`` names them in the message) and hold finite, non-zero rows (:func:`check_store_rows`)."""
+        from ..features.store import check_same_side
+
         stores = list(stores)
         if not stores:
             raise ValueError("no gradient store given; extract features with `g2is grads` first")
@@ -109,6 +112,9 @@ class FeatureSet:
         epochs = [(s.config.get("checkpoint") or {}).get("epoch") for s in stores]
         if len(set(epochs)) != len(epochs):
             raise ValueError(f"two stores are for the same checkpoint (epochs {epochs}); give one store per checkpoint")
+        check_same_side(stores, side)
+        for s in stores:
+            check_store_rows(s)
         weights = [s.weight for s in stores]
         if any(w is None for w in weights):
             weights = [1.0] * len(stores)  # a store without a LESS weight: equal weights
@@ -121,6 +127,21 @@ class FeatureSet:
             a = np.asarray(x if rows is None else x[rows], dtype=np.float32)
             parts.append((a if self.unit else unit_rows(a, zero="keep")) * np.float32(math.sqrt(w)))
         return np.ascontiguousarray(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0])
+
+
+def check_store_rows(store: Any) -> None:
+    """Raise :class:`~g2is_core.linalg.NonFiniteError` naming the store and the records when a store's feature
+    rows hold NaN/inf or are all zeros: the graph would give such a node -inf or arbitrary neighbours and the
+    walk would select from them (stores written before the extraction refused them can hold some).
+    Reads the memmap in blocks."""
+    nonfinite, zero = bad_rows(store.features)
+    for rows, what in ((nonfinite, "NaN or inf"), (zero, "all zeros (no direction)")):
+        if len(rows):
+            ids = store.ids
+            who = ", ".join(repr(ids[int(i)]) for i in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            raise NonFiniteError(f"gradient store {store.dir}: {len(rows)} of {len(store)} feature rows are {what} "
+                                 f"(records {who}); extract the store again (after a new warmup if its loss "
+                                 "diverged, with a larger --max-length if the windows were empty)")
 
 
 def centred_pair(train: FeatureSet, target: FeatureSet) -> tuple[np.ndarray, np.ndarray]:

@@ -88,7 +88,7 @@ def select(method: str, pool: Any, targets: Any, *, ratio: float | None = None, 
     options = m.make_options(**opts)
     t_start = time.perf_counter()
     train = train_features if train_features is not None else (FeatureSet.from_stores(train_stores) if train_stores else None)
-    target = target_features if target_features is not None else (FeatureSet.from_stores(target_stores) if target_stores else None)
+    target = target_features if target_features is not None else (FeatureSet.from_stores(target_stores, "target") if target_stores else None)
     if train is not None and target is not None and train_stores and target_stores:
         pair_features(train, target, train_stores, target_stores)
     ctx = Context(recs, tgts, train, target, workspace)

@@ -237,7 +237,7 @@ def build_graph_artifact(train_stores: Sequence[Any], target_stores: Sequence[An
                              "differ); give the same data spec as to `g2is grads`")
         dhash = data_hash(pool)
         save_dataset(pool, ws)
-    target = FeatureSet.from_stores(target_stores) if target_stores else None
+    target = FeatureSet.from_stores(target_stores, "target") if target_stores else None
     if target is not None:
         pair_features(train, target, train_stores, target_stores)
     check_options(o, train, target)
