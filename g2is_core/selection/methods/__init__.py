@@ -9,3 +9,4 @@ from . import g2is  # noqa: F401
 from . import embedding  # noqa: F401
 from . import bm25  # noqa: F401
 from . import repr  # noqa: F401
+from . import heads  # noqa: F401
