@@ -265,3 +265,55 @@ def test_heads_without_signatures_says_how_to_get_them():
     with pytest.raises(ValueError, match="g2is grads --head-signatures"):
         S.select("heads", _recs(4), _recs(1, "t"), count=1, train_features=train, target_features=target)
     assert S.METHODS["heads"].needs == ("features", "head_signatures")
+
+
+@pytest.mark.real_model
+def test_signatures_on_the_real_model_equal_activation_pattern_alone(default_model):
+    """Acceptance on the default model (SmolLM2-135M, 30 x 9 heads, GQA 9/3) for a few examples: the in-pass
+    signature of each equals activation_pattern of that example alone; the features do not move."""
+    import copy
+
+    lm = copy.copy(default_model)
+    lm.model = copy.deepcopy(default_model.model)        # the session's model stays without LoRA
+    model = prepare_model(lm, LoraSettings(r=8, alpha=32, dropout=0.1))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, p in lora_parameters(model):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    recs = list(tasks.make_pool(0).records[:4])
+    cfg = FeatureConfig(kind="sgd", max_length=128)
+    feats, sig, proj = _extract(lm, model, recs, cfg)
+    assert sig.shape == (4, 30, 9) and sig.min() >= 0 and sig.max() > 0
+    assert np.array_equal(feats, extract(model, lm.tokenizer, recs, cfg, proj))
+    for i, e in enumerate(encode_rows(lm.tokenizer, recs, cfg)):
+        alone = activation_pattern(model, [e], pad_id=lm.tokenizer.pad_token_id).per_sample[0]
+        # batch mates and padding round differently in fp32 (activation_pattern batched vs alone does the same):
+        # measured up to 1.7e-6 of the largest entry
+        assert np.abs(sig[i] - alone).max() <= 1e-5 * alone.max(), i
+
+
+def test_a_spec_with_heads_extracts_signatures_and_selects_from_real_stores(tmp_path, workspace):
+    """The runner reads ``needs`` from the registry: a spec with a heads method gets every store with signatures,
+    and ``heads`` runs on them end to end (the tiny model's stores, both checkpoints)."""
+    import yaml
+
+    from g2is_core.loop.experiment import load_pool, load_target
+    from g2is_core.loop.runner import gradient_stores, needs_head_signatures
+    from g2is_core.loop.spec import load_spec
+
+    spec_d = {"name": "tiny-heads", "model": "tiny", "pool": {"builtin": {"seed": 0, "per_task": 3, "distractors": 6}},
+              "targets": [{"name": "add_reverse", "eval_limit": 2, "n_select": 3}], "methods": ["heads-hybrid", "less"],
+              "ratios": [0.2], "seeds": [0],
+              "selection": {"features": {"dim": 16, "max_length": 64, "warmup": {
+                  "fraction": 0.3, "epochs": 2, "batch_size": 4, "grad_accum": 1, "max_length": 64}}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec_d))
+    spec = load_spec(tmp_path / "s.yaml")
+    assert needs_head_signatures(spec)
+    assert not needs_head_signatures(dataclasses.replace(spec, methods=["less"]))
+    pool, targets = load_pool(spec.pool), load_target(spec.targets[0].select, spec.targets[0].n_select, seed=0)
+    stores = gradient_stores(spec, pool, targets, workspace)
+    assert all(s.has_head_signatures for s in stores["train_stores"] + stores["target_stores"])
+    assert stores["train_stores"][0].head_signatures().shape == (len(pool), 2, 4)
+    sel = S.select("heads", pool, targets, ratio=0.2, workspace=workspace, **stores)
+    assert len(sel) == int(0.2 * len(pool)) and np.isfinite(sel.pool_scores).all()
+    assert sel.inputs["train_store_keys"] == [s.dir.name for s in stores["train_stores"]]   # provenance recorded
