@@ -165,6 +165,8 @@ def _grads_argv(v: dict[str, Any]) -> list[str]:
             "--dim", str(int(v.get("dim") or DEFAULT_DIM))]
     if v.get("bf16"):
         argv.append("--bf16")
+    if v.get("head_signatures"):
+        argv.append("--head-signatures")
     return argv
 
 
@@ -221,6 +223,7 @@ def job_templates() -> list[JobTemplate]:
     Built on call: the defaults are read from the command's settings dataclasses (imported here,
     lazily, so importing this module stays cheap).
     """
+    from ..features.extract import FeatureConfig
     from ..features.projection import DEFAULT_DIM
     from ..features.warmup import WarmupConfig
     from ..heads.study import StudyConfig
@@ -262,7 +265,10 @@ def job_templates() -> list[JobTemplate]:
                     Field("kind", "Features", "choice", "train", choices=["train", "target"]),
                     Field("checkpoint", "Checkpoints", "text", "all"),
                     Field("dim", "Projection dimension", "int", DEFAULT_DIM, min=16, max=16384),
-                    Field("bf16", "bf16 autocast (fp32 with a warning where bf16 is not native)", "bool", False))),
+                    Field("bf16", "bf16 autocast (fp32 with a warning where bf16 is not native)", "bool", False),
+                    Field("head_signatures", "Head signatures (per-record [layer x head] pattern, same pass)",
+                          "bool", FeatureConfig.head_signatures,
+                          help="what the 'heads' selection method and the bridge views read (docs/bridge.md)"))),
         JobTemplate(
             key="head-study",
             label="Head study (activation patterns before and after SFT)",

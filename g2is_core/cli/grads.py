@@ -81,7 +81,7 @@ def _run_grads(args: argparse.Namespace) -> int:
     check_model(args.model)
     cfg = FeatureConfig(kind="adam" if args.kind == "train" else "sgd", max_length=args.max_length,
                         template=args.template, bf16=bool(args.bf16), batch_tokens=args.batch_tokens,
-                        max_batch=args.max_batch)
+                        max_batch=args.max_batch, head_signatures=bool(args.head_signatures))
     with cli_progress(f"grads ({args.kind})") as prog:
         stores = extract_checkpoints(args.model, d.records, w, _epochs(args.checkpoint), cfg,
                                      ProjectorConfig(dim=args.dim, seed=args.proj_seed,
@@ -90,7 +90,9 @@ def _run_grads(args: argparse.Namespace) -> int:
                                      backend=getattr(args, "backend", "local"),
                                      ray_config=RayConfig(address=args.ray_address, workers=args.ray_workers),
                                      method=args.method, dtype=args.dtype, shard_rows=args.shard_rows, progress=prog)
-    print(f"{args.kind} features of {d.description}: {len(d.records)} rows x {args.dim} ({args.dtype}), warmup {w.key}")
+    print(f"{args.kind} features of {d.description}: {len(d.records)} rows x {args.dim} ({args.dtype}), warmup {w.key}"
+          + (f", head signatures {' x '.join(map(str, stores[0].head_signatures().shape[1:]))} (layer x head)"
+             if cfg.head_signatures and stores else ""))
     for s in stores:
         print(f"  epoch {s.config['checkpoint']['epoch']} (weight {s.weight:.4f}): {s.dir}")
     return 0
@@ -146,6 +148,9 @@ def register(sub: Any) -> None:
                    help="fast path: bf16 autocast (fp32 with a warning where bf16 is not native; G2IS_FORCE_BF16=1 "
                         "insists)")
     q.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="stored feature dtype")
+    q.add_argument("--head-signatures", action="store_true", default=FeatureConfig.head_signatures,
+                   help="also store each record's [layer x head] activation pattern (the head signature), taken "
+                        "in the same backward pass as its features (docs/bridge.md; local backend only)")
     q.add_argument("--max-length", type=positive_int, default=FeatureConfig.max_length,
                    help=f"tokens per example (default {FeatureConfig.max_length}; longer ones are cut)")
     q.add_argument("--template", choices=["chat", "plain"], default=FeatureConfig.template,

@@ -37,6 +37,9 @@ def extract_checkpoints(model: str, records: Sequence[Record], warmup: Warmup, e
         raise ValueError(f"warmup {warmup.key} has no checkpoint for epoch(s) {missing}; it has {known}")
     if backend not in ("local", "ray"):
         raise ValueError(f"backend {backend!r}: use local or ray")
+    if backend == "ray" and cfg.head_signatures:
+        raise ValueError("head signatures are taken by the local backend only; drop --backend ray or "
+                         "--head-signatures")
     if backend == "ray":
         from .ray_backend import RayConfig, extract_store_ray
     else:

@@ -35,6 +35,20 @@ Windows that carry no signal are refused before any work (:func:`check_windows`)
 window under ``max_length`` has no response token predicted from a token before it (its gradient is 0,
 its feature a zero row), and different records whose cut windows are the same tokens (their features
 would be identical rows). Either makes the walk select from rows that no longer describe the records.
+
+Head signatures (``FeatureConfig.head_signatures``; docs/bridge.md). The per-example activation
+pattern of heads_method.md Eq. 2 for ONE sample, on the model the features are taken from (the
+warmup checkpoint's LoRA loaded)::
+
+    sig(z)[l, h] = | d loss(z) / d gate[z, l, h] |  at gate = 1                        [L, H]
+
+with a scalar gate on each query head's output before ``o_proj``
+(:func:`g2is_core.models.lm_ops.head_gates`, the same hooks as the activation pattern's gate route).
+The gates are one more leaf of the SAME graph: the backward that gives the LoRA output gradients
+gives dLoss_b/dgate[b] too (the loss is a sum over examples, so gate[b] sees example b only). At
+gate = 1 the forward is bit-identical, so the features do not change. Both paths compute it (the
+reference path from ``loss.backward()`` on a [1, L, H] gate); an example without response tokens
+keeps the zero row, as :func:`g2is_core.heads.patterns.activation_pattern` gives it.
 """
 from __future__ import annotations
 
@@ -61,6 +75,11 @@ if TYPE_CHECKING:  # annotations only: loading pulls in the download machinery
     from ..models.loading import LoadedModel
 
 
+# What a stored head signature is, in the store's sidecar (module doc; docs/bridge.md).
+SIGNATURE_VALUE = ("|d loss(z)/d gate[l,h]| at gate=1 on each query head's output before o_proj: the activation "
+                   "pattern (heads_method.md Eq. 2) of the one example z, on the checkpoint's model")
+
+
 # ----------------------------------------------------------------------------- configs
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -77,6 +96,7 @@ class FeatureConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    head_signatures: bool = False  # also store each example's [layer, head] activation pattern, same backward
 
     def __post_init__(self) -> None:
         # max_length 0 encoded every example as an empty window: identical (zero) rows, walked as if real
@@ -90,10 +110,15 @@ class FeatureConfig:
         return asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """Fields that change the numbers (batching fields do not, beyond float rounding in bf16)."""
+        """Fields that change the numbers (batching fields do not, beyond float rounding in bf16).
+
+        ``head_signatures`` enters only when on: a store with signatures is another artefact (another
+        key), while every store made before the switch existed keeps its key."""
         d = self.to_dict()
         for k in ("proj_rows", "grad_buffer_mb"):
             d.pop(k)
+        if not d["head_signatures"]:
+            d.pop("head_signatures")
         return d
 
 
@@ -166,8 +191,11 @@ def load_checkpoint_into(model, ckpt: Checkpoint, layout: Layout) -> tuple[Any, 
 
 
 # ----------------------------------------------------------------------------- reference path
-def example_gradient_reference(model, enc: Encoded, pad_id: int, layout: Layout):
-    """g [P]: gradient of this example's mean response-token loss (model's own loss, full logits)."""
+def example_gradient_reference(model, enc: Encoded, pad_id: int, layout: Layout, heads=None):
+    """g [P]: gradient of this example's mean response-token loss (model's own loss, full logits).
+
+    ``heads``: a [L, H] float32 array to fill with the example's head signature (module doc) from the
+    same ``loss.backward()`` (a [1, L, H] gate leaf); left as is (zeros) without response tokens."""
     import torch
 
     params = dict(lora_parameters(model))
@@ -175,24 +203,32 @@ def example_gradient_reference(model, enc: Encoded, pad_id: int, layout: Layout)
         return torch.zeros(layout.total)
     dev = next(model.parameters()).device
     model.zero_grad(set_to_none=True)
-    loss = model(**collate([enc], pad_id, str(dev))).loss
+    gate = None if heads is None else torch.ones(1, *heads.shape, device=dev, requires_grad=True)
+    with lm_ops.hooks(pre=lm_ops.head_gates(model, gate) if gate is not None else ()):
+        loss = model(**collate([enc], pad_id, str(dev))).loss
     loss.backward()
     g = torch.cat([params[n].grad.detach().float().reshape(-1).cpu() for n in layout.names])
+    if gate is not None:
+        heads[...] = gate.grad[0].abs().float().cpu().numpy()
     model.zero_grad(set_to_none=True)
     return g
 
 
 def extract_reference(model, encoded: Sequence[Encoded], cfg: FeatureConfig, projector: Projector, *, pad_id: int,
-                      moments: tuple[Any, Any] | None = None, progress: Progress = no_progress) -> np.ndarray:
-    """Features [N, d] fp32, one example at a time (module doc). ``moments`` = (m, v) for kind "adam"."""
+                      moments: tuple[Any, Any] | None = None, heads: np.ndarray | None = None,
+                      progress: Progress = no_progress) -> np.ndarray:
+    """Features [N, d] fp32, one example at a time (module doc). ``moments`` = (m, v) for kind "adam".
+
+    ``heads``: an [N, L, H] float32 array filled with the head signatures from the same backwards."""
     import torch
 
     layout = lora_layout(model)
     _check_kind(cfg, moments)
+    _check_heads(model, heads, len(encoded))
     model.eval()  # dropout off: the feature is the gradient of the deterministic model (docs)
     out = np.zeros((len(encoded), projector.cfg.dim), dtype=np.float32)
     for i, e in enumerate(encoded):
-        g = example_gradient_reference(model, e, pad_id, layout)
+        g = example_gradient_reference(model, e, pad_id, layout, None if heads is None else heads[i])
         if cfg.kind == "adam":
             g = adam_direction(g, moments[0], moments[1], cfg.beta1, cfg.beta2, cfg.eps)
         x = torch.zeros(projector.cfg.dim)
@@ -201,6 +237,18 @@ def extract_reference(model, encoded: Sequence[Encoded], cfg: FeatureConfig, pro
         out[i] = unit_rows(x, zero="keep").numpy()  # g = 0 (no response token) stays the zero row
         progress((i + 1) / len(encoded), f"{i + 1}/{len(encoded)}")
     return out
+
+
+def head_dims(model) -> tuple[int, int]:
+    """(L, H): layers and query heads, the shape of one head signature."""
+    cfg = lm_ops.unwrap(model).config
+    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+
+
+def _check_heads(model, heads, n: int) -> None:
+    if heads is not None and (heads.shape != (n, *head_dims(model)) or heads.dtype != np.float32):
+        raise ValueError(f"the head-signature buffer must be float32 {(n, *head_dims(model))}; got "
+                         f"{heads.dtype} {heads.shape}")
 
 
 def _check_kind(cfg: FeatureConfig, moments) -> None:
@@ -261,19 +309,29 @@ class _LoraTap:
         self.x, self.h, self.y = [None] * n, [None] * n, [None] * n
 
 
-def batch_gradients(model, tap: _LoraTap, layout: Layout, batch: dict[str, Any], out, *, bf16: bool = False) -> None:
+def batch_gradients(model, tap: _LoraTap, layout: Layout, batch: dict[str, Any], out, *, bf16: bool = False,
+                    heads: bool = False):
     """Write each example's LoRA gradient g_b [P] into ``out[b]`` (fp32 [B, P]) with ONE backward.
 
     The loss is sum_b mean-loss_b, so d loss / d y_b involves example b only; padding positions get
     zero output-gradient (no label there, causal attention) and are also masked explicitly.
+    ``heads``: also return the head signatures [B, L, H] (fp32, on the batch's device) from the same
+    backward, the gates being one more leaf of the graph (module doc); else None.
     """
     import torch
 
     dev_type = batch["input_ids"].device.type
     tap.clear()
-    with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=bf16):
+    gate = None
+    if heads:
+        gate = torch.ones(batch["input_ids"].shape[0], *head_dims(model), device=batch["input_ids"].device,
+                          requires_grad=True)
+    with lm_ops.hooks(pre=lm_ops.head_gates(model, gate) if gate is not None else ()), \
+            torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=bf16):
         loss = lm_ops.response_loss(model, batch)[0].sum()
-    gys = torch.autograd.grad(loss, tap.y, allow_unused=True)
+    grads = torch.autograd.grad(loss, [*tap.y, gate] if gate is not None else tap.y, allow_unused=True)
+    gys = grads[: len(tap.y)]
+    sig = None if gate is None else grads[-1].detach().abs().float()
     mask = batch["attention_mask"].unsqueeze(-1)          # [B, T, 1]
     with torch.no_grad(), torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=bf16):
         for i, (a_name, b_name, _a, b_mod) in enumerate(tap.mods):
@@ -291,6 +349,7 @@ def batch_gradients(model, tap: _LoraTap, layout: Layout, batch: dict[str, Any],
             out[:, layout.slice(b_name)] = g_b.reshape(g_b.shape[0], -1).float()
             out[:, layout.slice(a_name)] = g_a.reshape(g_a.shape[0], -1).float()
     tap.clear()
+    return sig
 
 
 def project_rows(G, projector: Projector, cfg: FeatureConfig, moments=None):
@@ -313,12 +372,17 @@ def group_rows(cfg: FeatureConfig, n_params: int) -> int:
 
 
 def extract_fast(model, encoded: Sequence[Encoded], cfg: FeatureConfig, projector: Projector, *, pad_id: int,
-                 moments: tuple[Any, Any] | None = None, progress: Progress = no_progress) -> np.ndarray:
-    """Features [N, d] fp32 in input order (module doc). Same function as :func:`extract_reference`."""
+                 moments: tuple[Any, Any] | None = None, heads: np.ndarray | None = None,
+                 progress: Progress = no_progress) -> np.ndarray:
+    """Features [N, d] fp32 in input order (module doc). Same function as :func:`extract_reference`.
+
+    ``heads``: an [N, L, H] float32 array filled, in input order, with the head signatures from the
+    same backwards (module doc); rows without response tokens are left as they are (zeros)."""
     import torch
 
     layout = lora_layout(model)
     _check_kind(cfg, moments)
+    _check_heads(model, heads, len(encoded))
     model.eval()
     dev = next(model.parameters()).device
     cfg = replace(cfg, bf16=runtime.resolve_bf16(cfg.bf16, dev.type, what="feature extraction"))
@@ -339,8 +403,10 @@ def extract_fast(model, encoded: Sequence[Encoded], cfg: FeatureConfig, projecto
                     continue
                 batch = collate([sub[j] for j in live], pad_id, str(dev))
                 gb = torch.zeros(len(live), layout.total, device=dev)
-                batch_gradients(model, tap, layout, batch, gb, bf16=cfg.bf16)
+                sig = batch_gradients(model, tap, layout, batch, gb, bf16=cfg.bf16, heads=heads is not None)
                 G[live] = gb.cpu()
+                if sig is not None:
+                    heads[[grp[j] for j in live]] = sig.cpu().numpy()
                 done += len(live)
                 progress(done / len(encoded), f"{done}/{len(encoded)}")
             out[grp] = project_rows(G, projector, cfg, moments).numpy()
@@ -393,10 +459,12 @@ def check_windows(encoded: Iterable[Encoded], records: Sequence[Record], max_len
 
 
 def extract(model, tokenizer, records: Sequence[Record], cfg: FeatureConfig, projector: Projector, *,
-            moments=None, method: str = "fast", progress: Progress = no_progress) -> np.ndarray:
+            moments=None, method: str = "fast", heads: np.ndarray | None = None,
+            progress: Progress = no_progress) -> np.ndarray:
     """Encode ``records`` and return their features [N, d] with the chosen method ("fast" | "reference").
 
-    Windows without signal are refused before any work (:func:`check_windows`)."""
+    Windows without signal are refused before any work (:func:`check_windows`). ``heads``: an [N, L, H]
+    float32 array (:func:`head_dims`) to fill with the head signatures."""
     enc = encode_rows(tokenizer, records, cfg)
     check_windows(enc, records, cfg.max_length)
     cfg = replace(cfg, bf16=runtime.resolve_bf16(cfg.bf16, next(model.parameters()).device.type,
@@ -406,7 +474,8 @@ def extract(model, tokenizer, records: Sequence[Record], cfg: FeatureConfig, pro
         raise ValueError(f"method {method!r}: use 'fast' or 'reference'")
     if method == "reference" and cfg.bf16:
         raise ValueError("the reference path runs in fp32 only; drop --bf16 or use the fast path")
-    return fn(model, enc, cfg, projector, pad_id=tokenizer.pad_token_id, moments=moments, progress=progress)
+    return fn(model, enc, cfg, projector, pad_id=tokenizer.pad_token_id, moments=moments, heads=heads,
+              progress=progress)
 
 
 
@@ -434,6 +503,8 @@ def extract_store(loaded: LoadedModel, records: Sequence[Record], warmup: Warmup
 
     The store lives at ``<workspace>/grads/<key>`` (key = hash of the config and the data hash)
     unless ``out_dir`` is given. Rows are in the order of ``records``. Returns the opened store.
+    With ``cfg.head_signatures`` every shard also commits the rows' head signatures [rows, L, H]
+    from the same backwards (module doc); :meth:`GradientStore.head_signatures` reads them.
     """
     import time
 
@@ -468,12 +539,16 @@ def extract_store(loaded: LoadedModel, records: Sequence[Record], warmup: Warmup
             raise DataError(f"gradient store {d}: {exc}") from exc
     t0, first = time.time(), [None]
 
-    def compute(rows: range) -> np.ndarray:
+    heads_shape = head_dims(model) if cfg.head_signatures else None
+
+    def compute(rows: range) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         def inner(frac: float, _msg: str) -> None:
             done = rows.start + frac * len(rows)
             _report(done)
-        return extract(model, loaded.tokenizer, [records[i] for i in rows], cfg, projector, moments=moments,
-                       method=method, progress=inner)
+        sig = None if heads_shape is None else np.zeros((len(rows), *heads_shape), np.float32)
+        feats = extract(model, loaded.tokenizer, [records[i] for i in rows], cfg, projector, moments=moments,
+                        method=method, heads=sig, progress=inner)
+        return feats if sig is None else (feats, sig)
 
     def _report(done: float) -> None:
         if first[0] is None:
@@ -481,11 +556,14 @@ def extract_store(loaded: LoadedModel, records: Sequence[Record], warmup: Warmup
         rate = (done - first[0]) / max(1e-9, time.time() - t0)
         progress(done / max(1, n), f"epoch {epoch}: {int(done)}/{n} rows, {rate:.2f} samples/s")
 
+    extra = {"layout": layout.to_dict(), "precision": precision.to_dict()}
+    if heads_shape is not None:
+        kv = int(getattr(lm_ops.unwrap(model).config, "num_key_value_heads", None) or heads_shape[1])
+        extra["head_signatures"] = {"route": "gate", "n_kv_heads": kv, "value": SIGNATURE_VALUE}
     store = write_store(d, config, ids, proj.dim, compute,
                         inputs={"data_hash": data_hash, "data": data_source, "warmup": warmup.key,
                                 "n_params": layout.total},
-                        dtype=dtype, shard_rows=shard_rows,
-                        extra={"layout": layout.to_dict(), "precision": precision.to_dict()},
+                        dtype=dtype, shard_rows=shard_rows, extra=extra, heads_shape=heads_shape,
                         on_shard=lambda done, total, _s: _report(done))
     progress(1.0, f"epoch {epoch}: {n} rows in {store.dir.name}")
     return store

@@ -11,6 +11,13 @@ Layout of one store (``<workspace>/grads/<key>/``)::
                               feature kind, data hash, n_rows, record ids in row order, dtype, code
                               version. Its presence marks the store complete.
 
+With head signatures (``g2is grads --head-signatures``; docs/bridge.md) two more files::
+
+    shards/heads-000000.npy   [S, L, H] fp32 signatures of rows [0, S), written BEFORE the feature
+                              shard, whose rename commits both (a feature shard present = both present)
+    head_signatures.npy       [N, L, H] fp32, written after the last shard; the sidecar's
+                              ``head_signatures`` field says what it holds (shape, route, KV heads)
+
 Resume: a shard file either exists whole or not at all (atomic rename), so a run killed at any
 instant (kill -9) leaves only whole shards; the next run skips them and computes the rest. Each
 shard is a deterministic function of its rows (fixed batches inside it), so the resumed store
@@ -43,6 +50,7 @@ from ..workspace import SIDECAR, ArtefactError, Workspace, atomic_path, exclusiv
     hash_strings, mark_verified, read_json, read_sidecar, verify_artefact, write_json, write_npy, write_sidecar
 
 KIND = "grads"
+HEADS_FILE = "head_signatures.npy"
 DTYPES = {"fp16": np.float16, "fp32": np.float32}
 # Fields of the sidecar config that must agree before two stores' features may be compared.
 COMPARABLE = ("model_key", "lora", "projector", "checkpoint")
@@ -111,6 +119,23 @@ class GradientStore:
     def weight(self) -> float | None:
         """The LESS weight of this store's checkpoint (mean LR of its epoch, normalised)."""
         return (self.config.get("checkpoint") or {}).get("weight")
+
+    @property
+    def has_head_signatures(self) -> bool:
+        return bool(self.meta.get("head_signatures"))
+
+    def head_signatures(self) -> np.ndarray:
+        """[N, L, H] float32 (read-only memmap, row order of :attr:`ids`): each record's head signature,
+        |dLoss/dgate[l, h]| on the checkpoint's model (module doc; docs/bridge.md)."""
+        if not self.has_head_signatures:
+            raise ValueError(f"gradient store {self.dir.name} has no head signatures; extract it again with "
+                             "`g2is grads --head-signatures` (or the Runs form's 'Head signatures' box)")
+        sig = np.load(self.dir / HEADS_FILE, mmap_mode="r")
+        want = tuple(self.meta["head_signatures"]["shape"])
+        if sig.shape != want or sig.shape[0] != len(self):
+            raise ValueError(f"{self.dir}: {HEADS_FILE} has shape {sig.shape} but the sidecar says {want} for "
+                             f"{len(self)} rows; delete the store and extract again")
+        return sig
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -195,7 +220,7 @@ class StoreWriter:
     """Writes a store shard by shard. ``pending()`` lists shards still to compute; ``finalize`` ends it."""
 
     def __init__(self, directory: str | Path, config: dict[str, Any], ids: list[str], dim: int,
-                 dtype: str = "fp16", shard_rows: int = 128):
+                 dtype: str = "fp16", shard_rows: int = 128, heads_shape: tuple[int, int] | None = None):
         if dtype not in DTYPES:
             raise ValueError(f"store dtype {dtype!r}: use fp16 or fp32")
         if shard_rows < 1:
@@ -204,10 +229,13 @@ class StoreWriter:
             raise ValueError("record ids are not unique; a store needs one row per distinct id")
         self.dir = Path(directory)
         self.config, self.ids, self.dim, self.dtype, self.shard_rows = config, list(ids), dim, dtype, shard_rows
+        self.heads_shape = None if heads_shape is None else tuple(int(x) for x in heads_shape)  # (L, H) or None
         self.n_rows = len(self.ids)
         self.shard_dir = self.dir / "shards"
         plan = {"config_hash": hash_config(config), "n_rows": len(ids), "ids_hash": hash_strings(ids),
                 "dim": dim, "dtype": dtype, "shard_rows": shard_rows}
+        if self.heads_shape is not None:  # only then: plans made before signatures existed stay equal
+            plan["heads_shape"] = list(self.heads_shape)
         self.dir.mkdir(parents=True, exist_ok=True)
         pp = self.dir / "plan.json"
         if pp.exists():
@@ -230,6 +258,7 @@ class StoreWriter:
         w = cls.__new__(cls)
         w.dir, w.config, w.ids = d, None, None
         w.dim, w.dtype, w.shard_rows, w.n_rows = int(plan["dim"]), plan["dtype"], int(plan["shard_rows"]), int(plan["n_rows"])
+        w.heads_shape = tuple(plan["heads_shape"]) if plan.get("heads_shape") else None
         w.shard_dir = d / "shards"  # made by the first commit (never in a store finished meanwhile)
         return w
 
@@ -310,6 +339,41 @@ class StoreWriter:
                                               "sha256": hash_file(self.shard_path(shard)),
                                               "rows": [self.rows(shard).start, self.rows(shard).stop]})
 
+    def heads_shard_path(self, shard: int) -> Path:
+        return self.shard_dir / f"heads-{shard:06d}.npy"
+
+    def write_heads_shard(self, shard: int, sigs: np.ndarray) -> None:
+        """The head signatures [rows, L, H] of one shard. Call BEFORE :meth:`write_shard`: the feature
+        shard's atomic rename is the commit of both (a resume recomputes a shard whose features are absent)."""
+        if self.heads_shape is None:
+            raise ValueError(f"{self.dir}: this store was planned without head signatures")
+        want = (len(self.rows(shard)), *self.heads_shape)
+        sigs = np.asarray(sigs, dtype=np.float32)
+        if sigs.shape != want:
+            raise ValueError(f"shard {shard}: got head signatures of shape {sigs.shape}, expected {want}")
+        if not np.isfinite(sigs).all():
+            raise ValueError(f"shard {shard}: head signatures hold NaN or inf (a diverged loss?); check the model "
+                             "and the data, or extract with fp32 (drop --bf16)")
+        write_npy(self.heads_shard_path(shard), sigs)
+
+    def _finalize_heads(self) -> dict[str, Any]:
+        """Stream the heads shards into ``head_signatures.npy``; its sidecar fields (none without heads)."""
+        if self.heads_shape is None:
+            return {}
+        shape = (len(self.ids), *self.heads_shape)
+        missing = [i for i in range(self.n_shards) if not self.heads_shard_path(i).exists()]
+        if missing:
+            raise ValueError(f"{self.dir}: the head signatures of shards {missing[:5]} are missing; delete the store "
+                             "and extract again")
+        with atomic_path(self.dir / HEADS_FILE) as tmp:
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            for i in range(self.n_shards):
+                r = self.rows(i)
+                mm[r.start: r.stop] = np.load(self.heads_shard_path(i), allow_pickle=False)
+            mm.flush()
+            del mm
+        return {"file": HEADS_FILE, "shape": list(shape), "dtype": "fp32"}
+
     def finalize(self, inputs: dict[str, Any], extra: dict[str, Any] | None = None) -> GradientStore:
         """Copy the shards into ``features.npy`` (streaming, each checked against its recorded sha256), write
         the sidecar last, drop the shards."""
@@ -332,6 +396,9 @@ class StoreWriter:
                 mm[r.start: r.stop] = np.load(io.BytesIO(data), allow_pickle=False)
             mm.flush()
             del mm
+        heads = self._finalize_heads()
+        if heads:  # the caller's description (route, KV heads) with the written file's shape
+            extra = {**(extra or {}), "head_signatures": {**(extra or {}).get("head_signatures", {}), **heads}}
         write_sidecar(self.dir, KIND, self.config, inputs={**inputs, "n_rows": len(self.ids)},
                       extra={"ids": self.ids, **(extra or {})})
         mark_verified(self.dir)  # just hashed by write_sidecar: the first open need not hash it again
@@ -363,14 +430,16 @@ def store_lock(directory: Path):
 def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], dim: int,
                 compute: Callable[[range], np.ndarray], *, inputs: dict[str, Any], dtype: str = "fp16",
                 shard_rows: int = 128, extra: dict[str, Any] | None = None,
-                on_shard: Callable[[int, int, int], None] | None = None) -> GradientStore:
+                on_shard: Callable[[int, int, int], None] | None = None,
+                heads_shape: tuple[int, int] | None = None) -> GradientStore:
     """Create or resume a store: ``compute(rows)`` -> [len(rows), dim] for each pending shard, then finalise.
 
     ``on_shard(rows_done, n_rows, shard)`` is called after each commit (progress). A finished store
     with the same directory is returned as is. One process writes a store at a time (:func:`store_lock`);
     a committed shard found damaged on resume is named on stderr and computed again. An error of the data
     or the numbers (:class:`~g2is_core.data.records.DataError`, :class:`~g2is_core.linalg.NonFiniteError`)
-    raised by ``compute`` reaches the caller with the store named.
+    raised by ``compute`` reaches the caller with the store named. With ``heads_shape`` (L, H) the store also holds head
+    signatures: ``compute(rows)`` returns (features [rows, dim], signatures [rows, L, H]).
     """
     from ..data.records import DataError
 
@@ -381,7 +450,7 @@ def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], d
     with store_lock(d):
         if (d / SIDECAR).exists():  # finished by the writer this one waited for
             return GradientStore.open(d)
-        w = StoreWriter(d, config, ids, dim, dtype, shard_rows)
+        w = StoreWriter(d, config, ids, dim, dtype, shard_rows, heads_shape=heads_shape)
         damaged = w.check_shards()
         if damaged:
             _say(f"gradient store {d}: {len(damaged)} committed shard(s) were damaged and are computed again: "
@@ -390,7 +459,11 @@ def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], d
         for shard in w.pending():
             r = w.rows(shard)
             try:
-                rows = np.asarray(compute(r))
+                rows = compute(r)
+                if heads_shape is not None:
+                    rows, sigs = rows
+                    w.write_heads_shard(shard, sigs)  # first: the feature shard below commits both
+                rows = np.asarray(rows)
             except (DataError, NonFiniteError) as exc:
                 if str(d) in str(exc):
                     raise

@@ -128,16 +128,7 @@ def _gate_scores(model, batch, n_layers: int, n_heads: int):
 
     B = batch["input_ids"].shape[0]
     gate = torch.ones(B, n_layers, n_heads, requires_grad=True, device=batch["input_ids"].device)
-
-    def make_hook(layer: int):
-        def hook(_mod, args):
-            x = args[0]                                            # [B, T, H * head_dim]
-            g = gate[:, layer].to(x.dtype)[:, None, :, None]       # [B, 1, H, 1]
-            y = (x.view(*x.shape[:-1], n_heads, -1) * g).view(x.shape)
-            return (y, *args[1:])
-        return hook
-
-    with lm_ops.hooks(pre=[(m, make_hook(i)) for i, m in enumerate(lm_ops.o_proj_modules(model))]):
+    with lm_ops.hooks(pre=lm_ops.head_gates(model, gate)):
         per, _ = lm_ops.response_loss(model, batch)
         (g,) = torch.autograd.grad(per.sum(), gate)
     return g

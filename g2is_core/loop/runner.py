@@ -33,6 +33,14 @@ def needs_features(method: str) -> bool:
     return m is not None and "features" in m.needs
 
 
+def needs_head_signatures(spec: ExperimentSpec) -> bool:
+    """Whether any method of the spec reads head signatures (registry ``needs``): then every gradient store of
+    the spec is extracted with them (same pass; docs/bridge.md), so all its methods share one set of stores."""
+    from ..selection import METHODS
+
+    return any("head_signatures" in getattr(METHODS.get(spec.base_method(m)), "needs", ()) for m in spec.all_methods())
+
+
 def cell_config(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: float | None, seed: int,
                 pool_hash: str) -> dict[str, Any]:
     """What identifies one cell: its registry key is the hash of this (settings as the spec file wrote them)."""
@@ -237,6 +245,7 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     max_length = fs.max_length if fs.max_length is not None else wcfg.max_length
     bf16 = resolve_bf16(fs.bf16, what="feature extraction")  # fast path: the feature pass's precision (true/false/auto)
     proj = fs.projector_config()
+    heads = needs_head_signatures(spec)
     lm = load_model(spec.model, workspace=ws)
     pool_hash = data_hash(pool)
     w = warmup(lm, pool, wcfg, data_hash=pool_hash, workspace=ws, progress=lambda f, m: progress(0.2 * f, m))
@@ -244,10 +253,12 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     n = len(w.checkpoints)
     for i, ck in enumerate(w.checkpoints):
         lm = load_model(spec.model, workspace=ws)
-        train_stores.append(extract_store(lm, pool, w, ck.epoch, FeatureConfig(kind="adam", max_length=max_length, bf16=bf16),
+        train_stores.append(extract_store(lm, pool, w, ck.epoch, FeatureConfig(kind="adam", max_length=max_length, bf16=bf16,
+                                                                      head_signatures=heads),
                                           proj, data_hash=pool_hash, workspace=ws,
                                           progress=lambda f, m: progress(0.2 + 0.8 * (i + 0.9 * f) / n, m)))
-        target_stores.append(extract_store(lm, targets, w, ck.epoch, FeatureConfig(kind="sgd", max_length=max_length, bf16=bf16),
+        target_stores.append(extract_store(lm, targets, w, ck.epoch, FeatureConfig(kind="sgd", max_length=max_length, bf16=bf16,
+                                                                       head_signatures=heads),
                                            proj, data_hash=data_hash(targets), workspace=ws,
                                            progress=lambda f, m: progress(0.2 + 0.8 * (i + 0.9 + 0.1 * f) / n, m)))
     return {"train_stores": train_stores, "target_stores": target_stores}

@@ -66,6 +66,29 @@ def o_proj_modules(model) -> list[Any]:
     return [found[i] for i in range(len(found))]
 
 
+def head_gates(model, gate) -> list[tuple[Any, Callable]]:
+    """Forward pre-hook pairs (for :func:`hooks`) that scale head h of layer l of example b by ``gate[b, l, h]``.
+
+    ``gate`` [B, L, H] (H query heads) multiplies each head's slice of the ``o_proj`` input
+    [B, T, H * head_dim] before the heads are mixed. At gate = 1 the forward is unchanged (x * 1 is
+    exact in every float type) and dLoss_b/dgate[b, l, h] is head (l, h)'s activation score of
+    heads_method.md section 1 (the gate route). Written once here because two callers must agree to
+    the bit: the activation pattern (:mod:`g2is_core.heads.patterns`) and the head signature taken in
+    the gradient-feature pass (:mod:`g2is_core.features.extract`).
+    """
+    n_heads = int(unwrap(model).config.num_attention_heads)
+
+    def make_hook(layer: int):
+        def hook(_mod, args):
+            x = args[0]                                            # [B, T, H * head_dim]
+            g = gate[:, layer].to(x.dtype)[:, None, :, None]       # [B, 1, H, 1]
+            y = (x.view(*x.shape[:-1], n_heads, -1) * g).view(x.shape)
+            return (y, *args[1:])
+        return hook
+
+    return [(m, make_hook(i)) for i, m in enumerate(o_proj_modules(model))]
+
+
 def response_loss(model, batch: Mapping[str, Any], **decoder_kw: Any) -> tuple[Any, Any]:
     """(per [B], decoder output): each example's mean response-token cross-entropy (module doc).
 

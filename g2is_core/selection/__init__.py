@@ -11,6 +11,9 @@ a score for every pool record. :data:`METHODS` is the one registry, filled by
     embedding  text (all-MiniLM-L6-v2)      max (or mean) cosine to the target examples     by score
     bm25       text (bm25s)                 max (or mean) BM25 of z under each target query by score
     repr       the causal LM                max (or mean) cosine of hidden states           by score
+    heads      stores with head signatures  similarity of its [L, H] signature to the       by score
+                                            target's activation pattern (docs/bridge.md)
+    heads-hybrid  the same                  w z(heads) + (1 - w) z(less)                    by score
 
 Modules: ``budget`` (B from a ratio or a count), ``features`` (:class:`FeatureSet`: gradient features
 per warmup checkpoint, the pairing of pool and target), ``registry`` (the method interface and

@@ -30,6 +30,8 @@ class FeatureSet:
     unit:        the rows are already L2-normalised float32 (:meth:`from_npy`), so :meth:`combined`
                  uses them as they are: normalising a unit float32 row again can move it by an ulp,
                  and the walk on user matrices must stay the walk on ``unit_rows(zero="raise")``'s rows.
+    signatures:  None, or C arrays [N, L, H]: each record's head signature at each checkpoint (the
+                 stores' ``head_signatures()``; docs/bridge.md), read by the ``heads`` methods.
     """
 
     checkpoints: list[Any]
@@ -37,6 +39,7 @@ class FeatureSet:
     ids: list[str]
     keys: list[str]
     unit: bool = False
+    signatures: list[Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.checkpoints:
@@ -50,6 +53,12 @@ class FeatureSet:
             raise ValueError(f"every checkpoint's features must be one [N, d] shape; got {sorted(shapes)}")
         if len(self.ids) != self.n:
             raise ValueError(f"{len(self.ids)} ids for {self.n} feature rows")
+        if self.signatures is not None:
+            sh = {tuple(np.shape(s)) for s in self.signatures}
+            if len(self.signatures) != len(self.checkpoints) or len(sh) != 1 or len(next(iter(sh))) != 3 \
+                    or next(iter(sh))[0] != self.n:
+                raise ValueError(f"head signatures must be one [N={self.n}, L, H] array per checkpoint "
+                                 f"({len(self.checkpoints)}); got {len(self.signatures)} of shapes {sorted(sh)}")
 
     @property
     def n(self) -> int:
@@ -65,12 +74,16 @@ class FeatureSet:
 
     @classmethod
     def from_arrays(cls, arrays: np.ndarray | Sequence[np.ndarray], ids: Sequence[str] | None = None,
-                    weights: Sequence[float] | None = None) -> "FeatureSet":
+                    weights: Sequence[float] | None = None,
+                    signatures: np.ndarray | Sequence[np.ndarray] | None = None) -> "FeatureSet":
         arrs = [np.asarray(arrays)] if isinstance(arrays, np.ndarray) and np.ndim(arrays) == 2 else [np.asarray(a) for a in arrays]
         n = arrs[0].shape[0]
         keys = [hash_config({"sha256": hash_array(a)}) for a in arrs]
+        if signatures is not None:  # one [N, L, H] array (one checkpoint) or a list of them
+            signatures = ([np.asarray(signatures)] if isinstance(signatures, np.ndarray) and np.ndim(signatures) == 3
+                          else [np.asarray(s) for s in signatures])
         return cls(arrs, np.ones(len(arrs)) if weights is None else np.asarray(weights, float),
-                   [str(i) for i in (ids if ids is not None else range(n))], keys)
+                   [str(i) for i in (ids if ids is not None else range(n))], keys, signatures=signatures)
 
     @classmethod
     def from_npy(cls, path: str | Path, what: str = "features") -> "FeatureSet":
@@ -118,7 +131,11 @@ class FeatureSet:
         weights = [s.weight for s in stores]
         if any(w is None for w in weights):
             weights = [1.0] * len(stores)  # a store without a LESS weight: equal weights
-        return cls([s.features for s in stores], np.asarray(weights, float), list(ids), [s.dir.name for s in stores])
+        # head signatures ride along when every store has them (the ``heads`` methods say when they are missing)
+        sigs = [s.head_signatures() for s in stores] if all(getattr(s, "has_head_signatures", False) for s in stores) \
+            else None
+        return cls([s.features for s in stores], np.asarray(weights, float), list(ids), [s.dir.name for s in stores],
+                   signatures=sigs)
 
     def combined(self, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """[n, C*d] float32: concat_i sqrt(w_i) x_i / |x_i| (unit rows; inner product = weighted cosine)."""

@@ -101,7 +101,7 @@ def select(method: str, pool: Any, targets: Any, *, ratio: float | None = None, 
         raise AssertionError(f"method {method} returned {scores.shape} scores for {len(recs)} records")
     inputs = {"pool_data_hash": data_hash(recs), "target_data_hash": data_hash(tgts), "n_pool": len(recs),
               "n_targets": len(tgts)}
-    if train is not None and m.needs == ("features",):
+    if train is not None and "features" in m.needs:
         inputs.update({"train_store_keys": train.keys, "target_store_keys": target.keys if target else None,
                        "checkpoint_weights": [float(w) for w in train.weights]})
     config = {"method": method, "options": dataclasses.asdict(options), "budget": budget,

@@ -55,7 +55,7 @@ def test_budget_rules():
 
 
 def test_registry_and_unknown_option(workspace):
-    assert set(S.METHODS) == {"g2is", "less", "random", "embedding", "bm25", "repr",
+    assert set(S.METHODS) == {"g2is", "less", "random", "embedding", "bm25", "repr", "heads", "heads-hybrid",
                               "g2is-score", "g2is-noconflict", "g2is-noconsistency"}  # + the paper's ablation
     for m in S.METHODS.values():  # every option field carries its help text
         import dataclasses
@@ -69,7 +69,8 @@ def test_registry_and_unknown_option(workspace):
 # ----------------------------------------------------------------------------- the contract of every method
 def contract_inputs(method):
     """A tiny pool and target for ``method``, with what its ``needs`` say it reads: random gradient
-    features (clustered, so the walk has structure), or the tiny random Llama."""
+    features (clustered, so the walk has structure) with head signatures [3 layers, 4 heads] when it
+    reads them, or the tiny random Llama."""
     words = ["cat", "add", "sort", "sum", "list", "word", "map", "key"]
     pool = recs(40, texts=[f"{words[i % 8]} {words[(3 * i) % 8]} item {i}" for i in range(40)])
     targets = recs(3, prefix="t", texts=["add the numbers", "sort the list", "cat sat"])
@@ -77,8 +78,14 @@ def contract_inputs(method):
     if "features" in method.needs:
         x, _, centres = clusters(n_per=14, d=12, seed=3)
         y = centres[[0, 0, 1]] + 0.1 * np.random.default_rng(4).normal(size=(3, 12))
-        kw = {"train_features": S.FeatureSet.from_arrays(x[:40], ids=[r.id for r in pool]),
-              "target_features": S.FeatureSet.from_arrays(y.astype(np.float32), ids=[r.id for r in targets])}
+        sig = sig_t = None
+        if "head_signatures" in method.needs:
+            rng = np.random.default_rng(5)
+            sig = np.abs(rng.normal(size=(40, 3, 4))).astype(np.float32)
+            sig_t = np.abs(rng.normal(size=(3, 3, 4))).astype(np.float32)
+        kw = {"train_features": S.FeatureSet.from_arrays(x[:40], ids=[r.id for r in pool], signatures=sig),
+              "target_features": S.FeatureSet.from_arrays(y.astype(np.float32), ids=[r.id for r in targets],
+                                                          signatures=sig_t)}
     opts = {"k": 5} if method.options is S.G2isOptions else {"model": "tiny"} if "model" in method.needs else {}
     return pool, targets, kw, opts
 

@@ -10,3 +10,4 @@ from . import g2is_ablation  # noqa: F401  (g2is-score, g2is-noconflict, g2is-no
 from . import embedding  # noqa: F401
 from . import bm25  # noqa: F401
 from . import repr  # noqa: F401
+from . import heads  # noqa: F401
