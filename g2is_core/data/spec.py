@@ -311,7 +311,7 @@ class DataSpec:
             return list(T.make_pool(seed, **kw).records)
         if self.kind == "targets":
             kw = {k: v for k, v in (("n_per_target", self.n), ("split", self.split)) if v is not None}
-            tg = T.make_targets(seed, **kw)
+            tg = T.make_targets(seed, **kw, **({"tasks": (self.name,)} if self.name else {}))
             return list(tg[self.name]) if self.name else [r for name in sorted(tg) for r in tg[name]]
         return T.make_task_records(self.name, self.n or TASK_N, seed, self.split or "train")
 

@@ -250,6 +250,26 @@ def _sort_desc(rng: random.Random) -> tuple[str, str]:
             "Answer with the digits separated by spaces.", " ".join(map(str, sorted(xs, reverse=True))))
 
 
+def _words(rng: random.Random) -> list[str]:
+    return rng.sample(_NOUNS, rng.randint(3, 5))
+
+
+def _first(rng: random.Random) -> tuple[str, str]:
+    ws = _words(rng)
+    return f"Write the first word of this list: {' '.join(ws)}. Answer with the word only.", ws[0]
+
+
+def _last(rng: random.Random) -> tuple[str, str]:
+    ws = _words(rng)
+    return f"Write the last word of this list: {' '.join(ws)}. Answer with the word only.", ws[-1]
+
+
+def _first_last(rng: random.Random) -> tuple[str, str]:
+    ws = _words(rng)
+    return (f"Write the first word and the last word of this list: {' '.join(ws)}. "
+            "Answer with the two words separated by a space.", f"{ws[0]} {ws[-1]}")
+
+
 def _templated(pairs: tuple[tuple[str, str], ...], templates: tuple[str, ...]) -> Sampler:
     def sample(rng: random.Random) -> tuple[str, str]:
         x, y = rng.choice(pairs)
@@ -284,6 +304,19 @@ _register(Task("lookup_add", "composite", "Look up two values in an in-context t
                _lookup_add, ingredients=("lookup", "add"), answer_format="number"))
 _register(Task("sort_desc", "composite", "Sort digits in descending order (sort, then reverse).",
                _sort_desc, ingredients=("sort", "reverse"), answer_format="sequence"))
+
+# Copy skills (added after the first nine): the default model answers them in a sentence ("The first word of
+# the list is ..."), so exact match starts near 0 and one short LoRA run on a few dozen examples moves it well
+# above (docs/benchmarks.md "Tasks where accuracy moves"); the arithmetic composites above stay out of its reach.
+_register(Task("first", "basic", "Write the first word of a list of 3-5 nouns.", _first, answer_format="text"))
+_register(Task("last", "basic", "Write the last word of a list of 3-5 nouns.", _last, answer_format="text"))
+_register(Task("first_last", "composite", "Write the first and the last word of a list (first, then last).",
+               _first_last, ingredients=("first", "last"), answer_format="sequence"))
+
+# The suite as first published. The defaults that draw "every task" (make_pool, make_targets, the default head
+# study) draw these nine, so every figure in docs/ made from a default keeps its data; later tasks are named.
+SUITE_V1: tuple[str, ...] = ("add", "reverse", "sort", "lookup", "upper", "count_letter", "add_reverse",
+                             "lookup_add", "sort_desc")
 
 _register(Task("capital", "distractor", "Name the capital city of a country.", _templated(_CAPITALS, (
     "What is the capital of {x}? Answer with the city name only.",
@@ -507,12 +540,13 @@ class Pool:
 
 def make_pool(seed: int = 0, per_task: int = 120, distractors: int = 360, *,
               tasks: Iterable[str] | None = None, per_composite: int | None = None) -> Pool:
-    """The default candidate pool: ``per_task`` train records of every task plus distractors.
+    """The default candidate pool: ``per_task`` train records of every task of :data:`SUITE_V1` (or of
+    ``tasks``) plus distractors.
 
     Defaults give 9 x 120 + 360 = 1440 records. ``per_composite`` overrides the count for
     composites (e.g. small, to mimic scarce target data); ``tasks`` restricts which tasks go in.
     """
-    names = list(tasks) if tasks is not None else list(TASKS)
+    names = list(tasks) if tasks is not None else list(SUITE_V1)
     recs: list[Record] = []
     for name in names:
         t = get_task(name)
@@ -523,11 +557,14 @@ def make_pool(seed: int = 0, per_task: int = 120, distractors: int = 360, *,
     return Pool(records=tuple(recs), seed=seed)
 
 
-def make_targets(seed: int = 0, n_per_target: int = 24, split: str = "dev") -> dict[str, list[Record]]:
-    """Target records for every composite, from the dev split (disjoint from any pool)."""
+def make_targets(seed: int = 0, n_per_target: int = 24, split: str = "dev",
+                 tasks: Iterable[str] | None = None) -> dict[str, list[Record]]:
+    """Target records for every composite of :data:`SUITE_V1` (or for ``tasks``), from the dev split
+    (disjoint from any pool); a later composite is a target by name (``builtin:targets:first_last``)."""
     if split == "train":
         raise ValueError("targets come from the dev or test split; the train split is the pool's")
-    return {name: make_task_records(name, n_per_target, seed, split) for name in task_names("composite")}
+    names = list(tasks) if tasks is not None else [n for n in task_names("composite") if n in SUITE_V1]
+    return {name: make_task_records(name, n_per_target, seed, split) for name in names}
 
 
 def describe_suite(seed: int = 0) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from . import analysis as ha
 from ..data.encoding import encode_all
 from .patterns import activation_pattern
 from ..progress import Progress, no_progress
-from ..data.tasks import TASKS, get_task, is_correct, make_task_records
+from ..data.tasks import SUITE_V1, TASKS, get_task, is_correct, make_task_records
 from ..models.lora import HEAD_STUDY_LORA
 from ..workspace import Workspace, read_json, read_sidecar, write_json, write_npy, write_sidecar
 
@@ -47,7 +47,7 @@ class StudyConfig:
     """Settings of a head study (defaults: the documented default study, sized for a 2-core CPU)."""
 
     model: str = "default"                   # load_model spec: "default", "tiny", a directory, a .gguf
-    tasks: tuple[str, ...] = tuple(TASKS)    # built-in task names
+    tasks: tuple[str, ...] = SUITE_V1        # built-in task names (default: the nine of docs/heads.md)
     seeds: tuple[int, ...] = (0, 1)          # SFT seeds (training data draw and order); 2+ give a noise floor
     steps: int = 40                          # optimizer steps per SFT run
     measure_at: tuple[int, ...] = (0, 10, 20, 40)  # steps at which the AP is measured (0 = before SFT)
