@@ -299,15 +299,21 @@ def read_sidecar(directory: str | Path) -> dict[str, Any]:
 class Workspace:
     """A root directory holding artefacts by kind and content key."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, *, read_only: bool = False):
         self.root = Path(root).expanduser().resolve() if root else default_root()
-        self.root.mkdir(parents=True, exist_ok=True)
+        # read_only: a workspace shown, never written (the demo pack shipped in the package)
+        self.read_only = read_only
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
-        return f"Workspace({str(self.root)!r})"
+        return f"Workspace({str(self.root)!r}{', read_only=True' if self.read_only else ''})"
 
     def dir(self, kind: str, key: str | None = None) -> Path:
         d = self.root / kind if key is None else self.root / kind / key
+        if self.read_only:
+            raise PermissionError(f"{self.root} is read-only (the shipped demo pack); work happens in your own "
+                                  "workspace (G2IS_WORKSPACE, or cache/ in the project)")
         d.mkdir(parents=True, exist_ok=True)
         return d
 

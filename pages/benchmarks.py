@@ -15,6 +15,7 @@ st.caption("Every method's score is read beside the untrained base model, a rand
            "budget, and training on the full pool. Mean and spread are over seeds.")
 
 ws = _ui.workspace()
+_ui.pack_banner()
 reg = readers.registry(ws)
 if reg is None:
     _ui.empty_state("No benchmark results yet. Run the demo chain (built-in pool, composite targets, default "
@@ -26,13 +27,13 @@ if reg is None:
 
 
 @st.cache_data(ttl=5, show_spinner=False)
-def _rows(path: str, experiment: str | None) -> list[dict]:
-    return readers.benchmark_rows(path, experiment)  # the latest spec version only
+def _rows(path: str, experiment: str | None, read_only: bool) -> list[dict]:
+    return readers.benchmark_rows(path, experiment, read_only)  # the latest spec version only
 
 
 @st.cache_data(ttl=5, show_spinner=False)
-def _version(path: str, experiment: str) -> dict:
-    return readers.benchmark_version(path, experiment)
+def _version(path: str, experiment: str, read_only: bool) -> dict:
+    return readers.benchmark_version(path, experiment, read_only)
 
 
 exps = reg.experiments()
@@ -41,8 +42,8 @@ if not exps:
                     "default” on the Runs page).", commands=["g2is demo"])
     st.stop()
 exp = st.selectbox("Experiment", exps)
-rows = _rows(str(reg.path), exp)
-version = _version(str(reg.path), exp)
+rows = _rows(str(reg.path), exp, reg.read_only)
+version = _version(str(reg.path), exp, reg.read_only)
 if version["n_versions"] > 1 or version["hidden"]:
     st.info(f"Spec version {version['version']} of {version['n_versions']} of “{exp}” (the one run last, "
             f"{pd.Timestamp(version['created'], unit='s'):%Y-%m-%d %H:%M} UTC): the spec was edited and run again under "

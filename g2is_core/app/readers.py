@@ -11,6 +11,9 @@ impact/study.py, models/training.py ``train``, loop/registry.py ``Registry.open`
 """
 from __future__ import annotations
 
+import contextlib
+import os
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,7 +244,7 @@ def registry(ws: Workspace):
     from ..loop.registry import Registry
 
     p = ws.root / REGISTRY_FILE
-    return Registry(p) if p.exists() else None
+    return Registry(p, read_only=getattr(ws, "read_only", False)) if p.exists() else None
 
 
 def question_scores(reg, experiment: str | None) -> dict[str, dict[str, Any]]:
@@ -258,19 +261,19 @@ def cell_diagnostics(row: dict[str, Any]) -> dict[str, Any] | None:
     return (row.get("info") or {}).get("diagnostics")
 
 
-def benchmark_rows(registry_path: str | Path, experiment: str | None) -> list[dict[str, Any]]:
+def benchmark_rows(registry_path: str | Path, experiment: str | None, read_only: bool = False) -> list[dict[str, Any]]:
     """The rows a results table shows: each experiment's latest spec version only (an edited spec rerun under
     the same name never mixes with its earlier rows; loop/registry.py, "Experiment versions")."""
     from ..loop.registry import Registry
 
-    return Registry(Path(registry_path)).current_rows(experiment)
+    return Registry(Path(registry_path), read_only=read_only).current_rows(experiment)
 
 
-def benchmark_version(registry_path: str | Path, experiment: str) -> dict[str, Any]:
+def benchmark_version(registry_path: str | Path, experiment: str, read_only: bool = False) -> dict[str, Any]:
     """Which spec version of ``experiment`` a table shows, of how many, and the earlier rows it leaves out."""
     from ..loop.registry import Registry
 
-    return Registry(Path(registry_path)).version_summary(experiment)
+    return Registry(Path(registry_path), read_only=read_only).version_summary(experiment)
 
 
 def training_losses(train_dir: str | Path) -> list[dict[str, Any]] | None:
@@ -331,3 +334,29 @@ def workspace_state(ws: Workspace) -> WorkspaceState:
         graphs=len(graphs(ws)), selections=len(selection_runs(ws)), head_studies=len(head_studies(ws)),
         impact_studies=len(impact_studies(ws)), benchmark_rows=len(reg.rows()) if reg is not None else 0,
         jobs=tuple(((j.argv or [""])[0], j.is_active) for j in jobs_mod.list_jobs(ws)))
+
+
+# ----------------------------------------------------------------------------- the demo
+def demo_status(ws: Workspace) -> dict[str, Any] | None:
+    """The workspace's last ``g2is demo`` (started in a terminal or from the Runs page): its stage, fraction,
+    message and seconds per stage, with ``running`` (its process alive, not finished); None if none ran."""
+    from ..demo.run import read_status, status_running
+
+    st = read_status(ws)
+    return None if st is None else {**st, "running": status_running(st)}
+
+
+def workspace_stamp(ws: Workspace) -> tuple:
+    """A cheap fingerprint of what the workspace holds (each kind folder's entries and mtime, the registry's
+    size and mtime): it changes when an artefact appears, so a page waiting for one knows to redraw."""
+    out = []
+    try:
+        entries = sorted(os.scandir(ws.root), key=lambda e: e.name)
+    except OSError:
+        return ()
+    for e in entries:
+        with contextlib.suppress(OSError):
+            st = e.stat()
+            n = len(os.listdir(e.path)) if e.is_dir() else st.st_size
+            out.append((e.name, n, st.st_mtime_ns))
+    return tuple(out)

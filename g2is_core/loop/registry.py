@@ -89,6 +89,8 @@ def _alive(owner: str | None) -> bool:
 @dataclass
 class Registry:
     path: Path
+    # read_only: opened immutable (no WAL, no lock files): a registry shipped read-only (the demo pack)
+    read_only: bool = False
 
     @classmethod
     def open(cls, workspace: Workspace | None = None) -> "Registry":
@@ -104,12 +106,17 @@ class Registry:
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
         try:
-            c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if self.read_only:
+                c = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                                    isolation_level=None)
+            else:
+                c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except sqlite3.Error as exc:
             raise RegistryError(_sentence(self.path, exc)) from exc
         try:
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA busy_timeout=30000")
+            if not self.read_only:
+                c.execute("PRAGMA journal_mode=WAL")
+                c.execute("PRAGMA busy_timeout=30000")
             c.row_factory = sqlite3.Row
             yield c
         except sqlite3.Error as exc:  # a corrupt file, a full disk, a lock: the user's to fix, said with the path
@@ -169,6 +176,9 @@ class Registry:
             d = dict(r)
             for k in ("config", "metrics", "timings", "info"):
                 d[k] = json.loads(d[k]) if d[k] else None
+            for k in ("selection", "train_dir"):  # a relative path (a shipped pack) is relative to the registry
+                if d.get(k) and not Path(d[k]).is_absolute():
+                    d[k] = str(Path(self.path).resolve().parent / d[k])
             out.append(d)
         return out
 

@@ -341,14 +341,21 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         why = (f"{getattr(exc, 'problem', None) or 'syntax error'} at line {mark.line + 1}, column {mark.column + 1}"
                if mark is not None else " ".join(str(exc).split()))
         raise DataError(f"not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {why}", path=str(p)) from exc
+    return spec_from_dict(raw, str(p))
+
+
+def spec_from_dict(raw: Any, where: str) -> ExperimentSpec:
+    """A spec from its mapping (a parsed file, or ``ExperimentSpec.to_dict()`` stored in an artefact);
+    ``where`` names it in errors (the file, or the artefact and its field)."""
+    p = Path(where)
     if not isinstance(raw, dict):
-        raise DataError("the spec must be a mapping with at least 'name' and 'targets'", path=str(p))
+        raise DataError("the spec must be a mapping with at least 'name' and 'targets'", path=where)
     if not raw.get("name"):
-        raise DataError("missing 'name'", path=str(p), field="name")
+        raise DataError("missing 'name'", path=where, field="name")
     names, variants = _methods(raw.get("methods") or [], p)
     body = {k: v for k, v in raw.items() if k != "methods"}
-    return parse_settings(ExperimentSpec, body, str(p), "",
-                          given={"methods": names, "variants": variants, "source": str(p)})
+    return parse_settings(ExperimentSpec, body, where, "",
+                          given={"methods": names, "variants": variants, "source": where})
 
 
 def _methods(entries: list, p: Path) -> tuple[list[str], dict[str, MethodVariant]]:
