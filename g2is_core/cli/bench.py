@@ -33,25 +33,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--diagnostics", action="store_true", help="also print the per-cell selection diagnostics (top "
                                                               "source share, walk fill, hub share of the kNN graph)")
     s.set_defaults(func=_show)
-    d = sub.add_parser("demo", help=COMMANDS["demo"])
+    d = sub.add_parser("demo", help=COMMANDS["demo"],
+                       description="Every stage of the demo (model, features, benchmark, graph with its layout, head "
+                                   "study), resumable; every page of the app has content at its end.")
     # None = the shipped demo spec (loop.spec.DEMO_SPEC), resolved when run: `g2is --help` stays light
-    d.add_argument("--spec", default=None, help="spec to run (default: the shipped demo spec)")
-    d.set_defaults(func=_run)
+    d.add_argument("--spec", default=None, help="experiment spec of the benchmark stage (default: the shipped demo "
+                                                "spec, g2is_core/specs/demo.yaml)")
+    d.add_argument("--layout", default=None, choices=("pca", "umap"),
+                   help="2-D layout of the instruction graphs (default: pca; umap adds ~25 CPU-s of compilation)")
+    d.add_argument("--no-heads", dest="heads", action="store_false", help="skip the head-study stage")
+    d.add_argument("--pack", nargs="?", const="", default=None, metavar="DIR",
+                   help="then write the demo pack (the results the app shows on first open) to DIR (default: the "
+                        "package's g2is_core/demo_pack, replaced once the new one is complete)")
+    d.set_defaults(func=_demo)
 
 
 def _run(args) -> int:
-    import os
-
     from ..loop.runner import run_experiment
-    from ..loop.spec import DEMO_SPEC, load_spec
+    from ..loop.spec import load_spec
     from ..progress import cli_progress
 
-    if args.command == "demo" and not os.environ.get("G2IS_THREADS"):
-        # The demo is a one-command job on a machine the user has to themselves: use every core
-        # (--threads 1 before `demo` restores the busy-machine default).
-        os.environ["G2IS_THREADS"] = "0"
-
-    spec = load_spec(args.spec or DEMO_SPEC)
+    spec = load_spec(args.spec)
     methods = None
     if getattr(args, "methods", None):
         methods = {m.strip() for m in args.methods.split(",") if m.strip()}
@@ -61,6 +63,38 @@ def _run(args) -> int:
     with cli_progress(f"bench {spec.name}") as cb:
         rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), methods=methods)
     _print_table(rows)
+    return 0
+
+
+def _demo(args) -> int:
+    import os
+    import shlex
+
+    from ..demo.run import DemoSettings, run_demo
+    from ..loop.spec import DEMO_SPEC
+    from ..progress import cli_progress
+
+    if not os.environ.get("G2IS_THREADS"):
+        # The demo is a one-command job on a machine the user has to themselves: use every core
+        # (--threads 1 before `demo` restores the busy-machine default).
+        os.environ["G2IS_THREADS"] = "0"
+    settings = DemoSettings(spec=args.spec or DEMO_SPEC, layout=args.layout or DemoSettings.layout, heads=args.heads)
+    with cli_progress("demo") as cb:
+        result = run_demo(settings, progress=cb, log=lambda m: print(m, file=sys.stderr))
+    from ..loop.tables import default_metric, metric_reason
+
+    metric = default_metric(result.rows)
+    print(f"\nResults on {metric} ({metric_reason(result.rows, metric)}):")
+    _print_table(result.rows, metric)
+    print("\nStage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
+    print("Open the app (`streamlit run app.py`): every page shows these results.")
+    if args.pack is not None:
+        from ..demo.pack import PACK_DIR, write_pack
+        from ..workspace import Workspace
+
+        info = write_pack(result, Workspace(), args.pack or PACK_DIR, command="g2is " + shlex.join(sys.argv[1:]))
+        size = sum(f["bytes"] for f in info.meta["files"].values())
+        print(f"demo pack written to {info.root} ({len(info.meta['files'])} files, {size / 1e6:.1f} MB)")
     return 0
 
 

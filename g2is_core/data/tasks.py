@@ -266,8 +266,7 @@ def _last(rng: random.Random) -> tuple[str, str]:
 
 def _first_last(rng: random.Random) -> tuple[str, str]:
     ws = _words(rng)
-    return (f"Write the first word and the last word of this list: {' '.join(ws)}. "
-            "Answer with the two words separated by a space.", f"{ws[0]} {ws[-1]}")
+    return f"Write the first and last word of this list: {' '.join(ws)}. Answer with the two words.", f"{ws[0]} {ws[-1]}"
 
 
 def _templated(pairs: tuple[tuple[str, str], ...], templates: tuple[str, ...]) -> Sampler:

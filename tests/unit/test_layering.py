@@ -17,7 +17,7 @@ CLI = f"{PKG}.cli"
 
 # The base modules every folder may use (and which use nothing but each other).
 BASE = (PKG, f"{PKG}.workspace", f"{PKG}.runtime", f"{PKG}.progress", f"{PKG}.linalg", f"{PKG}.settings")
-CORE_FOLDERS = ("data", "models", "features", "graph", "selection", "heads", "loop", "impact")
+CORE_FOLDERS = ("data", "models", "features", "graph", "selection", "heads", "loop", "impact", "demo")
 
 # What each part may import besides itself and BASE, as in its __init__ docstring ("May import: ...").
 # An entry is a module or a folder (a folder allows everything under it).
@@ -30,6 +30,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "heads": ("data", "models", "features.ray_backend"),  # heads/ray.py reuses the Ray plumbing
     "loop": ("data", "models", "features", "selection"),
     "impact": ("data", "models", "loop"),
+    "demo": ("data", "models", "features", "graph", "selection", "heads", "loop"),
     "app": (*CORE_FOLDERS, "jobs"),       # any core folder and the jobs runner; never the CLI
     "cli": CORE_FOLDERS,                  # the core; never the app's helpers, never the jobs runner
     "jobs": (),                           # runs argv as processes: the base modules only
@@ -37,7 +38,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 }
 # Folders whose docstring lists its allowed folders by name (graph and data name only base modules;
 # app says "any core folder").
-DOCSTRING_NAMES = ("models", "features", "selection", "heads", "loop", "impact")
+DOCSTRING_NAMES = ("models", "features", "selection", "heads", "loop", "impact", "demo")
 
 ARTEFACT_NAME = re.compile(r"[\w.-]+\.(json|parquet|npy|sqlite)\b")
 

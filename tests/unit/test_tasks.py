@@ -53,6 +53,9 @@ def _oracle(task: str, prompt: str) -> str:
     if task == "count_letter":
         letter, word = re.findall(r'"([^"]+)"', prompt)
         return str(sum(1 for c in word if c == letter))
+    if task in ("first", "last", "first_last"):
+        words = re.search(r"this list: ([a-z ]+)\.", prompt).group(1).split()
+        return {"first": words[0], "last": words[-1], "first_last": f"{words[0]} {words[-1]}"}[task]
     raise AssertionError(f"no oracle for {task}")
 
 
@@ -166,14 +169,16 @@ def test_default_pool_and_targets():
     ids = [r.id for r in pool]
     assert len(set(ids)) == len(ids)
     counts = pool.counts()
-    assert set(counts) == set(T.TASKS) | {"distractor"}
+    assert set(counts) == set(T.SUITE_V1) | {"distractor"}   # the default pool keeps the first suite's data
+    assert len(pool) == 1440
     dis = [r for r in pool if r.task == "distractor"]
     assert {r.subtask for r in dis} == set(T.DISTRACTORS)
     assert all(r.answer and r.response == r.answer for r in dis)
     assert all(r.metadata["kind"] == "distractor" for r in dis)
 
-    targets = T.make_targets()
-    assert set(targets) == set(T.task_names("composite"))
+    targets = T.make_targets()   # the first suite's composites; a later one by name
+    assert set(targets) == {n for n in T.task_names("composite") if n in T.SUITE_V1}
+    assert set(T.make_targets(tasks=["first_last"])) == {"first_last"}
     pool_prompts = {r.prompt for r in pool}
     for name, recs in targets.items():
         assert 16 <= len(recs) <= 32
