@@ -28,7 +28,12 @@ page = st.navigation(PAGES)
 with st.sidebar:
     st.markdown("### G2IS Studio")
     with _ui.guard("The workspace status"):
-        ws = _ui.workspace()
+        ws = _ui.user_workspace()
+        if _ui.demo_pack() is not None:
+            _ui.showing_pack()  # sets the default choice before the radio reads it
+            st.radio("Results from", [_ui.YOURS, _ui.PACK], key=_ui.SOURCE_KEY,
+                     help="The shipped demo: the demo's results made with this code and the default model, read-only. "
+                          "Your workspace: what you computed (the demo run live, your data).")
         st.caption(f"Workspace  \n`{ws.root}`")
         status = appkit.model_status(ws)
         if status.ready:

@@ -92,19 +92,82 @@ def guarded(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 # ----------------------------------------------------------------------------- workspace
-def workspace() -> Workspace:
-    """The workspace of this app process (G2IS_WORKSPACE or cache/ in the project)."""
+SOURCE_KEY = "g2is_results_from"
+YOURS, PACK = "Your workspace", "The shipped demo"
+
+
+def user_workspace() -> Workspace:
+    """The user's workspace (G2IS_WORKSPACE or cache/ in the project): where runs, uploads and jobs go."""
     return Workspace()
 
 
+def demo_pack():
+    """The demo pack shipped with the package (:mod:`g2is_core.demo.pack`), or None."""
+    from g2is_core.demo.pack import find_pack
+
+    return find_pack()
+
+
+def showing_pack() -> bool:
+    """Do the result pages show the shipped demo pack? The sidebar's choice; by default the pack exactly
+    when the user's workspace has no results yet (a fresh machine opens on content, not on empty states)."""
+    from g2is_core.app import readers
+
+    if demo_pack() is None:
+        return False
+    choice = st.session_state.get(SOURCE_KEY)
+    if choice is None:
+        choice = YOURS if readers.workspace_state(user_workspace()).has_results else PACK
+        st.session_state[SOURCE_KEY] = choice
+    return choice == PACK
+
+
+def workspace() -> Workspace:
+    """The workspace the result pages read: the user's, or the shipped demo pack (read-only) when the sidebar
+    says so. Pages that start work (Runs, the Overview's buttons, Data) use :func:`user_workspace`."""
+    if showing_pack():
+        return demo_pack().workspace()
+    return user_workspace()
+
+
+def pack_banner() -> None:
+    """Say, on a result page that shows the shipped demo pack, what it is and how to see your own results."""
+    if not showing_pack():
+        return
+    info = demo_pack()
+    st.info(f"Showing **the shipped demo** (read-only): results of the embedded default made by `{info.command}` "
+            f"on {info.created[:10]} (code {info.code_version}, model {info.model_hash[:12]}). Your own results: "
+            "“Results from” in the sidebar.", icon=":material/inventory_2:")
+
+
 # ----------------------------------------------------------------------------- empty states and lists
-def empty_state(message: str, commands: Sequence[str] = (), note: str | None = None) -> None:
-    """An honest empty state: what is missing and exactly what to run to fill it."""
+def empty_state(message: str, commands: Sequence[str] = (), note: str | None = None, *,
+                ws: Workspace | None = None) -> None:
+    """An honest empty state: what is missing and exactly what to run to fill it. The page redraws by itself
+    when the workspace gains an artefact (a job or a terminal command writing what it waits for)."""
     st.info(message)
     for c in commands:
         st.code(c, language="bash")
     if note:
         st.caption(note)
+    if demo_pack() is not None and not showing_pack():
+        st.caption("Or look at the shipped demo's results first: “Results from” → “The shipped demo” in the sidebar.")
+    rerun_when_workspace_changes(ws or workspace())
+
+
+def rerun_when_workspace_changes(ws: Workspace, every: float = 4.0) -> None:
+    """Poll the workspace's fingerprint (readers.workspace_stamp) and re-run the whole page when it changes."""
+    from g2is_core.app import readers
+
+    if getattr(ws, "read_only", False):  # the shipped pack never changes
+        return
+    first = readers.workspace_stamp(ws)
+
+    @st.fragment(run_every=every)
+    def _poll() -> None:
+        if readers.workspace_stamp(ws) != first:
+            st.rerun(scope="app")
+    _poll()
 
 
 def artefacts(kinds: str | Sequence[str], *, empty: str, commands: Sequence[str] = (), note: str | None = None,

@@ -57,7 +57,7 @@ def lengths(data_key: str, tok_desc: str, max_length: int, cap: int, _records, _
 
 # ----------------------------------------------------------------------------- layout
 st.title("Data")
-ws = _ui.workspace()
+ws = _ui.user_workspace()
 source = st.radio("Data source", [BUILTIN, UPLOAD, PATH], horizontal=True)
 
 records = report = None

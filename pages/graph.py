@@ -39,7 +39,8 @@ def _records_by_id(data_hash: str | None, root: str) -> dict:
 
 
 @st.cache_data(max_entries=4, show_spinner="Loading the layout and records")
-def _frame(features_key: str, data_hash: str | None, root: str, highlight: tuple[str, ...], n: int):
+def _frame(features_key: str, data_hash: str | None, root: str, highlight: tuple[str, ...], n: int,
+           stamp: tuple = ()):  # noqa: ARG001  (stamp: the workspace's fingerprint; a new layout is a new key)
     from g2is_core.workspace import Workspace
 
     ws = Workspace(root)
@@ -121,6 +122,7 @@ st.caption("Nodes are pool examples; edge weights are cosine similarities of the
            "(positive: aligned knowledge, negative: conflicting).")
 
 ws = _ui.workspace()
+_ui.pack_banner()
 graphs = {str(e.path): e for e in readers.graphs(ws)}
 if not graphs:
     stores = readers.train_store_keys(ws)
@@ -149,7 +151,7 @@ highlight: tuple[str, ...] = ()
 if hl_path:
     highlight = tuple(readers.selected_ids(hl_path))
 
-df, lmeta = _frame(entry.features_key, data_hash, str(ws.root), highlight, g.n)
+df, lmeta = _frame(entry.features_key, data_hash, str(ws.root), highlight, g.n, readers.workspace_stamp(ws))
 if df is None:
     keys = entry.train_store_keys
     _ui.empty_state("This graph has no cached 2-D layout yet; the map needs one (computed once, then cached). "

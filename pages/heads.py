@@ -23,6 +23,7 @@ st.caption("Activation pattern AP[l, h] = mean over samples of |Σ A·∂Loss/�
            "labelled L{layer}H{head}; measured on held-apart dev samples before, during and after SFT on each task.")
 
 ws = _ui.workspace()
+_ui.pack_banner()
 studies = {str(e.path): e for e in readers.head_studies(ws)}
 if not studies:
     _ui.empty_state("No head study yet. Run one: it fine-tunes the model on each built-in task and measures the "

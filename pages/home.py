@@ -36,7 +36,7 @@ with q3.container(border=True):
     st.page_link("pages/heads.py", label="Heads: the mix application", icon=":material/grid_on:")
     st.page_link("pages/impact.py", label="Data impact", icon=":material/science:")
 
-ws = _ui.workspace()
+ws = _ui.user_workspace()
 state = readers.workspace_state(ws)
 
 st.subheader("This workspace")
@@ -50,6 +50,28 @@ for col, (label, n) in zip(cols[1:], (("Gradient stores", state.stores), ("Graph
     col.metric(label, n)
 if not state.model_ready:
     st.caption(state.model_message)
+
+demo = readers.demo_status(ws)
+if demo and demo["running"]:
+    st.info(f"The demo is running in this workspace: {demo['message']}", icon=":material/autorenew:")
+    st.progress(min(max(float(demo["fraction"]), 0.0), 1.0))
+elif demo and demo.get("failed"):
+    st.warning(f"The last demo stopped: {demo['failed']}. Run it again: it resumes where it stopped.")
+
+pack = _ui.demo_pack()
+if pack is not None:
+    st.subheader("The shipped demo")
+    with st.container(border=True):
+        st.markdown("The demo's results ship with the app, **read-only**: the instruction graph of the built-in "
+                    "pool with its map, the G2IS walk, the benchmark of G2IS, LESS, BM25, random and full data on "
+                    "the `first_last` target, and a head study of the target and its ingredients. "
+                    f"Made by `{pack.command}` on {pack.created[:10]} (code {pack.code_version}).")
+        if _ui.showing_pack():
+            st.caption("The result pages show it now; “Results from” in the sidebar switches to your workspace.")
+        else:
+            # a callback: the sidebar's radio owns the key, and only a callback may set it before it is drawn again
+            st.button("Show the shipped demo", key="home-pack", icon=":material/inventory_2:",
+                      on_click=lambda: st.session_state.update({_ui.SOURCE_KEY: _ui.PACK}))
 
 st.subheader("Next step")
 templates = {t.key: t for t in forms.job_templates()}

@@ -24,6 +24,7 @@ st.caption("Unlearn one corpus at a time (gradient ascent on it, descent on the 
            "much each capability's gold-answer NLL rises. Method and rules: docs/impact.md.")
 
 ws = _ui.workspace()
+_ui.pack_banner()
 studies = {str(e.path): e for e in readers.impact_studies(ws)}
 if not studies:
     _ui.empty_state("No impact study yet. Run one: the default unlearns six shared-pool corpora (T0, two FLAN CoT "

@@ -13,7 +13,7 @@ MAX_SHOWN = 30
 st.title("Runs")
 st.caption("Jobs run as separate processes with their state on disk: they keep running when you close or "
            "reload this page, and the app finds them again after a restart.")
-ws = _ui.workspace()
+ws = _ui.user_workspace()
 
 # ---- launch (one form per template; templates come from g2is_core.app.forms.job_templates())
 st.subheader("Start a job")

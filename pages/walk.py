@@ -31,6 +31,7 @@ def _graph(path: str, stamp: float) -> InstructionGraph:  # noqa: ARG001
 st.title("Walk")
 st.caption("Core-knowledge components of the target, the walk's budget per component and every step it took.")
 ws = _ui.workspace()
+_ui.pack_banner()
 walk_runs = {str(r.path): r for r in readers.selection_runs(ws) if r.has_walk}
 if not walk_runs:
     _ui.empty_state("No walk yet. `g2is demo` computes gradient features of the built-in pool and targets and "
