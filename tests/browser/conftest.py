@@ -47,11 +47,15 @@ def app_workspace(tmp_path_factory) -> Path:
 
 
 @contextlib.contextmanager
-def serve(workspace: Path):
-    """Run `streamlit run app.py` on 127.0.0.1 and a free port; yield its URL; stop its process group."""
+def serve(workspace: Path, pack: str | Path = "none"):
+    """Run `streamlit run app.py` on 127.0.0.1 and a free port; yield its URL; stop its process group.
+
+    ``pack``: the demo pack the app shows (G2IS_DEMO_PACK); "none" by default, so a test of a fresh workspace
+    meets its empty states; the pack's own tests pass its folder."""
     port = _free_port()
     log_path = workspace.parent / f"streamlit-{port}.log"
-    env = {**os.environ, "G2IS_WORKSPACE": str(workspace), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {**os.environ, "G2IS_WORKSPACE": str(workspace), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+           "G2IS_DEMO_PACK": str(pack)}
     cmd = [sys.executable, "-m", "streamlit", "run", str(PROJECT / "app.py"), "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none"]
     with open(log_path, "wb") as log:
