@@ -25,6 +25,14 @@ BUILTIN, UPLOAD, PATH = "Built-in task suite", "Upload a file", "Path on this ma
 # Everything below is keyed by content (a file's sha256, or the built-in spec's text), so a rerun
 # that changes only a widget further down the page does not reload or re-tokenise anything.
 @st.cache_data(show_spinner="Building the built-in records…", max_entries=8)
+def demo_pool_spec() -> DataSpec:
+    """The demo spec's pool as a data spec (so the page finds the stores `g2is demo` made of it)."""
+    from g2is_core.loop.experiment import builtin_pool_spec
+    from g2is_core.loop.spec import DEMO_SPEC, load_spec
+
+    return builtin_pool_spec(load_spec(DEMO_SPEC).pool)
+
+
 def builtin_records(spec_text: str):
     d = DataSpec.parse(spec_text).load()
     return d.records, d.data_hash
@@ -63,10 +71,12 @@ source = st.radio("Data source", [BUILTIN, UPLOAD, PATH], horizontal=True)
 records = report = None
 if source == BUILTIN:
     c1, c2, c3, c4 = st.columns(4)
-    mode = c1.selectbox("Records", ["pool", "one task"],
-                        format_func={"pool": "Candidate pool", "one task": "One task"}.get,
-                        help="the pool mixes every task with distractor instructions; or pick one task")
-    seed = int(c2.number_input("Seed", value=0, min_value=0, step=1))
+    mode = c1.selectbox("Records", ["demo", "pool", "one task"],
+                        format_func={"demo": "The demo's pool", "pool": "Candidate pool", "one task": "One task"}.get,
+                        help="the demo's pool (what `g2is demo` computes features of); a pool of every task of the "
+                             "first suite with distractor instructions, sized here; or one task")
+    seed = int(c2.number_input("Seed", value=0, min_value=0, step=1, disabled=mode == "demo",
+                               help="the demo's pool has its own seed (0)" if mode == "demo" else None))
     task, n, split, per_task, distractors = tasks.task_names()[0], 100, "train", 120, 360
     if mode == "pool":
         per_task = int(c3.number_input("Records per task", value=120, min_value=1, max_value=5000, step=10))
@@ -75,7 +85,10 @@ if source == BUILTIN:
         task = c3.selectbox("Task", tasks.task_names())
         n = int(c4.number_input("Records", value=100, min_value=1, max_value=5000, step=10))
         split = st.selectbox("Split", list(tasks.SPLITS))
-    if mode == "pool":
+    if mode == "demo":
+        spec = demo_pool_spec()
+        label = "the demo's pool (g2is_core/specs/demo.yaml)"
+    elif mode == "pool":
         spec = DataSpec(kind="pool", seed=seed, per_task=per_task, distractors=distractors)
         label = f"built-in pool (seed {seed}, {per_task} per task, {distractors} distractors)"
     else:

@@ -11,6 +11,21 @@ from ..data.records import DataError, Record
 
 
 # ----------------------------------------------------------------------------- data
+def builtin_pool_spec(pool: dict[str, Any]):
+    """The :class:`~g2is_core.data.spec.DataSpec` of a spec's ``{builtin: {...}}`` pool (e.g. the demo's, which
+    the Data page offers by this name)."""
+    from ..data.spec import DataSpec
+
+    opts = dict(pool["builtin"] or {})
+    known = ("seed", "per_task", "distractors", "per_composite", "tasks")
+    if set(opts) - set(known):
+        raise DataError(f"pool builtin: unknown key(s) {sorted(set(opts) - set(known))}; known: {list(known)}",
+                        field="pool")
+    if opts.get("tasks") is not None:
+        opts["tasks"] = tuple(opts["tasks"])
+    return DataSpec(kind="pool", **opts)
+
+
 def load_pool(pool: dict[str, Any] | str) -> list[Record]:
     """The candidate pool of a spec: a data spec text (README.md, "Naming data"; paths from the project
     root), ``{builtin: {seed, per_task, distractors, per_composite, tasks}}`` (= ``builtin:pool?...``),
@@ -23,14 +38,7 @@ def load_pool(pool: dict[str, Any] | str) -> list[Record]:
     if isinstance(pool, str):
         return DataSpec.parse(pool).load(base=PROJECT_ROOT).records
     if "builtin" in pool:
-        opts = dict(pool["builtin"] or {})
-        known = ("seed", "per_task", "distractors", "per_composite", "tasks")
-        if set(opts) - set(known):
-            raise DataError(f"pool builtin: unknown key(s) {sorted(set(opts) - set(known))}; known: {list(known)}",
-                            field="pool")
-        if opts.get("tasks") is not None:
-            opts["tasks"] = tuple(opts["tasks"])
-        return DataSpec(kind="pool", **opts).load().records
+        return builtin_pool_spec(pool).load().records
     if "files" in pool:
         rng = random.Random(pool.get("seed", 0))
         out: list[Record] = []

@@ -38,11 +38,11 @@ def default_metric(rows: Sequence[dict[str, Any]]) -> str | None:
     """The metric a table opens on: the first available one whose values differ between rows (a metric
     that is 0.0 everywhere, like a small model's exact match, says nothing), else the first."""
     names = available_metrics(rows)
-    trained = [r for r in rows if r.get("status") == "done" and r.get("method") != "base"]
+    compared = _compared(rows)
     for k in names:
-        # across the trained rows: a metric where every method ties (a 135M model's exact match at 0.03
-        # after each of them) does not separate the methods, even when it moved from the base model
-        vals = {(r.get("metrics") or {}).get(k) for r in trained}
+        # across the selections: a metric where every method ties (a 135M model's exact match at 0.125
+        # after each of them) does not separate them, even when it moved from the base model
+        vals = {(r.get("metrics") or {}).get(k) for r in compared}
         if len(vals - {None}) > 1:
             return k
     return names[0] if names else None
@@ -60,6 +60,14 @@ def n_cut(metrics: dict[str, Any] | None) -> int:
     return int(sum(float(m.get(k) or 0) for k in ("n_truncated", "n_truncated_loglik")))
 
 
+def _compared(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finished rows whose methods a table compares: the selections (random included), or, in a table
+    without two of them, every trained row."""
+    done = [r for r in rows if r.get("status") == "done"]
+    sel = [r for r in done if r.get("method") not in ("base", "full")]
+    return sel if len(sel) >= 2 else [r for r in done if r.get("method") != "base"]
+
+
 def metric_reason(rows: Sequence[dict[str, Any]], metric: str | None) -> str:
     """One sentence: why a table opens on ``metric`` (:func:`default_metric`'s choice, said to the user)."""
     names = available_metrics(rows)
@@ -67,12 +75,11 @@ def metric_reason(rows: Sequence[dict[str, Any]], metric: str | None) -> str:
         return "no metric recorded yet"
     flat = names[: names.index(metric)] if metric in names else []
     if flat:
-        trained = [r for r in rows if r.get("status") == "done" and r.get("method") != "base"]
-        vals = {(r.get("metrics") or {}).get(flat[0]) for r in trained} - {None}
+        vals = {(r.get("metrics") or {}).get(flat[0]) for r in _compared(rows)} - {None}
         v = next(iter(vals), None)
-        return (f"{flat[0]} is {v:.3g} for every trained model, so it cannot tell the methods apart; {metric} "
+        return (f"{flat[0]} is {v:.3g} for every selection method, so it cannot tell them apart; {metric} "
                 "differs between them" if v is not None else f"{metric} is the first metric recorded")
-    return f"{metric} differs between the methods" + (" (lower is better)" if metric in ("nll", "ppl") else "")
+    return f"{metric} differs between the selection methods" + (" (lower is better)" if metric in ("nll", "ppl") else "")
 
 
 def rows_frame(rows: Iterable[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
