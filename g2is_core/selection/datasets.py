@@ -16,6 +16,11 @@ from ..workspace import Workspace
 DATASETS = "datasets"
 
 
+def dataset_dir(data_hash: str, workspace: Workspace) -> Path:
+    """Where the records of ``data_hash`` are saved (``datasets/<first 16 hex digits>``)."""
+    return workspace.root / DATASETS / data_hash[:16]
+
+
 def save_dataset(records: Sequence[Record], workspace: Workspace | None = None, name: str = "") -> Path:
     """Save records losslessly under ``datasets/<data hash>`` (records.jsonl + sidecar), once per content.
 
@@ -24,8 +29,7 @@ def save_dataset(records: Sequence[Record], workspace: Workspace | None = None, 
     from ..data.loaders import data_hash, save_records_jsonl
 
     ws = workspace or Workspace()
-    h = data_hash(records)
-    d = ws.root / DATASETS / h[:16]
+    d = dataset_dir(data_hash(records), ws)
     if not ws.is_complete(d):
         d.mkdir(parents=True, exist_ok=True)
         save_records_jsonl(records, d / "records.jsonl")
@@ -39,7 +43,7 @@ def load_dataset(data_hash: str, workspace: Workspace | None = None) -> list[Rec
     from ..data.loaders import read_records_jsonl
 
     ws = workspace or Workspace()
-    d = ws.root / DATASETS / str(data_hash)[:16]
+    d = dataset_dir(str(data_hash), ws)
     if not ws.is_complete(d):
         return None
     return read_records_jsonl(d / "records.jsonl")
