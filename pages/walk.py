@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as components
 
+from g2is_core.app import kit as appkit
 from g2is_core.app import netview, readers
 from g2is_core.graph.knn import InstructionGraph
 from g2is_core.graph.layout import find_layout, fit_ranges, marker_size
@@ -54,7 +55,7 @@ pool_hash = run.meta["inputs"].get("pool_data_hash")
 task_of = dict(zip(run.scores["id"], run.scores["task"]))
 source_of = dict(zip(run.scores["id"], run.scores["source"]))
 
-st.caption(f"Method g2is · budget {run.meta.get('budget')} · selected {len(run.ids)} · components {len(comps)} · "
+st.caption(f"Method g2is · target {appkit.md_text(walk_runs[path].target)} · budget {run.meta.get('budget')} · selected {len(run.ids)} · components {len(comps)} · "
            f"config {html.escape(str(run.meta['config'].get('options', {})))}")
 if n_steps == 0:
     st.warning("This walk selected nothing (every component stopped before its anchor).")

@@ -29,7 +29,8 @@ def save_dataset(records: Sequence[Record], workspace: Workspace | None = None, 
     from ..data.loaders import data_hash, save_records_jsonl
 
     ws = workspace or Workspace()
-    d = dataset_dir(data_hash(records), ws)
+    h = data_hash(records)
+    d = dataset_dir(h, ws)
     if not ws.is_complete(d):
         d.mkdir(parents=True, exist_ok=True)
         save_records_jsonl(records, d / "records.jsonl")
