@@ -7,7 +7,9 @@ import streamlit as st
 
 from g2is_core.app import kit as appkit
 from g2is_core.app import readers
+from g2is_core.loop import study
 from g2is_core.loop import tables as benchmarks
+from g2is_core.loop.stats import BootstrapSettings
 from pages import _ui
 
 st.title("Benchmarks")
@@ -79,15 +81,46 @@ st.dataframe(shown.style.format({"mean": "{:.3f}", "std": "{:.3f}", "vs_random":
 st.download_button("Download the table as CSV", table.to_csv(index=False).encode(), file_name=f"{exp}_results.csv",
                     mime="text/csv")
 
-paired = appkit.with_paired_noise(benchmarks.paired_vs_random(rows, metric))
-if not paired.empty:
-    st.markdown("**Seed-matched differences to random** (method at seed s minus random at seed s: the same "
-                "training seed, so its share of the noise cancels; *better* counts the seeds where the method wins "
-                "in the metric's own direction)")
-    st.dataframe(paired.drop(columns=["experiment"]).style.format(
-        {"mean_diff": "{:+.3f}", "min_diff": "{:+.3f}", "max_diff": "{:+.3f}", "ratio": "{:.3g}", "better": "{:.0f}"},
-        na_rep="–"),
-        hide_index=True, width="stretch")
+
+# One stamp per set of finished rows: the bootstrap (n_boot replicates per line) and the overlaps (a file read per
+# cell) rerun only when a cell finishes, not on every redraw.
+done_stamp = tuple(sorted((str(r.get("config_hash")), r.get("finished") or 0) for r in rows if r["status"] == "done"))
+
+
+@st.cache_data(show_spinner="Bootstrapping the intervals…", max_entries=32)
+def _intervals(path: str, experiment: str, read_only: bool, metric: str | None, stamp: tuple) -> pd.DataFrame:
+    return readers.benchmark_intervals(path, experiment, read_only, metric)
+
+
+ci = _intervals(str(reg.path), exp, reg.read_only, metric, done_stamp)
+if not ci.empty:
+    st.markdown(f"**Seed-matched differences to random and to LESS, with bootstrap 95% intervals** (method minus "
+                "reference at the same training seed and question, so their share of the noise cancels; the interval "
+                f"is a percentile bootstrap over questions and seeds, {BootstrapSettings().n_boot:,} replicates; `*` "
+                "marks an interval that excludes zero, *better* / *worse* in the metric's own direction; “(pooled)”: "
+                "the mean of the targets' differences on the same metric). The same table as "
+                f"`g2is bench show {exp} --ci`.")
+    notes = []
+    if ((ci["n_seeds"] == 1) & (ci["basis"] == "questions x seeds")).any():
+        notes.append("with one seed the interval is over questions alone (run more seeds to include the "
+                     "seed-to-seed spread)")
+    if (ci["basis"] == "seeds").any():
+        notes.append("rows recorded without per-question scores are resampled over seeds alone (basis “seeds”), "
+                     "and from one seed they have no interval")
+    if notes:
+        text = "; ".join(notes)
+        st.caption(text[0].upper() + text[1:] + ".")
+    for ref, part in ci.groupby("reference", sort=False):
+        shown = part.drop(columns=["experiment", "reference", "n_targets", "sig", "mark"]).assign(
+            basis=[("questions (1 seed)" if b == "questions x seeds" and n == 1 else b)
+                   for b, n in zip(part["basis"], part["n_seeds"])],
+            excludes_zero=[f"{m} {s}".strip() for m, s in zip(part["mark"], part["sig"])])
+        st.markdown(f"vs **{ref}**")
+        st.dataframe(shown.style.format({"mean_diff": "{:+.4f}", "ci_low": "{:+.4f}", "ci_high": "{:+.4f}",
+                                         "ratio": "{:.3g}"}, na_rep="–"),
+                     hide_index=True, width="stretch")
+    st.download_button("Download the intervals as CSV", ci.to_csv(index=False).encode(),
+                       file_name=f"{exp}_intervals.csv", mime="text/csv")
 
 st.subheader("Method x target")
 for target, sub in table.groupby("target", sort=False):
@@ -101,6 +134,48 @@ for target, sub in table.groupby("target", sort=False):
     fig.update_layout(title=f"{target} ({metric})", barmode="group", height=320, margin={"t": 40, "b": 20},
                       yaxis_title=metric)
     st.plotly_chart(fig, width="stretch")
+
+st.subheader("Diagnostics")
+st.caption("Why the selections look the way they do, stored with every cell (selection/diagnostics.py) and "
+           "averaged over seeds: the most frequent source and its share; walk fill (selected / budget) and fallbacks "
+           "(re-anchorings) for walks; for methods that build the kNN graph, its in-degree Gini (0 = every record "
+           "equally often a neighbour), the share of in-edges into the top 1% of records (0.01 without hubs) and "
+           "the share of the selection among those hubs. The same table as "
+           f"`g2is bench show {exp} --diagnostics`.")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _overlap(path: str, experiment: str, read_only: bool, stamp: tuple) -> pd.DataFrame:
+    return study.overlap_by_cell(readers.benchmark_rows(path, experiment, read_only))
+
+
+diag = study.diagnostics_table(rows)
+if diag.empty:
+    st.info("No selection diagnostics stored in this experiment (baselines only, or rows recorded before they "
+            "were kept).")
+else:
+    st.dataframe(diag.drop(columns=["experiment"]).style.format(
+        {"ratio": "{:.3g}", "top_source_share": "{:.2f}", "n_sources": "{:.1f}", "fill": "{:.2f}",
+         "fallbacks": "{:.1f}", "in_degree_gini": "{:.3f}", "top1_in_share": "{:.3f}",
+         "selected_top1_share": "{:.2f}"}, na_rep="–"), hide_index=True, width="stretch")
+    diag_by = st.radio("Composition of the selections by", ["source", "task"], horizontal=True, key="diag_by")
+    shares = readers.composition_shares(rows, diag_by)
+    if not shares.empty:
+        # the 8 keys with the largest total share keep a column each; the rest are summed as "other"
+        top = shares.groupby("key")["share"].sum().sort_values(ascending=False).index[:8]
+        shares["key"] = shares["key"].where(shares["key"].isin(top), "other")
+        wide = (shares.pivot_table(index=["target", "method", "ratio"], columns="key", values="share",
+                                   aggfunc="sum", fill_value=0.0)
+                .reindex(columns=[*top, *(["other"] if "other" in set(shares["key"]) else [])]).reset_index())
+        st.markdown(f"**Share of each selection by {diag_by}** (mean over seeds)")
+        st.dataframe(wide.style.format({c: "{:.2f}" for c in wide.columns if c not in ("target", "method", "ratio")}
+                                       | {"ratio": "{:.3g}"}), hide_index=True, width="stretch")
+ov = _overlap(str(reg.path), exp, reg.read_only, done_stamp)
+if not ov.empty:
+    st.markdown("**Overlap between methods** (Jaccard of the selected ids at the same target, ratio and seed, "
+                "mean over seeds)")
+    st.dataframe(ov.drop(columns=["experiment"]).style.format({"ratio": "{:.3g}", "jaccard": "{:.2f}"}),
+                 hide_index=True, width="stretch")
 
 st.subheader("Drill-down")
 frame = benchmarks.rows_frame(rows)

@@ -252,6 +252,12 @@ def question_scores(reg, experiment: str | None) -> dict[str, dict[str, Any]]:
     bootstrap intervals (:func:`g2is_core.loop.study.paired_ci_table`); empty for rows recorded before."""
     from ..loop.scores import load_scores
 
+    if getattr(reg, "read_only", False):
+        # load_scores creates its table when missing, which a read-only (immutable) registry refuses: a
+        # registry written before per-question scores were kept simply has none
+        with reg._conn() as c:
+            if c.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='question_scores'").fetchone() is None:
+                return {}
     return load_scores(reg, experiment)
 
 
@@ -274,6 +280,47 @@ def benchmark_version(registry_path: str | Path, experiment: str, read_only: boo
     from ..loop.registry import Registry
 
     return Registry(Path(registry_path), read_only=read_only).version_summary(experiment)
+
+
+def benchmark_intervals(registry_path: str | Path, experiment: str, read_only: bool = False,
+                        metric: str | None = None):
+    """The seed-paired differences to random and to LESS with 95% bootstrap intervals, per target and pooled
+    (:func:`g2is_core.loop.study.paired_ci_table`) over the rows :func:`benchmark_rows` gives and their
+    per-question scores: the table `g2is bench show EXPERIMENT --ci --metric METRIC` prints and
+    bench/report_experiment.py writes. Intervals are over questions and seeds (one seed: over questions);
+    rows without per-question scores fall back to seeds alone (``basis``)."""
+    from ..loop.registry import Registry
+    from ..loop.study import paired_ci_table
+
+    reg = Registry(Path(registry_path), read_only=read_only)
+    return paired_ci_table(reg.current_rows(experiment), question_scores(reg, experiment), metric)
+
+
+def composition_shares(rows: list[dict[str, Any]], by: str = "source"):
+    """The stored selection composition (:func:`cell_diagnostics`, ``composition[by]``, ``by`` = "source" or
+    "task") as shares of each selection, averaged over seeds (a seed without a key counts 0): DataFrame
+    [experiment, target, method, ratio, key, share, n_seeds], largest shares first per cell. Cells without
+    diagnostics (baselines, rows recorded before they were kept) are left out."""
+    import pandas as pd
+
+    from ..loop.stats import latest_done
+
+    cols = ["experiment", "target", "method", "ratio", "key", "share", "n_seeds"]
+    cells: dict[tuple, list[dict[str, int]]] = {}
+    for (e, t, m, r, _s), row in latest_done(rows).items():
+        counts = ((cell_diagnostics(row) or {}).get("composition") or {}).get(by)
+        if counts:
+            cells.setdefault((e, t, m, r), []).append(counts)
+    out = []
+    for (e, t, m, r), seeds in cells.items():
+        shares: dict[str, float] = {}
+        for counts in seeds:
+            n = sum(counts.values())
+            for k, v in counts.items():
+                shares[k] = shares.get(k, 0.0) + (v / n if n else 0.0) / len(seeds)
+        out += [{"experiment": e, "target": t, "method": m, "ratio": r, "key": k, "share": v, "n_seeds": len(seeds)}
+                for k, v in sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return pd.DataFrame(out, columns=cols)
 
 
 def training_losses(train_dir: str | Path) -> list[dict[str, Any]] | None:
