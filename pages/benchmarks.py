@@ -156,9 +156,9 @@ else:
 st.subheader("Heads: what training changed")
 st.caption("The closed loop of the bridge (docs/bridge.md): each trained model's activation pattern of the target "
            "[layer x head], measured on the same few target examples as the untrained base model's, minus the "
-           "base model's. Beside it, two questions over the target's cells with a selection: does a selection "
-           "whose head signature looks like the target's pattern score better, and does one that moves the heads "
-           "the way training on the full pool does?")
+           "base model's. Beside it, questions over the target's cells with a selection: does a selection whose "
+           "head signature looks like the target's pattern score better (and more so than one whose gradients "
+           "point the target's way), and does one that moves the heads the way training on the full pool does?")
 hl_targets = readers.head_loop_targets(rows)
 if not hl_targets:
     st.info("These rows carry no head patterns: they were run without the closed loop. Set eval.head_pattern "
@@ -201,8 +201,10 @@ else:
     from g2is_core.loop import bridge as hl_bridge
 
     lower = hl.metric in benchmarks.LOWER_IS_BETTER
-    cols = st.columns(2)
-    for col, x in zip(cols, (hl_bridge.X_HEADS, hl_bridge.X_CHANGE)):
+    for i, x in enumerate(hl_bridge.X_LABELS):  # head vs gradient similarity side by side: item 6's comparison
+        if i % 2 == 0:
+            cols = st.columns(2)
+        col = cols[i % 2]
         pts = hl.points.dropna(subset=[x, "score"])
         if pts.empty:
             col.info(f"No cell has a {hl_bridge.X_LABELS[x]}.")
@@ -217,6 +219,7 @@ else:
                 f"Pearson r = {pe.r:+.2f} (p = {pe.p:.3g}), Spearman ρ = {sp.r:+.2f} (p = {sp.p:.3g}), n = {pe.n}")
         fig.update_layout(title={"text": f"{hl_bridge.X_LABELS[x]}<br><sup>{stat}</sup>"}, height=380,
                           xaxis_title={hl_bridge.X_HEADS: "head similarity (cosine)",
+                                       hl_bridge.X_GRAD: "gradient similarity (cosine)",
                                        hl_bridge.X_CHANGE: "change similarity (cosine)"}[x],
                           yaxis_title=f"{hl.metric}" + (" (lower is better)" if lower else ""),
                           margin={"t": 70, "b": 20})

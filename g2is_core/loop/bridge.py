@@ -16,13 +16,19 @@ What the runner stores per benchmark cell (the registry row's ``info``; :func:`p
   that checkpoint's model (what the ``heads`` method compares with), w_i the LESS checkpoint weights.
   The mean signature of a set is that set's activation pattern, so this is "how much the selection's
   own pattern looks like the target's".
+- ``gradient_similarity`` (the same cells, from the same stores; the comparison item 6 asks for)::
+
+      gsim(S) = sum_i w_i cos( mean_{z in S} u_i(z), mean_{v in target} u_i(v) )
+
+  u_i the unit-norm LESS gradient features at checkpoint i: how much the selection's mean gradient points
+  the target's way.
 
 What is computed here, from those rows (pure functions, no model):
 
 - the change of a cell: dAP(cell) = AP(cell) - AP(base of the same target) [L, H]; the base's is 0;
 - its change similarity: cos(dAP(cell), mean over the full-data seeds of dAP(full)): did the selection
   move the target's heads the way training on everything did;
-- the correlation of each x (head similarity, change similarity) with the score over a target's cells
+- the correlation of each x (head similarity, change similarity, gradient similarity) with the score over a target's cells
   with a selection (every method, ratio and seed; base and full are references, not points), Pearson
   and Spearman, with a two-sided permutation p-value (:func:`correlation_test`).
 
@@ -43,9 +49,12 @@ from .tables import primary_metric
 
 PATTERN = "head_pattern"          # row info: the cell model's pattern of the target (pattern_record)
 SIMILARITY = "head_similarity"    # row info: the selection's head similarity to the target's pattern
+GRADIENT = "gradient_similarity"  # row info: the selection's gradient similarity to the target
 X_HEADS = "head_similarity"       # the points' x columns
 X_CHANGE = "change_similarity"
+X_GRAD = "gradient_similarity"
 X_LABELS = {X_HEADS: "head similarity of the selection to the target's pattern",
+            X_GRAD: "gradient similarity of the selection to the target",
             X_CHANGE: "change similarity to the full-data model's change"}
 CORRELATIONS = ("pearson", "spearman")
 N_PERM = 9999
@@ -86,17 +95,39 @@ def selection_head_similarity(train, target, ids: Sequence[str]) -> dict[str, An
     ``signatures`` (one [N, L, H] array per checkpoint; weights = the LESS checkpoint weights)."""
     if train.signatures is None or target.signatures is None:
         raise ValueError("the head similarity of a selection needs head signatures in the pool and target stores")
-    where = {i: k for k, i in enumerate(train.ids)}
-    missing = [i for i in ids if i not in where]
-    if missing or not ids:
-        raise ValueError(f"{len(missing)} selected id(s) are not rows of the pool's features (e.g. {missing[:3]})"
-                         if missing else "an empty selection has no head similarity")
-    rows = np.sort(np.array([where[i] for i in ids]))
+    rows = _rows(train, ids)
     per = [cosine(np.asarray(train.signatures[c], np.float64)[rows].mean(0),
                   np.asarray(target.signatures[c], np.float64).mean(0)) for c in range(len(train.weights))]
     w = [float(x) for x in train.weights]
     return {"cosine": float(np.dot(w, per)), "per_checkpoint": per, "weights": w, "n_selected": len(rows),
             "what": "sum_i w_i cos(mean signature of the selection, target's pattern) at the warmup checkpoints"}
+
+
+def selection_gradient_similarity(train, target, ids: Sequence[str]) -> dict[str, Any]:
+    """gsim(S) of the module doc for the selected pool ids ``ids`` (``train`` / ``target``: FeatureSets)."""
+    rows = _rows(train, ids)
+    per = []
+    for c in range(len(train.weights)):
+        x = np.asarray(train.checkpoints[c], np.float64)[rows]
+        v = np.asarray(target.checkpoints[c], np.float64)
+        per.append(cosine(_unit(x).mean(0), _unit(v).mean(0)))
+    w = [float(x) for x in train.weights]
+    return {"cosine": float(np.dot(w, per)), "per_checkpoint": per, "weights": w, "n_selected": len(rows),
+            "what": "sum_i w_i cos(mean unit gradient feature of the selection, the target's) at the warmup checkpoints"}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+
+
+def _rows(train, ids: Sequence[str]) -> np.ndarray:
+    where = {i: k for k, i in enumerate(train.ids)}
+    missing = [i for i in ids if i not in where]
+    if missing or not ids:
+        raise ValueError(f"{len(missing)} selected id(s) are not rows of the pool's features (e.g. {missing[:3]})"
+                         if missing else "an empty selection has no similarity to the target")
+    return np.sort(np.array([where[i] for i in ids]))
 
 
 # ----------------------------------------------------------------------------- correlation and its null
@@ -159,7 +190,7 @@ class TargetLoop:
     ``changes``: label -> dAP [L, H] averaged over the label's seeds, for the full-data model and every
     selection (label = method, or "method @ ratio" when the target has several ratios), in row order.
     ``points``: one line per cell with a selection: method, ratio, seed, score, head_similarity,
-    change_similarity (NaN where a row lacks it), config_hash.
+    change_similarity, gradient_similarity (NaN where a row lacks it), config_hash.
     ``tests``: x column -> correlation -> :class:`CorrelationTest` over the points where x is known.
     ``notes``: sentences about rows left out, and why.
     """
@@ -240,14 +271,15 @@ def closed_loop(rows: Iterable[dict[str, Any]], target: str, metric: str | None 
         used_metric = used_metric or name
         d = deltas.get(r["config_hash"])
         hs = ((r.get("info") or {}).get(SIMILARITY) or {}).get("cosine")
+        gs = ((r.get("info") or {}).get(GRADIENT) or {}).get("cosine")
         points.append({"method": r["method"], "ratio": r["ratio"], "seed": r["seed"],
                        "score": np.nan if score is None else score,
                        X_HEADS: np.nan if hs is None else float(hs),
                        X_CHANGE: cosine(d, full_change) if d is not None and full_change is not None else np.nan,
-                       "config_hash": r["config_hash"]})
-    pts = pd.DataFrame(points, columns=["method", "ratio", "seed", "score", X_HEADS, X_CHANGE, "config_hash"])
+                       X_GRAD: np.nan if gs is None else float(gs), "config_hash": r["config_hash"]})
+    pts = pd.DataFrame(points, columns=["method", "ratio", "seed", "score", X_HEADS, X_CHANGE, X_GRAD, "config_hash"])
     tests: dict[str, dict[str, CorrelationTest]] = {}
-    for x in (X_HEADS, X_CHANGE):
+    for x in X_LABELS:
         ok = pts[np.isfinite(pts[x].astype(float)) & np.isfinite(pts["score"].astype(float))]
         tests[x] = {m: correlation_test(ok[x], ok["score"], m, n_perm=n_perm, seed=seed) for m in CORRELATIONS}
     if sel and pts[X_HEADS].isna().all():

@@ -156,9 +156,9 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         chosen = [by_id[i] for i in run.ids]
         sel_dir = str(run.dir)
     timings["select_s"] = time.perf_counter() - t0
-    head_sim = None
+    similarity: dict[str, Any] = {}
     if chosen and spec.eval.head_pattern and needs_head_signatures(spec):
-        head_sim = _selection_head_similarity(spec, target, pool, [r.id for r in chosen], ws, stores, progress)
+        similarity = _selection_similarity(spec, target, pool, [r.id for r in chosen], ws, stores, progress)
     lm = load_model(spec.model, workspace=ws)
     if chosen:
         ts = spec.train
@@ -224,8 +224,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         info["diagnostics"] = diagnostics
     if pattern is not None:
         info[bridge.PATTERN] = pattern
-    if head_sim is not None:
-        info[bridge.SIMILARITY] = head_sim
+    info.update(similarity)
     return metrics, timings, sel_dir, train_dir, info
 
 
@@ -243,11 +242,12 @@ def target_head_pattern(lm, target: TargetSpec, n: int, max_length: int) -> dict
     return bridge.pattern_record(ap.values, ap.ids, n_kv_heads=ap.n_kv_heads, max_length=max_length, route=ap.route)
 
 
-def _selection_head_similarity(spec: ExperimentSpec, target: TargetSpec, pool: list[Record], ids: list[str],
-                               ws: Workspace, stores: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """:func:`.bridge.selection_head_similarity` of a cell's selection, from the spec's gradient stores (those the
-    cell's method read, else the cached ones of :func:`gradient_stores`: a non-gradient method's cell reads them
-    only for this)."""
+def _selection_similarity(spec: ExperimentSpec, target: TargetSpec, pool: list[Record], ids: list[str],
+                          ws: Workspace, stores: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The row ``info`` entries of a cell's selection: its head similarity and its gradient similarity to the
+    target (:func:`.bridge.selection_head_similarity`, :func:`.bridge.selection_gradient_similarity`), from the
+    spec's gradient stores (those the cell's method read, else the cached ones of :func:`gradient_stores`: a
+    non-gradient method's cell reads them only for this)."""
     from ..selection import FeatureSet
 
     if not stores:
@@ -255,7 +255,8 @@ def _selection_head_similarity(spec: ExperimentSpec, target: TargetSpec, pool: l
         stores = gradient_stores(spec, pool, targets, ws, lambda f, m: progress(0.25 * f, f"features: {m}"))
     train = FeatureSet.from_stores(stores["train_stores"])
     tgt = FeatureSet.from_stores(stores["target_stores"], "target")
-    return bridge.selection_head_similarity(train, tgt, ids)
+    return {bridge.SIMILARITY: bridge.selection_head_similarity(train, tgt, ids),
+            bridge.GRADIENT: bridge.selection_gradient_similarity(train, tgt, ids)}
 
 
 def prepare_features(spec: ExperimentSpec, workspace: Workspace | None = None,

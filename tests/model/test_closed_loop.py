@@ -96,7 +96,7 @@ def test_rows_carry_the_pattern_of_their_own_model(loop_run):
     assert "base" not in hl.changes and np.abs(hl.changes["full"]).max() > 0
     np.testing.assert_array_equal(bridge.row_pattern(by["base"]) - base.values, 0)
     assert set(hl.points["method"]) == {"random", "less", "bm25"} and hl.notes == []
-    assert np.isfinite(hl.points[bridge.X_CHANGE]).all() and np.isfinite(hl.points[bridge.X_HEADS]).all()
+    assert np.isfinite(hl.points[[bridge.X_CHANGE, bridge.X_HEADS, bridge.X_GRAD]].to_numpy()).all()
 
 
 def test_selections_carry_their_head_similarity(loop_run):
@@ -113,11 +113,13 @@ def test_selections_carry_their_head_similarity(loop_run):
     train = FeatureSet.from_stores(stores["train_stores"])
     target = FeatureSet.from_stores(stores["target_stores"], "target")
     for r in rows:
-        got = r["info"].get(bridge.SIMILARITY)
+        got, grad = r["info"].get(bridge.SIMILARITY), r["info"].get(bridge.GRADIENT)
         if r["method"] == "base":
-            assert got is None
+            assert got is None and grad is None
             continue
         ids = selected_ids(r["selection"]) if r["selection"] else [p.id for p in pool]
         want = bridge.selection_head_similarity(train, target, ids)
         assert got["n_selected"] == len(ids) == r["metrics"]["n_train"]
         assert got["cosine"] == pytest.approx(want["cosine"], abs=1e-12) and -1 <= got["cosine"] <= 1
+        assert grad["cosine"] == pytest.approx(bridge.selection_gradient_similarity(train, target, ids)["cosine"],
+                                               abs=1e-12)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from g2is_core.loop import bridge
-from g2is_core.loop.bridge import (X_CHANGE, X_HEADS, closed_loop, correlation_test, cosine, loop_targets,
-                                   pattern_record, selection_head_similarity)
+from g2is_core.loop.bridge import (X_CHANGE, X_GRAD, X_HEADS, closed_loop, correlation_test, cosine, loop_targets,
+                                   pattern_record, selection_gradient_similarity, selection_head_similarity)
 from g2is_core.workspace import canonical_json
 
 
@@ -86,15 +86,33 @@ def test_selection_head_similarity_known_answers():
         selection_head_similarity(FeatureSet.from_arrays(feats, ids=list(pool)), target, ["a"])
 
 
+def test_selection_gradient_similarity_known_answers():
+    from g2is_core.selection import FeatureSet
+
+    # checkpoint 0: pool rows e1, 3 e2, e1 + e2 (unit: (e1 + e2) / sqrt 2); the target's rows 2 e1, e1 -> mean e1
+    x0 = np.array([[1.0, 0, 0], [0, 3, 0], [1, 1, 0]])
+    x1 = np.array([[0.0, 0, 1], [0, 0, 1], [0, 0, 1]])          # checkpoint 1: every row along e3
+    train = FeatureSet.from_arrays([x0, x1], ids=["a", "b", "c"], weights=[1, 1])
+    target = FeatureSet.from_arrays([np.array([[2.0, 0, 0], [1, 0, 0]]), np.array([[0, 1.0, 0], [0, 1, 0]])],
+                                    weights=[1, 1])
+    g = selection_gradient_similarity(train, target, ["a"])
+    assert g["per_checkpoint"] == pytest.approx([1.0, 0.0]) and g["cosine"] == pytest.approx(0.5)
+    # rows are unit-normalised first: b's length 3 does not outweigh a; mean (e1 + e2) / 2 -> cos 1 / sqrt 2
+    assert selection_gradient_similarity(train, target, ["a", "b"])["per_checkpoint"][0] == pytest.approx(2 ** -0.5)
+    assert selection_gradient_similarity(train, target, ["c"])["per_checkpoint"][0] == pytest.approx(2 ** -0.5)
+
+
 # ----------------------------------------------------------------------------- the closed loop of rows
 P = np.array([[1.0, 2.0, 0.5], [0.2, 0.1, 3.0]])      # the base model's pattern [L=2, H=3]
 D = np.array([[0.5, -1.0, 0.0], [0.0, 0.2, -0.4]])    # the full-data model's change
 
 
-def _row(method, ratio, seed, values, score, ids=("t0", "t1"), hsim=None, target="t", **kw):
+def _row(method, ratio, seed, values, score, ids=("t0", "t1"), hsim=None, target="t", gsim=None, **kw):
     info = {bridge.PATTERN: json.loads(canonical_json(pattern_record(values, ids, n_kv_heads=1, max_length=32)))}
     if hsim is not None:
         info[bridge.SIMILARITY] = {"cosine": hsim}
+    if gsim is not None:
+        info[bridge.GRADIENT] = {"cosine": gsim}
     return {"experiment": "e", "target": target, "method": method, "ratio": ratio, "seed": seed, "status": "done",
             "finished": kw.get("finished", 1.0), "config_hash": f"{target}-{method}-{ratio}-{seed}",
             "metrics": {"accuracy": score, "nll": -score}, "info": info}
@@ -112,7 +130,7 @@ def test_closed_loop_changes_points_and_correlations():
     rows = [_row("base", None, 0, P, 0.1), _row("full", None, 0, P + D, 0.9),
             _row("less", 0.1, 0, P + D, 0.8, hsim=0.9), _row("less", 0.1, 1, P + 2 * D, 0.7, hsim=0.8),
             _row("random", 0.1, 0, P - D, 0.2, hsim=0.1), _row("random", 0.1, 1, P + 0 * D, 0.3, hsim=0.3),
-            _row("bm25", 0.1, 0, P + np.roll(D, 1), 0.5, hsim=0.5),
+            _row("bm25", 0.1, 0, P + np.roll(D, 1), 0.5, hsim=0.5, gsim=0.2),
             {"experiment": "e", "target": "t", "method": "g2is", "ratio": 0.1, "seed": 0, "status": "running",
              "config_hash": "x"}]
     hl = closed_loop(rows, "t", "accuracy", n_perm=999)
@@ -128,6 +146,8 @@ def test_closed_loop_changes_points_and_correlations():
     assert pts.loc[("random", 0), X_CHANGE] == pytest.approx(-1.0)
     assert np.isnan(pts.loc[("random", 1), X_CHANGE])                        # no change: no direction
     assert pts.loc[("bm25", 0), X_HEADS] == 0.5 and pts.loc[("less", 0), "score"] == 0.8
+    assert pts.loc[("bm25", 0), X_GRAD] == 0.2 and pts[X_GRAD].isna().sum() == 4
+    assert np.isnan(hl.tests[X_GRAD]["pearson"].r) and hl.tests[X_GRAD]["pearson"].n == 1
     t = hl.tests[X_HEADS]["pearson"]
     assert t.n == 5 and t.r == pytest.approx(np.corrcoef([0.9, 0.8, 0.1, 0.3, 0.5], [0.8, 0.7, 0.2, 0.3, 0.5])[0, 1])
     assert hl.tests[X_CHANGE]["pearson"].n == 4                              # random seed 1 has no x
