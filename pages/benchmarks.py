@@ -227,3 +227,79 @@ if curves:
     st.plotly_chart(fig, width="stretch")
 else:
     st.info("No training runs with a loss curve in this experiment.")
+
+st.subheader("Heads: what training changed")
+st.caption("The closed loop of the bridge (docs/bridge.md): each trained model's activation pattern of the target "
+           "[layer x head], measured on the same few target examples as the untrained base model's, minus the "
+           "base model's. Beside it, questions over the target's cells with a selection: does a selection whose "
+           "head signature looks like the target's pattern score better (and more so than one whose gradients "
+           "point the target's way), and does one that moves the heads the way training on the full pool does?")
+hl_targets = readers.head_loop_targets(rows)
+if not hl_targets:
+    st.info("These rows carry no head patterns: they were run without the closed loop. Set eval.head_pattern "
+            "(e.g. 8 target examples) in the experiment spec and run it again to see what training changed in the "
+            "target's attention heads.")
+else:
+    hl_target = (st.selectbox("Target of the head patterns", hl_targets, key="heads_loop_target")
+                 if len(hl_targets) > 1 else hl_targets[0])
+    hl_metric = table.loc[table["target"] == hl_target, "metric"]
+    hl = readers.head_loop(rows, hl_target, hl_metric.iloc[0] if len(hl_metric) else None)
+    for note in hl.notes:
+        st.caption(note)
+    if hl.changes:
+        from plotly.subplots import make_subplots
+
+        n_layers, n_heads = hl.shape
+        labels = list(hl.changes)
+        n_cols = min(len(labels), 4)
+        n_rows = -(-len(labels) // n_cols)
+        fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=labels, shared_yaxes=True,
+                            horizontal_spacing=0.03, vertical_spacing=0.12)
+        for i, lab in enumerate(labels):
+            fig.add_trace(go.Heatmap(z=hl.changes[lab], x=list(range(n_heads)), y=list(range(n_layers)),
+                                     coloraxis="coloraxis", name=lab,
+                                     hovertemplate="L%{y}H%{x}: %{z:.3g}<extra>" + lab + "</extra>"),
+                          row=i // n_cols + 1, col=i % n_cols + 1)
+        zmax = hl.zmax or 1.0
+        fig.update_layout(coloraxis={"colorscale": "RdBu", "reversescale": True, "cmin": -zmax, "cmax": zmax,
+                                     "colorbar": {"title": "change"}},
+                          height=120 + 260 * n_rows, margin={"t": 50, "b": 20},
+                          title=f"Change of the target's head pattern from the base model ({hl_target})")
+        fig.update_xaxes(title_text="head", dtick=max(1, n_heads // 6))
+        fig.update_yaxes(dtick=max(1, n_layers // 8))
+        fig.update_yaxes(title_text="layer", col=1)
+        st.plotly_chart(fig, width="stretch")
+        st.caption("One colour scale for every panel (red: the head's activation rose, blue: it fell); each panel is "
+                   "the mean over the seeds of a method. The base model's own change is zero by definition.")
+    import math
+
+    from g2is_core.loop import bridge as hl_bridge
+
+    lower = hl.metric in benchmarks.LOWER_IS_BETTER
+    for i, x in enumerate(hl_bridge.X_LABELS):  # head vs gradient similarity side by side: item 6's comparison
+        if i % 2 == 0:
+            cols = st.columns(2)
+        col = cols[i % 2]
+        pts = hl.points.dropna(subset=[x, "score"])
+        if pts.empty:
+            col.info(f"No cell has a {hl_bridge.X_LABELS[x]}.")
+            continue
+        pe, sp = hl.tests[x]["pearson"], hl.tests[x]["spearman"]
+        fig = go.Figure()
+        for m, g in pts.groupby("method", sort=False):
+            fig.add_scatter(x=g[x], y=g["score"], mode="markers", name=str(m), marker={"size": 10},
+                            text=[f"ratio {r:g}, seed {s}" for r, s in zip(g["ratio"], g["seed"])],
+                            hovertemplate="%{text}<br>x %{x:.3f}, score %{y:.3f}")
+        stat = ("too few cells for a correlation (3 or more with distinct values)" if math.isnan(pe.r) else
+                f"Pearson r = {pe.r:+.2f} (p = {pe.p:.3g}), Spearman ρ = {sp.r:+.2f} (p = {sp.p:.3g}), n = {pe.n}")
+        fig.update_layout(title={"text": f"{hl_bridge.X_LABELS[x]}<br><sup>{stat}</sup>"}, height=380,
+                          xaxis_title={hl_bridge.X_HEADS: "head similarity (cosine)",
+                                       hl_bridge.X_GRAD: "gradient similarity (cosine)",
+                                       hl_bridge.X_CHANGE: "change similarity (cosine)"}[x],
+                          yaxis_title=f"{hl.metric}" + (" (lower is better)" if lower else ""),
+                          margin={"t": 70, "b": 20})
+        col.plotly_chart(fig, width="stretch")
+    st.caption(f"p: two-sided permutation p-value ({hl_bridge.N_PERM} seeded shuffles of the scores over the cells; "
+               "(1 + shuffles with |r| at least the observed) / (1 + shuffles)). With a handful of cells only a "
+               "large |r| can be told from chance." + (f" {hl.metric} is lower-is-better: a negative r means the x "
+                                                      "goes with a better score." if lower else ""))

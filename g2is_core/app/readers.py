@@ -323,6 +323,22 @@ def composition_shares(rows: list[dict[str, Any]], by: str = "source"):
     return pd.DataFrame(out, columns=cols)
 
 
+def head_loop_targets(rows: list[dict[str, Any]]) -> list[str]:
+    """Targets whose finished rows carry the closed loop's head patterns (none for rows recorded without
+    ``eval.head_pattern``; :mod:`g2is_core.loop.bridge`)."""
+    from ..loop.bridge import loop_targets
+
+    return loop_targets(rows)
+
+
+def head_loop(rows: list[dict[str, Any]], target: str, metric: str | None, n_perm: int | None = None):
+    """The closed loop of one target (:class:`g2is_core.loop.bridge.TargetLoop`: the change heatmaps, the points
+    of the two scatters and their correlation tests), or None when its rows carry no head pattern."""
+    from ..loop.bridge import N_PERM, closed_loop
+
+    return closed_loop(rows, target, metric, n_perm=N_PERM if n_perm is None else n_perm)
+
+
 def training_losses(train_dir: str | Path) -> list[dict[str, Any]] | None:
     """The loss curve of a fine-tuning run ([{"samples", "loss", ...}] from its state.json), or None."""
     p = Path(train_dir) / "state.json"

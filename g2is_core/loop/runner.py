@@ -18,6 +18,7 @@ from ..data.records import Record
 from ..progress import Progress, no_progress
 from ..runtime import resolve_bf16, resolve_precision
 from ..workspace import Workspace, hash_config, write_json
+from . import bridge
 from .experiment import load_pool, load_target
 from .registry import Registry
 from .scores import merge_scores, question_scores, save_scores
@@ -34,11 +35,15 @@ def needs_features(method: str) -> bool:
 
 
 def needs_head_signatures(spec: ExperimentSpec) -> bool:
-    """Whether any method of the spec reads head signatures (registry ``needs``): then every gradient store of
-    the spec is extracted with them (same pass; docs/bridge.md), so all its methods share one set of stores."""
+    """Whether the spec's gradient stores carry head signatures: when any method of the spec reads them
+    (registry ``needs``), or when the closed loop is on (``eval.head_pattern``) and the spec extracts stores
+    anyway (a gradient method): then every selection's head similarity to the target's pattern is measured
+    from them (:mod:`.bridge`). Same pass as the features (docs/bridge.md); all methods share one set of stores."""
     from ..selection import METHODS
 
-    return any("head_signatures" in getattr(METHODS.get(spec.base_method(m)), "needs", ()) for m in spec.all_methods())
+    if any("head_signatures" in getattr(METHODS.get(spec.base_method(m)), "needs", ()) for m in spec.all_methods()):
+        return True
+    return spec.eval.head_pattern > 0 and any(needs_features(spec.base_method(m)) for m in spec.methods)
 
 
 def cell_config(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: float | None, seed: int,
@@ -123,6 +128,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     sel_dir = None
     train_dir = None
     diagnostics = None  # what the selection looks like (selection.diagnostics), stored in the row's info
+    stores: dict[str, Any] = {}  # the gradient stores a gradient method read (train_stores, target_stores)
     t0 = time.perf_counter()
     if method == BASE:
         chosen: list[Record] = []
@@ -136,7 +142,6 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         opts = spec.selection.method_options(method)
         if name in spec.variants:
             opts.update(spec.variants[name].options)
-        stores: dict[str, Any] = {}
         if needs_features(method):
             precision["features"] = resolve_precision(spec.selection.features.bf16, what="feature extraction").to_dict()
             stores = gradient_stores(spec, pool, targets, ws, lambda f, m: progress(0.25 * f, f"features: {m}"))
@@ -151,6 +156,9 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         chosen = [by_id[i] for i in run.ids]
         sel_dir = str(run.dir)
     timings["select_s"] = time.perf_counter() - t0
+    similarity: dict[str, Any] = {}
+    if chosen and spec.eval.head_pattern and needs_head_signatures(spec):
+        similarity = _selection_similarity(spec, target, pool, [r.id for r in chosen], ws, stores, progress)
     lm = load_model(spec.model, workspace=ws)
     if chosen:
         ts = spec.train
@@ -179,6 +187,12 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         timings["train_s"] = time.perf_counter() - t1
         lm.model = model
         train_dir = str(train_dir)
+    pattern = None
+    if spec.eval.head_pattern:  # before the eval: measured in fp32 on the weights as trained (bridge.py)
+        t3 = time.perf_counter()
+        progress(0.8, "head pattern of the target")
+        pattern = target_head_pattern(lm, target, spec.eval.head_pattern, spec.train.max_length)
+        timings["head_pattern_s"] = time.perf_counter() - t3
     t2 = time.perf_counter()
     ev = spec.eval
     ev_precision = resolve_precision(ev.dtype, what="evaluation")
@@ -208,7 +222,41 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     info: dict[str, Any] = {"precision": precision, "question_scores": per_q}
     if diagnostics is not None:
         info["diagnostics"] = diagnostics
+    if pattern is not None:
+        info[bridge.PATTERN] = pattern
+    info.update(similarity)
     return metrics, timings, sel_dir, train_dir, info
+
+
+def target_head_pattern(lm, target: TargetSpec, n: int, max_length: int) -> dict[str, Any]:
+    """The closed loop's pattern of one cell (:func:`.bridge.pattern_record`): the activation pattern [L, H] of
+    ``lm.model`` as it is (trained or base) on the first ``n`` of the target's selection examples, encoded as
+    training encodes them (``max_length`` tokens), gate route, fp32. The same examples for every cell of a
+    target: the target's selection examples are drawn with seed 0 whatever the cell's seed."""
+    from ..data.encoding import encode_all
+    from ..heads.patterns import activation_pattern
+
+    recs = load_target(target.select, target.n_select, seed=0)[:n]
+    enc, _ = encode_all(lm.tokenizer, recs, max_length=max_length)
+    ap = activation_pattern(lm.model, enc, pad_id=lm.tokenizer.pad_token_id)
+    return bridge.pattern_record(ap.values, ap.ids, n_kv_heads=ap.n_kv_heads, max_length=max_length, route=ap.route)
+
+
+def _selection_similarity(spec: ExperimentSpec, target: TargetSpec, pool: list[Record], ids: list[str],
+                          ws: Workspace, stores: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The row ``info`` entries of a cell's selection: its head similarity and its gradient similarity to the
+    target (:func:`.bridge.selection_head_similarity`, :func:`.bridge.selection_gradient_similarity`), from the
+    spec's gradient stores (those the cell's method read, else the cached ones of :func:`gradient_stores`: a
+    non-gradient method's cell reads them only for this)."""
+    from ..selection import FeatureSet
+
+    if not stores:
+        targets = load_target(target.select, target.n_select, seed=0)
+        stores = gradient_stores(spec, pool, targets, ws, lambda f, m: progress(0.25 * f, f"features: {m}"))
+    train = FeatureSet.from_stores(stores["train_stores"])
+    tgt = FeatureSet.from_stores(stores["target_stores"], "target")
+    return {bridge.SIMILARITY: bridge.selection_head_similarity(train, tgt, ids),
+            bridge.GRADIENT: bridge.selection_gradient_similarity(train, tgt, ids)}
 
 
 def prepare_features(spec: ExperimentSpec, workspace: Workspace | None = None,

@@ -20,7 +20,8 @@ Example (YAML)::
     seeds: [0, 1]
     train: {lr: 2.0e-4, epochs: 2, batch_size: 8, max_length: 256, lora: {r: 8, alpha: 32, dropout: 0.0}}
     selection: {}                  # features: {...} for g2is/less, and <method>: {options} per method
-    eval: {loglik: true}           # evaluate() settings; loglik: also score the gold answer's NLL; dtype: bf16
+    eval: {loglik: true}           # evaluate() settings; loglik: also score the gold answer's NLL; dtype: bf16;
+                                   # head_pattern: 8 keeps each cell's head pattern of the target (docs/bridge.md)
     full_seeds: [0]                # optional: train the full-data baseline with fewer seeds (it costs the most)
 
 A target may override its eval's protocol (``protocol: loglik`` scores the gold answer of a generative
@@ -222,11 +223,17 @@ class EvalOptions(SpecPart, EvalSettings):
     dtype: bool | str = _opt(False, "score with bf16 weights: true (or bf16), false (or fp32), or auto")
     protocol: str | None = _opt(None, "every target's protocol instead of its eval's own (a target's wins)")
     shots: int | None = _opt(None, "few-shot exemplars of every target (None: each eval's default; a target's wins)")
+    head_pattern: int = _opt(0, "the closed loop (docs/bridge.md): measure the target's attention-head activation "
+                                "pattern [layer, head] of every cell's model, the base model included, on the first "
+                                "N of the target's selection examples (the same N for every cell) and keep it in "
+                                "the row; 0 = off. A few examples suffice (8); it costs one forward and backward "
+                                "per example and cell")
 
     def __post_init__(self) -> None:
         EvalSettings.__post_init__(self)  # batch_size, template, max_length, max_new_tokens
         _bf16_switch(self.dtype, "dtype")
         NON_NEGATIVE_INT.check(self.shots, "shots", optional=True)
+        NON_NEGATIVE_INT.check(self.head_pattern, "head_pattern")
 
 
 @dataclass(frozen=True)

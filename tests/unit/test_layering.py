@@ -28,7 +28,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "graph": (),
     "selection": ("data", "models", "features", "graph"),
     "heads": ("data", "models", "features.ray_backend"),  # heads/ray.py reuses the Ray plumbing
-    "loop": ("data", "models", "features", "selection"),
+    "loop": ("data", "models", "features", "selection", "heads.patterns"),  # the closed loop's head patterns
     "impact": ("data", "models", "loop"),
     "demo": ("data", "models", "features", "graph", "selection", "heads", "loop"),
     "app": (*CORE_FOLDERS, "jobs"),       # any core folder and the jobs runner; never the CLI
