@@ -32,8 +32,8 @@ def test_data_page_shows_builtin_suite(page, app_url):
     wait_idle(page, FIRST_RENDER_MS)
     body = page.inner_text("body")
     assert "builtin" in body                     # the source column / caption of the built-in suite
-    assert "built-in pool" in body               # the caption naming the loaded data
-    assert "lookup_add" in body                  # a built-in task (axis of "Records by task")
+    assert "the demo's pool" in body             # the caption naming the loaded data (the default: the demo's)
+    assert "first_last" in body                  # a built-in task of it (axis of "Records by task")
     assert "Traceback" not in body
     assert page.locator('[data-testid="stException"]').count() == 0
     box = table.bounding_box()

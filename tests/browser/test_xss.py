@@ -173,5 +173,9 @@ def test_other_pages_are_inert(page, app_url, hostile, path, heading):
         page.get_by_text(f"job {SCRIPT}{IMG}").first.wait_for(state="attached", timeout=TIMEOUT_MS)
         _assert_clean(page, dialogs)
     if path == "benchmarks":                                 # the experiment picker shows the name as text
+        # other tests of the session store experiments in the same workspace: pick the hostile one
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="Experiment").first.click()
+        page.get_by_role("option", name=f"exp{SCRIPT}", exact=True).first.click()
+        wait_idle(page)
         page.get_by_text(f"exp{SCRIPT}").first.wait_for(state="attached", timeout=TIMEOUT_MS)  # a grid cell's text
         _assert_clean(page, dialogs)
