@@ -1,7 +1,8 @@
 """Instruction graph: the top-k neighbour graph over pool gradient features (G2IS §3).
 
 Layout only. The 2-D map reads a layout cached by `g2is graph build` (never computed here), the
-table behind it comes from layout.map_frame, the neighbourhood from netview (pyvis, in-line JS).
+table behind it comes from layout.map_frame, the neighbourhood from netview (pyvis, in-line JS), the
+head signatures and their numbers from app.bridge (docs/bridge.md, "The graph and walk views").
 """
 from __future__ import annotations
 
@@ -12,17 +13,38 @@ import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as components
 
-from g2is_core.app import netview, readers
+from g2is_core.app import bridge, netview, readers
 from g2is_core.graph.knn import InstructionGraph
 from g2is_core.graph.layout import (DISPLAY_MAX, cluster_labels, display_mask, find_layout, fit_ranges, map_frame,
                                     marker_size)
 from g2is_core.selection import load_dataset
-from pages import _ui
+from pages import _heads_view, _ui
 
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
            "#bab0ac", "#1f77b4", "#2ca02c"]
 BIG = 20_000  # above this many nodes, hover text carries no prompt (keeps the page light)
 MAX_DRAWN = DISPLAY_MAX  # above this many visible nodes the browser gets a fixed subset (plus selection and focus)
+BAND = "head signature"              # colour: the layer band holding most of a node's signature (app.bridge)
+SIM = "similarity to target"         # colour: sum_i w_i cos(S_i(node), P_i), the ``heads`` score
+BAND_COLOURS = ["#4c78a8", "#f58518", "#54a24b"]
+
+
+@st.cache_data(max_entries=8, show_spinner="Colouring by head signature")
+def _bands(root: str, keys: tuple[str, ...], stamp: float) -> list[str]:
+    """[N] the words of each node's dominant layer band (app.bridge.pool_bands)."""
+    pool = _heads_view.signatures(root, keys, "pool", stamp)
+    L = pool.shape[0]
+    return [bridge.band_label(int(b), L) for b in bridge.pool_bands(pool)]
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing with the target's pattern")
+def _similarity(root: str, keys: tuple[str, ...], stamp: float, target_keys: tuple[str, ...],
+                target_stamp: float) -> np.ndarray:
+    """[N] each node's cosine with the target's pattern (app.bridge.similarity_to_target)."""
+    pool = _heads_view.signatures(root, keys, "pool", stamp)
+    target = _heads_view.signatures(root, target_keys, "target", target_stamp)
+    bridge.check_pair(pool, target)
+    return bridge.similarity_to_target(pool, target.pattern())
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the graph")
@@ -58,15 +80,25 @@ def _colours(values: list[str]) -> dict[str, str]:
     return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(values)}
 
 
-def _map(df, colour_by: str, focus: int | None, g: InstructionGraph, visible, labels: bool = True) -> go.Figure:
+def _map(df, colour_by: str, focus: int | None, g: InstructionGraph, visible, labels: bool = True,
+         palette: dict[str, str] | None = None) -> go.Figure:
+    """The 2-D map; ``palette``: the colour of each category of ``colour_by`` in legend order (else by name)."""
     fig = go.Figure()
     shown = df[visible]
     size = marker_size(len(shown))
     if colour_by == "selection":
         groups = [("not selected", shown[~shown["selected"]], "#c7c7c7"), ("selected", shown[shown["selected"]], "#e45756")]
+    elif colour_by == SIM:  # continuous: one trace, a colour bar
+        groups = []
+        fig.add_trace(go.Scattergl(x=shown["x"], y=shown["y"], mode="markers", name="cos to the target's pattern",
+                                   marker={"size": size, "color": shown[SIM], "colorscale": "Viridis", "opacity": 0.8,
+                                           "colorbar": {"title": {"text": "cos"}, "thickness": 10, "len": 0.5, "x": 0.0,
+                                                        "xanchor": "left"}},
+                                   customdata=shown["node"], hovertext=shown["hover"], hoverinfo="text"))
     else:
-        cats = sorted(shown[colour_by].unique().tolist())
-        cmap = _colours(cats)
+        present = set(shown[colour_by].unique().tolist())
+        cats = [c for c in palette if c in present] if palette else sorted(present)
+        cmap = palette or _colours(cats)
         groups = [(c, shown[shown[colour_by] == c], cmap[c]) for c in cats]
     for name, part, colour in groups:
         fig.add_trace(go.Scattergl(x=part["x"], y=part["y"], mode="markers", name=html.escape(str(name)),
@@ -90,7 +122,7 @@ def _map(df, colour_by: str, focus: int | None, g: InstructionGraph, visible, la
                                    marker={"size": 14, "color": "#111", "symbol": "star"},
                                    customdata=[focus], hovertext=[df["hover"].iat[focus]], hoverinfo="text"))
     if labels and len(shown):
-        by = "task" if colour_by == "selection" else colour_by
+        by = "task" if colour_by in ("selection", SIM) else colour_by
         for r in cluster_labels(shown["x"], shown["y"], shown[by]).itertuples():
             fig.add_annotation(x=r.x, y=r.y, text=html.escape(r.label), showarrow=False,
                                font={"size": 13, "color": "#111"}, bgcolor="rgba(255,255,255,0.7)")
@@ -99,6 +131,26 @@ def _map(df, colour_by: str, focus: int | None, g: InstructionGraph, visible, la
                       xaxis={"visible": False, "range": [x0, x1]}, yaxis={"visible": False, "range": [y0, y1]},
                       dragmode="pan", uirevision="map")
     return fig
+
+
+def _node_of(point: dict) -> int | None:
+    """The node number a plotly selection point carries (its customdata), or None (an edge line)."""
+    cd = point.get("customdata")
+    node = cd[0] if isinstance(cd, list) and cd else cd
+    return None if node is None or isinstance(node, list) else int(node)
+
+
+def _node_heads(pool: bridge.Signatures, target: bridge.Signatures | None, node: int) -> None:
+    """The focused node's [layer x head] signature, its dominant band and its cosine with the target's pattern."""
+    z = pool.shown([node])[0]
+    band = bridge.band_label(int(bridge.dominant_band(z[None])[0]), z.shape[0])
+    st.plotly_chart(_heads_view.heatmap(z, f"Head signature of node {node} (layer x head)"), key="graph_node_heads",
+                    width="stretch", config={"displaylogo": False})
+    text = f"Most of its signature lies in the {band}." if band != "no signal" else "Its signature is all zero."
+    if target is not None:
+        cos = bridge.pattern_similarity([r[0] for r in pool.rows([node])], target.pattern(), pool.weights)
+        text += f" Cosine with the target's pattern: {cos:.3f}."
+    st.caption(text)
 
 
 def _record_view(df, records_by_id: dict, node: int, g: InstructionGraph) -> None:
@@ -144,12 +196,49 @@ runs = [r for r in readers.selection_runs(ws) if data_hash and r.pool_data_hash 
 run_labels = {"": "(none)"} | {str(r.path): f"{r.method} for {r.target} · {r.meta.get('n_selected')} selected · "
                                              f"{r.path.name}" for r in runs}
 
+# head signatures of the graph's pool (docs/bridge.md): only when its stores carry them
+pool_keys = tuple(entry.train_store_keys)
+sig_stamp = bridge.signature_stamp(ws, pool_keys)
+pool_sigs: bridge.Signatures | None = None
+sig_note = ""
+try:
+    pool_sigs = _heads_view.signatures(str(ws.root), pool_keys, "pool", sig_stamp)
+    if pool_sigs.n != g.n:
+        pool_sigs, sig_note = None, (f"The head signatures of this graph's stores have {pool_sigs.n} rows but the "
+                                     f"graph has {g.n} nodes; they cannot be shown.")
+except ValueError as exc:  # MissingSignatures: no signatures (the sentence says how to get them)
+    sig_note = f"Head signature views: {str(exc).rstrip('.')}."
+
 c1, c2, c3 = st.columns([1, 1, 2])
-colour_by = c1.radio("Colour by", ["task", "source", "selection"], horizontal=True, key="graph_colour")
 hl_path = c2.selectbox("Highlight a selection", list(run_labels), format_func=run_labels.get, key="graph_hl")
 highlight: tuple[str, ...] = ()
 if hl_path:
     highlight = tuple(readers.selected_ids(hl_path))
+target_keys: tuple[str, ...] = ()
+if pool_sigs is not None:
+    choices = bridge.target_choices(entry.meta, runs)
+    hl_run = next((r for r in runs if str(r.path) == hl_path), None)
+    hl_keys = tuple(hl_run.target_store_keys) if hl_run is not None else ()
+    options = [()] + list(choices)
+    # default: the highlighted run's target, else the first one known (none: index 0, "(none)")
+    target_keys = c2.selectbox("Target's pattern", options, index=options.index(hl_keys) if hl_keys and hl_keys in
+                               options else min(1, len(options) - 1),
+                               format_func=lambda k: choices.get(k, "(none)"), key=f"graph_target_{hl_path}",
+                               help="Compare head signatures with this target's activation pattern (the mean of "
+                                    "its records' signatures; a selection run's target stores).")
+target_sigs: bridge.Signatures | None = None
+if target_keys:
+    try:
+        target_stamp = bridge.signature_stamp(ws, target_keys)
+        target_sigs = _heads_view.signatures(str(ws.root), target_keys, "target", target_stamp)
+        bridge.check_pair(pool_sigs, target_sigs)
+    except ValueError as exc:  # MissingSignatures too: say why, show the rest
+        target_sigs, target_keys = None, ()
+        sig_note = f"The target's pattern cannot be shown: {str(exc).rstrip('.')}."
+colours = ["task", "source", "selection"] + ([BAND] if pool_sigs is not None else []) + ([SIM] if target_keys else [])
+colour_by = c1.radio("Colour by", colours, horizontal=True, key="graph_colour",
+                     help=f"{BAND}: the layer band (early, middle, late third) holding most of a node's head "
+                          f"signature; {SIM}: cosine of a node's signature with the target's pattern.")
 
 df, lmeta = _frame(entry.features_key, data_hash, str(ws.root), highlight, g.n, readers.workspace_stamp(ws))
 if df is None:
@@ -159,6 +248,16 @@ if df is None:
                     ["g2is graph build " + " ".join(f"--train-store {k}" for k in keys) + f" --k {g.k} --layout umap"]
                     if keys else [])
     st.stop()
+palette = None
+if pool_sigs is not None:
+    df = df.assign(**{BAND: _bands(str(ws.root), pool_keys, sig_stamp)})
+    n_layers = pool_sigs.shape[0]
+    if colour_by == BAND:  # bands in layer order, "no signal" grey
+        palette = {bridge.band_label(b, n_layers): BAND_COLOURS[b % len(BAND_COLOURS)]
+                   for b in range(len(bridge.layer_bands(n_layers)))}
+        palette[bridge.band_label(bridge.NO_SIGNAL, n_layers)] = "#c7c7c7"
+    if target_sigs is not None:
+        df[SIM] = _similarity(str(ws.root), pool_keys, sig_stamp, target_keys, target_stamp)
 records_known = df["source"].iat[0] != "(unknown)"
 records_by_id = _records_by_id(data_hash, str(ws.root)) if records_known else {}
 
@@ -178,10 +277,13 @@ if qp is not None and qp.isdigit() and int(qp) < g.n and st.session_state.get("_
     st.session_state["graph_focus"] = int(qp)
     st.session_state["_graph_qp"] = qp
 event = st.session_state.get("graph_map")
-if event and getattr(event, "selection", None) and event.selection.get("points"):
-    pt = event.selection["points"][0]
-    cd = pt.get("customdata")
-    node = cd[0] if isinstance(cd, list) else cd
+chosen: list[int] = []  # a box or lasso selection on the map: its nodes (a click focuses one node instead)
+picked = getattr(event, "selection", None) if event else None
+if picked and picked.get("points") and (picked.get("box") or picked.get("lasso")):
+    chosen = sorted({n for n in (_node_of(p) for p in picked["points"]) if n is not None and 0 <= n < g.n})
+elif picked and picked.get("points"):
+    pt = picked["points"][0]
+    node = _node_of(pt)
     if node is not None and st.session_state.get("_graph_last_click") != (node, pt.get("x"), pt.get("y")):
         st.session_state["graph_focus"] = int(node)
         st.session_state["_graph_last_click"] = (node, pt.get("x"), pt.get("y"))
@@ -205,16 +307,39 @@ st.caption(f"{int(visible.sum()):,} of {len(df):,} nodes shown{note} · layout: 
            f"{len(highlight)} highlighted · click a point to focus it")
 left, right = st.columns([3, 2])
 with left:
-    fig = _map(df, colour_by, focus, g, drawn, labels=show_labels)
-    st.plotly_chart(fig, key="graph_map", on_select="rerun", selection_mode="points", width="stretch",
-                    config={"scrollZoom": True, "displaylogo": False})
+    fig = _map(df, colour_by, focus, g, drawn, labels=show_labels, palette=palette)
+    st.plotly_chart(fig, key="graph_map", on_select="rerun", selection_mode=("points", "box", "lasso"),
+                    width="stretch", config={"scrollZoom": True, "displaylogo": False})
 with right:
     st.number_input("Focus node", min_value=0, max_value=g.n - 1, step=1, key="graph_focus",
                     placeholder="click a point, or type a node number")
     if focus is None:
         st.info("Click a point on the map (or type a node number) to see its record and neighbours.")
     else:
+        if pool_sigs is not None:
+            _node_heads(pool_sigs, target_sigs, int(focus))
         _record_view(df, records_by_id, int(focus), g)
+
+if sig_note:
+    st.caption(sig_note)
+if chosen and pool_sigs is not None:
+    st.subheader(f"Head signature of the {len(chosen)} chosen nodes")
+    patterns = pool_sigs.pattern(chosen)  # per checkpoint: the chosen set's activation pattern
+    mean = bridge.combine(patterns, pool_sigs.weights)
+    a, b, m = st.columns([2, 2, 1])
+    a.plotly_chart(_heads_view.heatmap(mean, "mean of the chosen nodes"), key="graph_chosen_heads", width="stretch")
+    if target_sigs is not None:
+        tp = target_sigs.pattern()
+        b.plotly_chart(_heads_view.heatmap(bridge.combine(tp, pool_sigs.weights), "the target's pattern"),
+                       key="graph_target_heads", width="stretch")
+        m.metric("Cosine", f"{bridge.pattern_similarity(patterns, tp, pool_sigs.weights):.3f}",
+                 help="Of the chosen nodes' mean signature (their activation pattern) with the target's pattern "
+                      "(checkpoints weighted as in the heads method). Each heatmap has its own colour scale.")
+    else:
+        b.caption("Choose a target's pattern above to compare with it.")
+elif pool_sigs is not None:
+    st.caption("Box- or lasso-select points on the map (its toolbar) to see their mean head signature"
+               + (" against the target's pattern." if target_sigs is not None else "."))
 
 if focus is not None:
     st.subheader("Neighbourhood")

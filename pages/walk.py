@@ -2,7 +2,8 @@
 
 Layout only: runs come from app.readers (selection.SelectionRun), the per-step numbers from
 selection.walk_progress, the comparison from selection.compare_runs, the map from the layout the
-graph build cached, the network view from netview.
+graph build cached, the network view from netview, the head signatures along the walk from app.bridge
+(docs/bridge.md, "The graph and walk views").
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from g2is_core.app import kit as appkit
-from g2is_core.app import netview, readers
+from g2is_core.app import bridge, netview, readers
 from g2is_core.graph.knn import InstructionGraph
 from g2is_core.graph.layout import find_layout, fit_ranges, marker_size
 from g2is_core.selection import SelectionRun, compare_runs, walk_progress
-from pages import _ui
+from pages import _heads_view, _ui
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the run")
@@ -27,6 +28,98 @@ def _run(path: str, stamp: float) -> SelectionRun:  # noqa: ARG001
 @st.cache_resource(max_entries=2, show_spinner="Loading the graph")
 def _graph(path: str, stamp: float) -> InstructionGraph:  # noqa: ARG001
     return InstructionGraph.load(path)
+
+
+@st.cache_data(max_entries=4, show_spinner="Comparing the walk's head signatures with the target's pattern")
+def _walk_heads(root: str, pool_keys: tuple[str, ...], pool_stamp: float, target_keys: tuple[str, ...],
+                target_stamp: float, path: str, run_stamp: float):
+    """Per replay step: the added record's and the selection's (and its component's) cosine with the target's
+    pattern (app.bridge.walk_similarity), with the walk's own consistency after the step."""
+    pool = _heads_view.signatures(root, pool_keys, "pool", pool_stamp)
+    target = _heads_view.signatures(root, target_keys, "target", target_stamp)
+    bridge.check_pair(pool, target)
+    t = _run(path, run_stamp).trajectory.sort_values(["component", "step"], kind="stable")
+    bridge.check_nodes(pool, t["node"].to_numpy(), t["id"].astype(str).tolist())
+    out = bridge.walk_similarity(pool, t["node"].to_numpy(), target.pattern(), t["component"].to_numpy())
+    out["consistency_after"] = t["consistency_after"].to_numpy()
+    return out
+
+
+def _by_component(per_step, column: str) -> dict[str, list]:
+    """{x, y} of a per-component series, broken (None) where the replay passes to the next component, so no
+    line joins the last step of one component to the first of the next."""
+    xs: list = []
+    ys: list = []
+    prev = None
+    for t, c, v in zip(per_step["t"], per_step["component"], per_step[column]):
+        if prev is not None and c != prev:
+            xs.append(None)
+            ys.append(None)
+        xs.append(int(t))
+        ys.append(float(v))
+        prev = c
+    return {"x": xs, "y": ys}
+
+
+def _head_section(ws, entry, step: int) -> None:
+    """The walk's head similarity per step and the heatmaps at the replayed step; a caption when the run's
+    stores carry no head signatures."""
+    pool_keys, target_keys = tuple(entry.train_store_keys), tuple(entry.target_store_keys)
+    try:
+        if not target_keys and pool_keys:
+            raise bridge.MissingSignatures("this run records no target gradient store, so there is no target "
+                                           "pattern to compare with")
+        pool_stamp, target_stamp = bridge.signature_stamp(ws, pool_keys), bridge.signature_stamp(ws, target_keys)
+        pool = _heads_view.signatures(str(ws.root), pool_keys, "pool", pool_stamp)
+        target = _heads_view.signatures(str(ws.root), target_keys, "target", target_stamp)
+        per_step = _walk_heads(str(ws.root), pool_keys, pool_stamp, target_keys, target_stamp, str(entry.path),
+                               entry.stamp())
+    except ValueError as exc:  # MissingSignatures: the sentence says how to get them
+        st.caption(f"Head signatures along the walk: {str(exc).rstrip('.')}.")
+        return
+    st.subheader("Head signatures along the walk")
+    row = per_step.iloc[step - 1]
+    left, right = st.columns([3, 2])
+    with left:
+        fig = go.Figure()
+        fig.add_trace(go.Scatter(x=per_step["t"], y=per_step["running"], mode="lines", name="selection so far",
+                                 line={"color": "#4c78a8", "width": 2}))
+        fig.add_trace(go.Scatter(**_by_component(per_step, "component_running"), mode="lines+markers",
+                                 name="its component so far", line={"color": "#4c78a8", "dash": "dash", "width": 1},
+                                 marker={"size": 3}))
+        fig.add_trace(go.Scatter(x=per_step["t"], y=per_step["added"], mode="markers", name="added record",
+                                 marker={"color": "#f58518", "size": 5}))
+        fig.add_trace(go.Scatter(**_by_component(per_step, "consistency_after"), mode="lines+markers",
+                                 yaxis="y2", name="consistency after (right axis)",
+                                 line={"color": "#888", "dash": "dot"}, marker={"size": 3}))
+        fig.add_vline(x=step, line={"color": "#111", "width": 1})
+        fig.update_layout(height=320, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis={"title": "step"},
+                          yaxis={"title": "cos with the target's pattern"},
+                          yaxis2={"title": "consistency", "overlaying": "y", "side": "right", "showgrid": False},
+                          legend={"orientation": "h", "y": -0.25})
+        st.plotly_chart(fig, key="walk_heads_cos", width="stretch")
+        st.caption("Cosine of head signatures with the target's activation pattern (checkpoints weighted as in the "
+                   "heads method): the selection's running signature (its activation pattern so far), its "
+                   "component's, and each added record's own; the walk's consistency (per component) on the right "
+                   "axis. A walk whose "
+                   "consistency rises while the head similarity falls shows here.")
+    with right:
+        node = int(row["node"])
+        tabs = st.tabs(["Added record", "Selection so far", "Target's pattern"])
+        nodes = per_step["node"].to_numpy()[:step]
+        with tabs[0]:
+            st.plotly_chart(_heads_view.heatmap(pool.shown([node])[0], f"step {step}: node {node}"),
+                            key="walk_heads_added", width="stretch")
+            st.caption(f"cos with the target's pattern {row['added']:.3f}")
+        with tabs[1]:
+            st.plotly_chart(_heads_view.heatmap(bridge.combine(pool.pattern(nodes), pool.weights),
+                                                f"mean of the first {step} records"),
+                            key="walk_heads_running", width="stretch")
+            st.caption(f"cos with the target's pattern {row['running']:.3f}")
+        with tabs[2]:
+            st.plotly_chart(_heads_view.heatmap(bridge.combine(target.pattern(), pool.weights),
+                                                f"the target ({target.n} records)"),
+                            key="walk_heads_target", width="stretch")
 
 
 st.title("Walk")
@@ -112,6 +205,8 @@ with right:
     st.plotly_chart(bar, key="walk_fill", width="stretch")
     st.markdown("**Constraint rejections so far**")
     st.dataframe(prog, hide_index=True, width="stretch")
+
+_head_section(ws, walk_runs[path], step)
 
 st.subheader("Steps")
 table = upto.assign(task=[task_of.get(i, "") for i in upto["id"]])

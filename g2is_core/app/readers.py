@@ -121,6 +121,11 @@ class RunEntry:
         return list((self.meta.get("inputs") or {}).get("train_store_keys") or [])
 
     @property
+    def target_store_keys(self) -> list[str]:
+        """The target's gradient stores (g2is and less runs with target stores; none for the others)."""
+        return list((self.meta.get("inputs") or {}).get("target_store_keys") or [])
+
+    @property
     def has_walk(self) -> bool:
         """A g2is run with its step-by-step trajectory (the Walk page replays it)."""
         return (self.path / "trajectory.parquet").exists()

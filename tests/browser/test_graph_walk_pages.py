@@ -67,6 +67,7 @@ def test_graph_page_renders_points_and_focuses_a_node(page, app_url, seeded):
     body = page.inner_text("body")
     assert "Traceback" not in body and "could not be shown" not in body
     assert page.locator('[data-testid="stException"]').count() == 0
+    assert "--head-signatures" in body                  # no signatures in these features: one caption says how
     # focus a node: its record, its neighbours and the in-line network view appear
     box = page.get_by_label("Focus node")
     box.fill("3")
@@ -102,6 +103,7 @@ def test_walk_page_replays_the_trajectory(page, app_url, seeded):
     body = page.inner_text("body")
     assert "Fill per component" in body and "Constraint rejections so far" in body
     assert "Compare with another run" in body and "Jaccard" in body
+    assert "Head signatures along the walk: " in body and "--head-signatures" in body   # a caption, no error
     assert page.locator('[data-testid="stException"]').count() == 0
     assert "could not be shown" not in body
     page.screenshot(path="/tmp/g2is_walk_page.png", full_page=True)
