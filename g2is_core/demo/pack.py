@@ -9,6 +9,8 @@ from a demo workspace:
     registry.sqlite              the demo experiment's rows (paths relative to the pack, no WAL)
     graphs/ layouts/ datasets/   the instruction graphs with their 2-D layouts and the records they show
     selections/                  every selection of the demo's cells (walk trajectories included)
+    grads/                       the gradient stores those refer to (features and head signatures: a few
+                                 hundred KB for the demo's 56-record pool)
     training/<key>/state.json    loss curves only (the adapters stay in the demo workspace)
     heads/<key>/                 the head study
 
@@ -33,7 +35,7 @@ PACK_DIR = Path(__file__).resolve().parent.parent / "demo_pack"   # shipped in t
 PACK_FILE = "pack.json"
 REGISTRY_FILE = "registry.sqlite"
 # Workspace kinds copied whole when the demo's results refer to them (the rest is selected file by file).
-_KINDS = ("graphs", "layouts", "datasets", "selections", "heads")
+_KINDS = ("graphs", "layouts", "datasets", "selections", "heads", "grads")
 
 
 class PackError(ValueError):
@@ -118,14 +120,21 @@ def write_pack(result, workspace: Workspace, out: str | Path = PACK_DIR, *, comm
         if dh and dataset_dir(dh, workspace).is_dir():
             wanted.add(dataset_dir(dh, workspace))
     rows = [r for r in result.rows if r.get("status") == "done"]
+    stores: set[str] = set()
+    for g in result.graphs:  # the gradient stores (features and head signatures) the graph and walk views read
+        stores |= set((read_json(Path(g) / "sidecar.json").get("inputs") or {}).get("train_store_keys") or [])
     for r in rows:
         if r.get("selection"):
             wanted.add(Path(r["selection"]))
+            inputs = read_json(Path(r["selection"]) / "sidecar.json").get("inputs") or {}
+            stores |= set(inputs.get("train_store_keys") or []) | set(inputs.get("target_store_keys") or [])
+    wanted |= {ws / "grads" / k for k in stores if (ws / "grads" / k / "sidecar.json").is_file()}
     for d in sorted(wanted):
         rel = Path(d).resolve().relative_to(ws)
         if rel.parts[0] not in _KINDS:
             raise PackError(f"{d}: not a kind the pack carries ({', '.join(_KINDS)})")
-        shutil.copytree(d, tmp / rel)
+        # hidden files are local caches (.verified.json, .lock): not part of what the pack ships
+        shutil.copytree(d, tmp / rel, ignore=shutil.ignore_patterns(".*"))
     for r in rows:  # loss curves only: the adapters are megabytes each and no page needs them
         if r.get("train_dir") and (Path(r["train_dir"]) / "state.json").is_file():
             rel = Path(r["train_dir"]).resolve().relative_to(ws)
@@ -181,10 +190,11 @@ def _write_registry(path: Path, rows: list[dict[str, Any]], ws: Path, schema: st
 
 
 def file_checksums_deep(root: Path) -> dict[str, dict[str, Any]]:
-    """{relative path: {bytes, sha256}} of every file under ``root`` (pack.json excluded)."""
+    """{relative path: {bytes, sha256}} of every file under ``root`` (pack.json and hidden caches such as a
+    store's ``.verified.json``, written when a page opens it, excluded)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != PACK_FILE:
+        if p.is_file() and p.name != PACK_FILE and not p.name.startswith("."):
             out[str(p.relative_to(root))] = {"bytes": p.stat().st_size, "sha256": hash_file(p)}
     return out
 
