@@ -34,6 +34,7 @@ from . import analysis as ha
 from ..data.encoding import encode_all
 from .patterns import activation_pattern
 from ..progress import Progress, no_progress
+from ..settings import POSITIVE_FLOAT, POSITIVE_INT, check_choice, check_rules
 from ..data.tasks import SUITE_V1, TASKS, get_task, is_correct, make_task_records
 from ..models.lora import HEAD_STUDY_LORA
 from ..workspace import Workspace, read_json, read_sidecar, write_json, write_npy, write_sidecar
@@ -63,6 +64,9 @@ class StudyConfig:
                                              # the AP is always fp32). "auto": bf16 only where it is native
 
     def __post_init__(self):
+        check_rules(self, {"steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "n_pattern": POSITIVE_INT,
+                           "n_eval": POSITIVE_INT, "max_new_tokens": POSITIVE_INT, "lora_r": POSITIVE_INT,
+                           "lr": POSITIVE_FLOAT, "lora_alpha": POSITIVE_FLOAT})
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
             raise ValueError(f"unknown task(s) {', '.join(bad)}; choose from {', '.join(TASKS)}")
@@ -448,6 +452,11 @@ class MixConfig:
     space: str = "change_norm"    # which regression gives the weights (NNLS coefficients)
     seed: int = 0
     n_eval: int = 64
+
+    def __post_init__(self) -> None:
+        check_rules(self, {"n_target": POSITIVE_INT, "mix_steps": POSITIVE_INT, "target_steps": POSITIVE_INT,
+                           "n_eval": POSITIVE_INT})
+        check_choice(self.space, "space", ("change_norm", "change_raw", "after_raw"))
 
 
 def mix_weights(study: HeadStudy, target: str, space: str = "change_norm", *, n_perm: int = 0) -> dict[str, float]:

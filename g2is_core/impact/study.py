@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..settings import POSITIVE_INT, check_rules
 from ..progress import Progress, no_progress
 from .unlearning import UnlearnConfig, encode_texts, grace_unlearn, probe_measure, record_text, shuffled_copy, \
     text_paragraphs
@@ -122,6 +123,8 @@ class ImpactConfig:
     eval_batch_size: int = 8
 
     def __post_init__(self):
+        check_rules(self, {"n_train": POSITIVE_INT, "n_heldout": POSITIVE_INT, "n_probe": POSITIVE_INT,
+                           "max_tokens": POSITIVE_INT, "eval_batch_size": POSITIVE_INT})
         names = [c.name for c in self.corpora]
         if len(names) < 2:
             raise ValueError("an impact study needs at least two corpora (the others are the non-target data)")

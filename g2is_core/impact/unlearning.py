@@ -36,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from ..settings import POSITIVE_FLOAT, POSITIVE_INT, check_rules
 from ..data.encoding import Encoded, collate
 from ..progress import Progress, no_progress
 from ..data.records import Record
@@ -150,6 +151,10 @@ class UnlearnConfig:
     retain_batch_size: int = 2    # non-target chunks per descent step
     max_grad_norm: float = 1.0
     seed: int = 0                 # batch order of target and non-target chunks
+
+    def __post_init__(self) -> None:
+        check_rules(self, {"lr": POSITIVE_FLOAT, "max_steps": POSITIVE_INT, "batch_size": POSITIVE_INT,
+                           "retain_batch_size": POSITIVE_INT, "max_grad_norm": POSITIVE_FLOAT})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

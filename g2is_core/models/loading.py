@@ -404,6 +404,10 @@ def load_model(spec: str | Path | None = "default", *, dtype: str = "fp32", devi
     except OSError as exc:
         raise ModelError(f"{d}: the weights or tokenizer could not be read ({str(exc).splitlines()[0]}); "
                          "the files may be corrupt: delete the directory and fetch or convert again") from exc
+    except (ValueError, KeyError) as exc:  # config.json without a model type, a tokenizer without its files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{d}: transformers cannot load this model directory ({first[:300]}); check its "
+                         "config.json and tokenizer files, or fetch / convert the model again") from exc
     except RuntimeError as exc:
         if "mismatch" not in str(exc):
             raise
