@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from g2is_core.runtime import cpu_model  # noqa: E402  (after the path: runs from a checkout)
 T = 128
 GROUP = 64            # rows per projection group (FeatureConfig.proj_rows default)
 LESS_INTERVAL = 16    # LESS collect_grad_reps: project every 16 examples
@@ -248,15 +249,6 @@ def child(threads: int, n_fast: int, n_less: int, proj_blocks: int, out: str) ->
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(out).write_text(json.dumps(res))
 
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def report(res: dict) -> None:

@@ -37,15 +37,6 @@ PROJECT = Path(__file__).resolve().parents[1]
 MiB, GiB = 1 << 20, 1 << 30
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
 
 def _members(path: Path, block: bytes, total: int) -> Path:
     """A multi-member gzip: ``block`` compressed once, written total/len(block) times (fast to build;
@@ -161,6 +152,7 @@ def main() -> int:
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args()
     sys.path.insert(0, str(PROJECT))
+    from g2is_core.runtime import cpu_model
     from g2is_core.data.limits import InputLimits
 
     lim = InputLimits()

@@ -14,20 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 DEFAULT_TASKS = "first,last,first_last,lookup,reverse,sort,add_reverse,lookup_add,sort_desc"
 
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -48,6 +38,7 @@ def main() -> None:
     from g2is_core.models.loading import load_model
     from g2is_core.models.lora import LoraSettings, attach_lora
     from g2is_core.models.training import TrainConfig, train
+    from g2is_core.runtime import cpu_model
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()}")
     print(f"LoRA r=8 alpha=16, lr {a.lr}, {a.epochs} epochs, batch {a.batch_size}, {a.n_train} train records, "
