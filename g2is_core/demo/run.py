@@ -35,7 +35,7 @@ STAGES: tuple[tuple[str, float], ...] = (("model", 0.02), ("features", 0.30), ("
 # Heads page at work in a minute or two: LoRA steps, one seed (so no noise floor: the page says so), few
 # pattern samples. The tasks are the demo targets and their ingredients (demo_study_config).
 DEMO_HEADS = StudyConfig(seeds=(0,), steps=6, measure_at=(0, 3, 6), method="lora", lr=2e-3, batch_size=2,
-                         n_pattern=3, n_eval=8)
+                         n_pattern=3, n_eval=6)
 
 
 @dataclass(frozen=True)
