@@ -49,11 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args) -> int:
-    from ..loop.runner import run_experiment
     from ..loop.spec import load_spec
     from ..progress import cli_progress
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec)   # a bad spec is answered before the runner's heavy imports
+    from ..loop.runner import run_experiment
+
     methods = None
     if getattr(args, "methods", None):
         methods = {m.strip() for m in args.methods.split(",") if m.strip()}
