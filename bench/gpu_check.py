@@ -250,6 +250,7 @@ def write_checkpoint(model, directory: Path, seed: int = 0):
     from safetensors.torch import save_file
 
     from g2is_core.models.lora import lora_parameters
+    from g2is_core.workspace import write_sidecar
 
     directory.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
@@ -260,6 +261,8 @@ def write_checkpoint(model, directory: Path, seed: int = 0):
         moments[f"exp_avg_sq::{name}"] = (torch.rand(p.shape, generator=g) * 1e-7).contiguous()
     save_file(weights, str(directory / "adapter.safetensors"))
     save_file(moments, str(directory / "optimizer.safetensors"))
+    # the loader checks a checkpoint against the checksums its sidecar records, as it does a warmup's epochs
+    write_sidecar(directory, "warmup-checkpoint", {"random_lora_seed": seed})
 
 
 def random_examples(n: int, vocab: int, min_len: int, max_len: int, seed: int = 0) -> list:

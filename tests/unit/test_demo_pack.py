@@ -27,6 +27,23 @@ def test_the_pack_is_complete_and_its_inputs_are_the_current_suite(pack):
     assert size < 8e6, f"the pack is {size / 1e6:.1f} MB; it should stay a few MB"
 
 
+def test_the_pack_was_made_from_the_shipped_demo_spec(pack):
+    """The pack's spec is the demo spec as shipped now, and its rows are that spec's cells (keys included)."""
+    from g2is_core.data.loaders import data_hash
+    from g2is_core.loop.experiment import load_pool
+    from g2is_core.loop.runner import cell_config
+    from g2is_core.loop.spec import BASE, DEMO_SPEC, load_spec
+    from g2is_core.workspace import hash_config
+
+    spec = load_spec(DEMO_SPEC)
+    assert pack.meta["spec"] == spec.to_dict(), "the demo spec changed: regenerate the pack (g2is demo --pack)"
+    pool_hash = data_hash(load_pool(spec.pool))
+    keys = {hash_config(cell_config(spec, t, m, r, s_, pool_hash)) for t in spec.targets for m in spec.all_methods()
+            for r in ([None] if m in (BASE, "full") else spec.ratios) for s_ in spec.seeds}
+    rows = readers.registry(pack.workspace()).rows(pack.meta["experiment"])
+    assert {r["config_hash"] for r in rows} == keys
+
+
 def test_every_page_has_something_to_show_from_the_pack(pack):
     ws = pack.workspace()
     assert ws.read_only
