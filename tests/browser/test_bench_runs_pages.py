@@ -74,6 +74,8 @@ def test_benchmarks_page_shows_the_latest_spec_version_and_cut_prompts(page, app
     page.get_by_text("Spec version 2 of 2").first.wait_for(timeout=TIMEOUT_MS)
     body = page.inner_text("body")
     assert "2 finished row(s) of earlier versions" in body and "Truncated prompts" in body
+    # the grid's accessible cells attach after the page is idle: wait for the row before reading them
+    page.locator('[role="gridcell"]').filter(has_text="random").first.wait_for(state="attached", timeout=TIMEOUT_MS)
     cells = page.locator('[role="gridcell"]').all_text_contents()
     i = cells.index("random")
     assert int(cells[i + 2]) == 1 and round(float(cells[i + 3]), 6) == 0.9  # one seed of the new config, not 0.5
