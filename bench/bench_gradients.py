@@ -159,7 +159,7 @@ def child(threads: int, n_fast: int, n_less: int, proj_blocks: int, out: str) ->
     from g2is_core import runtime
     from g2is_core.features.projection import Projector, ProjectorConfig
     from g2is_core.models.loading import load_model
-    from g2is_core.models.lora import SMALL_LORA, lora_parameters
+    from g2is_core.models.lora import SMALL_LORA, randomise_lora
 
     runtime.apply_thread_policy(threads)
     res: dict = {"threads": threads, "load_start": os.getloadavg()[0]}
@@ -172,9 +172,7 @@ def child(threads: int, n_fast: int, n_less: int, proj_blocks: int, out: str) ->
     layout = ex.lora_layout(model)
     P = layout.total
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _, p in lora_parameters(model):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    randomise_lora(model, g, 0.02)
     moments = (torch.randn(P, generator=g) * 1e-4, torch.rand(P, generator=g) * 1e-7)
     recs = examples(lm.tokenizer, max(n_fast, n_less) + 8)
     cfg = ex.FeatureConfig(kind="adam", max_length=T)

@@ -86,7 +86,7 @@ def main() -> None:
     from g2is_core.features import extract as ex
     from g2is_core.features.projection import Projector, ProjectorConfig
     from g2is_core.heads.patterns import activation_pattern
-    from g2is_core.models.lora import SMALL_LORA, lora_parameters
+    from g2is_core.models.lora import SMALL_LORA, randomise_lora
 
     runtime.apply_thread_policy()
     load_start = os.getloadavg()
@@ -95,9 +95,7 @@ def main() -> None:
     layout = ex.lora_layout(model)
     P = layout.total
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _, p in lora_parameters(model):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    randomise_lora(model, g, 0.02)
     moments = (torch.randn(P, generator=g) * 1e-4, torch.rand(P, generator=g) * 1e-7)
     recs, source = records(lm.tokenizer, a.n + 2, a.tokens)
     warm, timed = recs[a.n:], recs[: a.n]

@@ -101,8 +101,9 @@ def user_workspace() -> Workspace:
     return Workspace()
 
 
+@functools.lru_cache(maxsize=1)
 def demo_pack():
-    """The demo pack shipped with the package (:mod:`g2is_core.demo.pack`), or None."""
+    """The demo pack shipped with the package (:mod:`g2is_core.demo.pack`), or None (read once per server)."""
     from g2is_core.demo.pack import find_pack
 
     return find_pack()

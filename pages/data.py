@@ -25,6 +25,7 @@ BUILTIN, UPLOAD, PATH = "Built-in task suite", "Upload a file", "Path on this ma
 # Everything below is keyed by content (a file's sha256, or the built-in spec's text), so a rerun
 # that changes only a widget further down the page does not reload or re-tokenise anything.
 @st.cache_data(show_spinner="Building the built-in records…", max_entries=8)
+@st.cache_data(show_spinner=False)
 def demo_pool_spec() -> DataSpec:
     """The demo spec's pool as a data spec (so the page finds the stores `g2is demo` made of it)."""
     from g2is_core.loop.experiment import builtin_pool_spec

@@ -62,7 +62,7 @@ def _records_by_id(data_hash: str | None, root: str) -> dict:
 
 @st.cache_data(max_entries=4, show_spinner="Loading the layout and records")
 def _frame(features_key: str, data_hash: str | None, root: str, highlight: tuple[str, ...], n: int,
-           stamp: tuple = ()):  # noqa: ARG001  (stamp: the workspace's fingerprint; a new layout is a new key)
+           stamp: tuple = ()):  # noqa: ARG001  (stamp: the layouts' and datasets' fingerprint: a new one is a new key)
     from g2is_core.workspace import Workspace
 
     ws = Workspace(root)
@@ -240,7 +240,8 @@ colour_by = c1.radio("Colour by", colours, horizontal=True, key="graph_colour",
                      help=f"{BAND}: the layer band (early, middle, late third) holding most of a node's head "
                           f"signature; {SIM}: cosine of a node's signature with the target's pattern.")
 
-df, lmeta = _frame(entry.features_key, data_hash, str(ws.root), highlight, g.n, readers.workspace_stamp(ws))
+df, lmeta = _frame(entry.features_key, data_hash, str(ws.root), highlight, g.n,
+                   readers.workspace_stamp(ws, ("layouts", "datasets")))
 if df is None:
     keys = entry.train_store_keys
     _ui.empty_state("This graph has no cached 2-D layout yet; the map needs one (computed once, then cached). "

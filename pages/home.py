@@ -16,25 +16,30 @@ st.caption("Instruction-data selection by gradients, attention-head patterns, an
            "on a model small enough for a laptop (SmolLM2-135M-Instruct).")
 
 st.subheader("What it answers")
-q1, q2, q3 = st.columns(3)
-with q1.container(border=True):
-    st.markdown("**Which data should I train on for a target?**  \nEach pool record's LoRA gradient is compared "
-                "with the target's; the G2IS walk picks the records that move the model towards it. See where "
-                "they sit, how the walk went and what fine-tuning on them scored.")
-    st.page_link("pages/graph.py", label="Instruction graph", icon=":material/hub:")
-    st.page_link("pages/walk.py", label="Walk", icon=":material/route:")
-    st.page_link("pages/benchmarks.py", label="Benchmarks", icon=":material/leaderboard:")
-with q2.container(border=True):
-    st.markdown("**What does training change in the model?**  \nActivation patterns of every attention head, "
-                "before, during and after fine-tuning on each built-in task: which heads a task uses, and how "
-                "specific that is beyond the seed-to-seed noise.")
-    st.page_link("pages/heads.py", label="Heads", icon=":material/grid_on:")
-with q3.container(border=True):
-    st.markdown("**How do the two meet?**  \nA composite task's head pattern is a weighted mix of its "
-                "ingredients': those weights choose the training mix. Unlearning a corpus shows which "
-                "capabilities it carries.")
-    st.page_link("pages/heads.py", label="Heads: the mix application", icon=":material/grid_on:")
-    st.page_link("pages/impact.py", label="Data impact", icon=":material/science:")
+QUESTIONS = (  # (question, what the app shows, [(page, label, icon)])
+    ("Which data should I train on for a target?",
+     "Each pool record's LoRA gradient is compared with the target's; the G2IS walk picks the records that move "
+     "the model towards it. See where they sit, how the walk went and what fine-tuning on them scored.",
+     [("pages/graph.py", "Instruction graph", ":material/hub:"), ("pages/walk.py", "Walk", ":material/route:"),
+      ("pages/benchmarks.py", "Benchmarks", ":material/leaderboard:")]),
+    ("What does training change in the model?",
+     "Activation patterns of every attention head, before, during and after fine-tuning on each built-in task: "
+     "which heads a task uses, and how specific that is beyond the seed-to-seed noise.",
+     [("pages/heads.py", "Heads", ":material/grid_on:")]),
+    ("How do the two meet?",
+     "Every record carries its head signature (from the same backward pass as its gradient): colour the graph by "
+     "it, follow it along a walk, and see the heads each selection moved beside its score. A composite's head "
+     "pattern as a mix of its ingredients' chooses a training mix; unlearning a corpus shows what it carries.",
+     [("pages/graph.py", "Instruction graph: head signatures", ":material/hub:"),
+      ("pages/benchmarks.py", "Benchmarks: what training changed", ":material/leaderboard:"),
+      ("pages/heads.py", "Heads: the mix application", ":material/grid_on:"),
+      ("pages/impact.py", "Data impact", ":material/science:")]),
+)
+for col, (question, text, links) in zip(st.columns(len(QUESTIONS)), QUESTIONS):
+    with col.container(border=True):
+        st.markdown(f"**{question}**  \n{text}")
+        for target, label, icon in links:
+            st.page_link(target, label=label, icon=icon)
 
 ws = _ui.user_workspace()
 state = readers.workspace_state(ws)

@@ -414,15 +414,18 @@ def demo_status(ws: Workspace) -> dict[str, Any] | None:
     return None if st is None else {**st, "running": status_running(st)}
 
 
-def workspace_stamp(ws: Workspace) -> tuple:
+def workspace_stamp(ws: Workspace, kinds: tuple[str, ...] | None = None) -> tuple:
     """A cheap fingerprint of what the workspace holds (each kind folder's entries and mtime, the registry's
-    size and mtime): it changes when an artefact appears, so a page waiting for one knows to redraw."""
+    size and mtime; only ``kinds`` when given): it changes when an artefact appears, so a page waiting for
+    one knows to redraw, and a cache keyed by it (the graph map's layouts) is read again."""
     out = []
     try:
         entries = sorted(os.scandir(ws.root), key=lambda e: e.name)
     except OSError:
         return ()
     for e in entries:
+        if kinds is not None and e.name not in kinds:
+            continue
         with contextlib.suppress(OSError):
             st = e.stat()
             n = len(os.listdir(e.path)) if e.is_dir() else st.st_size

@@ -64,3 +64,16 @@ def lora_parameters(model) -> list[tuple[str, Any]]:
     read this one list.
     """
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def randomise_lora(model, generator, scale: float) -> None:
+    """Fill every trainable (LoRA A and B) weight with ``scale`` x standard normal draws from ``generator``.
+
+    For tests and benchmarks of the gradient path: a fresh adapter has B = 0, so dL/dA = 0 and half the
+    features would be trivially zero. The generator is the caller's, so it can go on to draw Adam moments.
+    """
+    import torch
+
+    with torch.no_grad():
+        for _, p in lora_parameters(model):
+            p.copy_(torch.randn(p.shape, generator=generator) * scale)

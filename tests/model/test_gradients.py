@@ -12,7 +12,7 @@ from g2is_core.features.extract import FeatureConfig, extract, extract_store, lo
 from g2is_core.features.projection import Projector, ProjectorConfig
 from g2is_core.features.warmup import WarmupConfig, warmup
 from g2is_core.models.loading import load_model, tiny_llama
-from g2is_core.models.lora import LoraSettings, attach_lora, lora_parameters
+from g2is_core.models.lora import LoraSettings, attach_lora, lora_parameters, randomise_lora
 from g2is_core.data import tasks
 from g2is_core.data.loaders import data_hash
 from g2is_core.data.encoding import encode_record
@@ -31,9 +31,7 @@ def perturbed():
     lm = load_model("tiny")
     model = prepare_model(lm, TINY_LORA)
     g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _, p in lora_parameters(model):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    randomise_lora(model, g, 0.05)
     return lm, model
 
 

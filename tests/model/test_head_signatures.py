@@ -24,7 +24,7 @@ from g2is_core.features.warmup import WarmupConfig, warmup
 from g2is_core.heads.patterns import activation_pattern
 from g2is_core.models.loading import load_model
 from g2is_core.models.lm_ops import o_proj_modules
-from g2is_core.models.lora import LoraSettings, lora_parameters
+from g2is_core.models.lora import LoraSettings, lora_parameters, randomise_lora
 from g2is_core.selection.methods.heads import head_scores, standardise, top_heads
 from g2is_core.selection.methods.less import less_scores
 from g2is_core.workspace import Workspace
@@ -37,9 +37,7 @@ def perturbed():
     lm = load_model("tiny")
     model = prepare_model(lm, TINY_LORA)
     g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _, p in lora_parameters(model):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    randomise_lora(model, g, 0.05)
     return lm, model, list(tasks.make_pool(0).records[:12])
 
 
@@ -277,9 +275,7 @@ def test_signatures_on_the_real_model_equal_activation_pattern_alone(default_mod
     lm.model = copy.deepcopy(default_model.model)        # the session's model stays without LoRA
     model = prepare_model(lm, LoraSettings(r=8, alpha=32, dropout=0.1))
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _, p in lora_parameters(model):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    randomise_lora(model, g, 0.02)
     recs = list(tasks.make_pool(0).records[:4])
     cfg = FeatureConfig(kind="sgd", max_length=128)
     feats, sig, proj = _extract(lm, model, recs, cfg)

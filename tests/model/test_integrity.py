@@ -33,6 +33,8 @@ from g2is_core.workspace import ArtefactError, Workspace, write_sidecar
 
 TINY_LORA = LoraSettings(r=4, alpha=16, dropout=0.1)
 
+from test_store import _cfg  # noqa: E402  (the store config test_store's writers take)
+
 
 def run_cli(capsys, argv) -> tuple[int, str]:
     """(exit code, the one ``g2is ...`` message line) of ``g2is ARGV`` run in this process."""
@@ -54,13 +56,6 @@ def _transformers_logs_to_this_tests_stderr():
     for h in hf_logging._get_library_root_logger().handlers:
         h.stream = sys.stderr
     yield
-
-
-def _cfg(**kw):
-    base = {"model_key": "m", "lora": {"r": 4}, "projector": {"family": "rademacher", "seed": 0, "dim": 8},
-            "checkpoint": {"warmup": "w", "epoch": 1, "step": 3, "weight": 0.5}, "kind": "adam"}
-    base.update(kw)
-    return base
 
 
 def _rows(r: range) -> np.ndarray:

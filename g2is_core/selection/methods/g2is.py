@@ -183,9 +183,15 @@ def run_g2is(train: FeatureSet, target: FeatureSet, budget: int, o: G2isOptions,
 @register("g2is", "G2IS: the gradient walk over the instruction graph from the target's core knowledge",
           G2isOptions, needs=("features",))
 def g2is_method(ctx: Context, budget: int, o: G2isOptions) -> Scored:
-    train, target = ctx.need_features("g2is")
-    run = run_g2is(train, target, budget, o, workspace=ctx.ws if o.cache else None, data_hash=data_hash(ctx.pool))
-    return walk_scored(run)
+    return walk_method(ctx, budget, o, "g2is")
+
+
+def walk_method(ctx: Context, budget: int, o: G2isOptions, name: str, **switches: bool) -> Scored:
+    """The body of every walk method (g2is and its ablations): ``switches`` turn a check of the walk off
+    (``conflict=False``, ``consistency=False``: :func:`run_g2is`)."""
+    train, target = ctx.need_features(name)
+    return walk_scored(run_g2is(train, target, budget, o, workspace=ctx.ws if o.cache else None,
+                                data_hash=data_hash(ctx.pool), **switches))
 
 
 def walk_scored(run: G2isRun) -> Scored:

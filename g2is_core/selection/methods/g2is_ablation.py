@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..registry import Context, Scored, data_hash, option, register, top_order
-from .g2is import G2isOptions, g2is_core, g2is_features, run_g2is, walk_scored
+from ..registry import Context, Scored, option, register, top_order
+from .g2is import G2isOptions, g2is_core, g2is_features, walk_method
 
 
 @dataclass
@@ -58,14 +58,10 @@ def g2is_score_method(ctx: Context, budget: int, o: G2isScoreOptions) -> Scored:
 @register("g2is-noconflict", "G2IS ablation: the gradient walk without the no-conflict check",
           G2isOptions, needs=("features",))
 def g2is_noconflict_method(ctx: Context, budget: int, o: G2isOptions) -> Scored:
-    train, target = ctx.need_features("g2is-noconflict")
-    return walk_scored(run_g2is(train, target, budget, o, workspace=ctx.ws if o.cache else None,
-                                data_hash=data_hash(ctx.pool), conflict=False))
+    return walk_method(ctx, budget, o, "g2is-noconflict", conflict=False)
 
 
 @register("g2is-noconsistency", "G2IS ablation: the gradient walk without the consistency check",
           G2isOptions, needs=("features",))
 def g2is_noconsistency_method(ctx: Context, budget: int, o: G2isOptions) -> Scored:
-    train, target = ctx.need_features("g2is-noconsistency")
-    return walk_scored(run_g2is(train, target, budget, o, workspace=ctx.ws if o.cache else None,
-                                data_hash=data_hash(ctx.pool), consistency=False))
+    return walk_method(ctx, budget, o, "g2is-noconsistency", consistency=False)
