@@ -26,14 +26,20 @@ from ..registry import Context, Scored, option, register, top_order
 from .g2is import G2isOptions, g2is_core, g2is_features, walk_method
 
 
+_G2IS = G2isOptions()  # the core-knowledge options share g2is's defaults (written once, in G2isOptions)
+
+
 @dataclass
 class G2isScoreOptions:
-    pca_variance: float = option(0.5, "keep the fewest core components whose explained variance exceeds this")
-    align_signs: bool = option(False, "fix: flip components towards the mean target feature (faithful: off)")
-    add_mean: bool = option(False, "fix: add the mean target direction as a component (faithful: off)")
-    centred: bool = option(True, "faithful: centred PCA; False = uncentred SVD", negative="uncentred",
+    pca_variance: float = option(_G2IS.pca_variance, "keep the fewest core components whose explained variance "
+                                                     "exceeds this")
+    align_signs: bool = option(_G2IS.align_signs, "fix: flip components towards the mean target feature "
+                                                  "(faithful: off)")
+    add_mean: bool = option(_G2IS.add_mean, "fix: add the mean target direction as a component (faithful: off)")
+    centred: bool = option(_G2IS.centred, "faithful: centred PCA; False = uncentred SVD", negative="uncentred",
                            negative_help="uncentred SVD of the target features instead of PCA (faithful: centred)")
-    pool_centre: bool = option(False, "ours: subtract the pool's mean feature first (as g2is's pool_centre)")
+    pool_centre: bool = option(_G2IS.pool_centre, "ours: subtract the pool's mean feature first (as g2is's "
+                                                  "pool_centre)")
     reduce: str = option("max", "max: a record's best signed similarity to any component (g2is's score); "
                                 "weighted: sum of its signed similarities weighted by the components' weights",
                          choices=("max", "weighted"))
