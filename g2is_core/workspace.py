@@ -120,13 +120,18 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         raise
 
 
+class LockBusy(Exception):
+    """:func:`exclusive_lock` with ``wait=False`` found the lock held by another process."""
+
+
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path, *, on_wait: Any = None) -> Iterator[None]:
+def exclusive_lock(path: str | Path, *, on_wait: Any = None, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created if absent) for the ``with`` block.
 
     The lock is ``fcntl.flock``: the kernel drops it when the holder's process ends, however it ends
     (kill -9 included), so a crash never leaves a stale lock behind. When another process holds it,
-    ``on_wait()`` is called once (to say so) and this one waits its turn. Where ``fcntl`` does not exist
+    ``on_wait()`` is called once (to say so) and this one waits its turn; with ``wait=False`` it raises
+    :class:`LockBusy` instead (the caller does other work first). Where ``fcntl`` does not exist
     (Windows) the block runs unlocked.
     """
     try:
@@ -140,6 +145,8 @@ def exclusive_lock(path: str | Path, *, on_wait: Any = None) -> Iterator[None]:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise LockBusy(str(path)) from None
             if on_wait is not None:
                 on_wait()
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)

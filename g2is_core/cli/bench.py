@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "g2is_core/specs/demo.yaml")
     r.add_argument("--methods", help="comma-separated subset of cells to run (e.g. base,random,full,bm25); default all. "
                                      "Several `bench run` processes may share one spec: cells are claimed in the registry")
+    r.add_argument("--targets", help="comma-separated subset of the spec's target names to run; default all")
     r.set_defaults(func=_run)
     f = bsub.add_parser("features", help="compute the warmup and gradient features a spec's g2is/less cells need, "
                                          "up front (cached; resumes after a kill)")
@@ -55,16 +56,25 @@ def _run(args) -> int:
     spec = load_spec(args.spec)   # a bad spec is answered before the runner's heavy imports
     from ..loop.runner import run_experiment
 
-    methods = None
-    if getattr(args, "methods", None):
-        methods = {m.strip() for m in args.methods.split(",") if m.strip()}
-        unknown = methods - set(spec.all_methods())
-        if unknown:
-            raise ValueError(f"--methods: {sorted(unknown)} not in the spec; its methods: {spec.all_methods()}")
+    methods = _subset(args, "methods", spec.all_methods())
+    targets = _subset(args, "targets", [t.name for t in spec.targets])
     with cli_progress(f"bench {spec.name}") as cb:
-        rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), methods=methods)
+        rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), methods=methods,
+                              targets=targets)
     _print_table(rows)
     return 0
+
+
+def _subset(args, flag: str, known: list[str]) -> set[str] | None:
+    """The names of ``--FLAG a,b`` (None when not given), each one of ``known``, else a sentence naming the rest."""
+    given = getattr(args, flag, None)
+    if not given:
+        return None
+    names = {m.strip() for m in given.split(",") if m.strip()}
+    unknown = names - set(known)
+    if unknown:
+        raise ValueError(f"--{flag}: {sorted(unknown)} not in the spec; its {flag}: {known}")
+    return names
 
 
 def _demo(args) -> int:

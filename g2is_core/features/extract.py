@@ -498,13 +498,15 @@ def extract_store(loaded: LoadedModel, records: Sequence[Record], warmup: Warmup
                   cfg: FeatureConfig = FeatureConfig(), proj: ProjectorConfig = ProjectorConfig(), *,
                   data_hash: str, data_source: str = "", method: str = "fast", dtype: str = "fp16",
                   shard_rows: int = 128, workspace: Workspace | None = None, out_dir: str | Path | None = None,
-                  progress: Progress = no_progress):
+                  progress: Progress = no_progress, wait: bool = True):
     """Features of ``records`` at one warmup checkpoint into a (resumable) :class:`~g2is_core.features.store.GradientStore`.
 
     The store lives at ``<workspace>/grads/<key>`` (key = hash of the config and the data hash)
     unless ``out_dir`` is given. Rows are in the order of ``records``. Returns the opened store.
     With ``cfg.head_signatures`` every shard also commits the rows' head signatures [rows, L, H]
     from the same backwards (module doc); :meth:`GradientStore.head_signatures` reads them.
+    ``wait=False``: a store another process is writing raises :class:`~g2is_core.workspace.LockBusy`
+    (before any work) instead of waiting for it.
     """
     import time
 
@@ -564,7 +566,7 @@ def extract_store(loaded: LoadedModel, records: Sequence[Record], warmup: Warmup
                         inputs={"data_hash": data_hash, "data": data_source, "warmup": warmup.key,
                                 "n_params": layout.total},
                         dtype=dtype, shard_rows=shard_rows, extra=extra, heads_shape=heads_shape,
-                        on_shard=lambda done, total, _s: _report(done))
+                        on_shard=lambda done, total, _s: _report(done), wait=wait)
     progress(1.0, f"epoch {epoch}: {n} rows in {store.dir.name}")
     return store
 

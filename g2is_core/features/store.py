@@ -412,9 +412,10 @@ def _say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def store_lock(directory: Path):
+def store_lock(directory: Path, wait: bool = True):
     """The one writer of a store at a time (:func:`g2is_core.workspace.exclusive_lock` on ``<store>/.lock``);
-    a second one says that it waits, and waits."""
+    a second one says that it waits, and waits (with ``wait=False`` it raises
+    :class:`~g2is_core.workspace.LockBusy` instead)."""
     def waiting() -> None:
         with contextlib.suppress(OSError, ValueError):
             pid = (directory / LOCK).read_text().strip()
@@ -423,7 +424,7 @@ def store_lock(directory: Path):
             return
         _say(f"gradient store {directory} is being written by another process; waiting for it to finish")
 
-    with exclusive_lock(directory / LOCK, on_wait=waiting):
+    with exclusive_lock(directory / LOCK, on_wait=waiting, wait=wait):
         yield
 
 
@@ -431,11 +432,12 @@ def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], d
                 compute: Callable[[range], np.ndarray], *, inputs: dict[str, Any], dtype: str = "fp16",
                 shard_rows: int = 128, extra: dict[str, Any] | None = None,
                 on_shard: Callable[[int, int, int], None] | None = None,
-                heads_shape: tuple[int, int] | None = None) -> GradientStore:
+                heads_shape: tuple[int, int] | None = None, wait: bool = True) -> GradientStore:
     """Create or resume a store: ``compute(rows)`` -> [len(rows), dim] for each pending shard, then finalise.
 
     ``on_shard(rows_done, n_rows, shard)`` is called after each commit (progress). A finished store
-    with the same directory is returned as is. One process writes a store at a time (:func:`store_lock`);
+    with the same directory is returned as is. One process writes a store at a time (:func:`store_lock`;
+    with ``wait=False`` a store another process is writing raises :class:`~g2is_core.workspace.LockBusy`);
     a committed shard found damaged on resume is named on stderr and computed again. An error of the data
     or the numbers (:class:`~g2is_core.data.records.DataError`, :class:`~g2is_core.linalg.NonFiniteError`)
     raised by ``compute`` reaches the caller with the store named. With ``heads_shape`` (L, H) the store also holds head
@@ -447,7 +449,7 @@ def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], d
     if (d / SIDECAR).exists():
         return GradientStore.open(d)
     d.mkdir(parents=True, exist_ok=True)
-    with store_lock(d):
+    with store_lock(d, wait=wait):
         if (d / SIDECAR).exists():  # finished by the writer this one waited for
             return GradientStore.open(d)
         w = StoreWriter(d, config, ids, dim, dtype, shard_rows, heads_shape=heads_shape)

@@ -31,7 +31,10 @@ def load_pool(pool: dict[str, Any] | str) -> list[Record]:
     root), ``{builtin: {seed, per_task, distractors, per_composite, tasks}}`` (= ``builtin:pool?...``),
     or ``{files: [spec, ...], per_file: N, seed: S}``: each file read leniently, then at most N
     of its records drawn with one seeded RNG shared by the files in order. A file may also be written
-    ``{data: spec, n: M}``: at most M of its records instead of N (a pool balanced by source)."""
+    ``{data: spec, n: M}``: at most M of its records instead of N (a pool balanced by source). ``exclude:
+    [id, ...]`` (with ``files``) drops those records after the draw, so the others stay the same draw (e.g.
+    records whose cut token windows are the same tokens: ``python bench/window_duplicates.py SPEC`` lists them);
+    an id the draw did not give is an error, never a silent no-op."""
     from ..data.spec import DataSpec
     from ..workspace import PROJECT_ROOT
 
@@ -53,9 +56,21 @@ def load_pool(pool: dict[str, Any] | str) -> list[Record]:
             if k and len(recs) > k:
                 recs = rng.sample(recs, k)
             out += recs
-        return out
+        return _exclude(out, pool.get("exclude") or [])
     raise DataError("pool must be a data spec (e.g. builtin:pool; README.md, 'Naming data'), {builtin: {...}} or "
                     "{files: [...]}", field="pool")
+
+
+def _exclude(records: list[Record], ids: list[str]) -> list[Record]:
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise DataError(f"pool exclude: a list of record ids, not {ids!r}", field="pool.exclude")
+    missing = sorted(set(ids) - {r.id for r in records})
+    if missing:
+        raise DataError(f"pool exclude: {len(missing)} id(s) are not in the drawn pool (first: {missing[:3]}); the "
+                        "pool's files, counts or seed changed since the list was made: list them again "
+                        "(python bench/window_duplicates.py SPEC)", field="pool.exclude")
+    drop = set(ids)
+    return [r for r in records if r.id not in drop]
 
 
 def load_target(select: str, n: int, seed: int = 0) -> list[Record]:

@@ -9,6 +9,7 @@ stores from :func:`gradient_stores`, cached by content in the workspace.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, fields
@@ -17,7 +18,7 @@ from typing import Any
 from ..data.records import Record
 from ..progress import Progress, no_progress
 from ..runtime import resolve_bf16, resolve_precision
-from ..workspace import Workspace, hash_config, write_json
+from ..workspace import LockBusy, Workspace, hash_config, write_json
 from . import bridge
 from .experiment import load_pool, load_target
 from .registry import Registry
@@ -69,10 +70,18 @@ def all_cells(spec: ExperimentSpec) -> list[tuple[TargetSpec, str, float | None,
     return cells
 
 
+def chosen_cells(spec: ExperimentSpec, methods: set[str] | None = None,
+                 targets: set[str] | None = None) -> list[tuple[TargetSpec, str, float | None, int]]:
+    """The cells of :func:`all_cells` whose method is one of ``methods`` and whose target name is one of
+    ``targets`` (None = all), in run order."""
+    return [c for c in all_cells(spec) if (methods is None or c[1] in methods)
+            and (targets is None or c[0].name in targets)]
+
+
 def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, progress: Progress = no_progress,
-                   log=print, methods: set[str] | None = None) -> list[dict[str, Any]]:
-    """Run every missing cell of the spec (only those of ``methods``, when given); return the registry
-    rows of this experiment.
+                   log=print, methods: set[str] | None = None, targets: set[str] | None = None) -> list[dict[str, Any]]:
+    """Run every missing cell of the spec (only those of ``methods`` and of the target names ``targets``, when
+    given); return the registry rows of this experiment.
 
     Several processes may run the same spec at once: each claims a cell in the registry before it
     runs it, so they share the work (``prepare_features`` first, so they do not both extract them)."""
@@ -82,7 +91,7 @@ def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, pro
     reg = Registry.open(ws)
     pool = load_pool(spec.pool)
     pool_hash = data_hash(pool)
-    cells = [c for c in all_cells(spec) if methods is None or c[1] in methods]
+    cells = chosen_cells(spec, methods, targets)
     spec_hash = hash_config(spec.to_dict())
     exp_dir = ws.dir("experiments", spec_hash)
     write_json(exp_dir / "spec.json", spec.to_dict())
@@ -297,16 +306,28 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     lm = load_model(spec.model, workspace=ws)
     pool_hash = data_hash(pool)
     w = warmup(lm, pool, wcfg, data_hash=pool_hash, workspace=ws, progress=lambda f, m: progress(0.2 * f, m))
-    train_stores, target_stores = [], []
     n = len(w.checkpoints)
-    for i, ck in enumerate(w.checkpoints):
-        lm = load_model(spec.model, workspace=ws)
-        train_stores.append(extract_store(lm, pool, w, ck.epoch, FeatureConfig(kind="adam", max_length=max_length, bf16=bf16,
-                                                                      head_signatures=heads),
-                                          proj, data_hash=pool_hash, workspace=ws,
-                                          progress=lambda f, m: progress(0.2 + 0.8 * (i + 0.9 * f) / n, m)))
-        target_stores.append(extract_store(lm, targets, w, ck.epoch, FeatureConfig(kind="sgd", max_length=max_length, bf16=bf16,
-                                                                       head_signatures=heads),
-                                           proj, data_hash=data_hash(targets), workspace=ws,
-                                           progress=lambda f, m: progress(0.2 + 0.8 * (i + 0.9 + 0.1 * f) / n, m)))
+    # One job per (checkpoint, side). A store another process is writing is left for later (wait=False) and this
+    # process takes the next one, so several `bench features`/`bench run` processes split the extraction; the
+    # jobs left over are then waited for (their writer finishes them, or this process resumes a dead one's).
+    jobs = [(i, side) for i in range(n) for side in ("pool", "target")]
+    done: dict[tuple[int, str], Any] = {}
+
+    def extract_job(job: tuple[int, str], wait: bool):
+        i, side = job
+        ck = w.checkpoints[i]
+        recs, kind, lo, span = (pool, "adam", 0.0, 0.9) if side == "pool" else (targets, "sgd", 0.9, 0.1)
+        return extract_store(load_model(spec.model, workspace=ws), recs, w, ck.epoch,
+                             FeatureConfig(kind=kind, max_length=max_length, bf16=bf16, head_signatures=heads),
+                             proj, data_hash=pool_hash if side == "pool" else data_hash(targets), workspace=ws,
+                             progress=lambda f, m: progress(0.2 + 0.8 * (i + lo + span * f) / n, m), wait=wait)
+
+    for job in jobs:
+        with contextlib.suppress(LockBusy):
+            done[job] = extract_job(job, wait=False)
+    for job in jobs:
+        if job not in done:
+            done[job] = extract_job(job, wait=True)
+    train_stores = [done[(i, "pool")] for i in range(n)]
+    target_stores = [done[(i, "target")] for i in range(n)]
     return {"train_stores": train_stores, "target_stores": target_stores}

@@ -12,7 +12,7 @@ Example (YAML)::
 
     name: builtin-demo
     model: default                 # default | tiny | a model directory | a .gguf file
-    pool: {builtin: {seed: 0}}     # or {files: [path, ...], per_file: 500, seed: 0}
+    pool: {builtin: {seed: 0}}     # or {files: [path, ...], per_file: 500, seed: 0, exclude: [id, ...]}
     targets:
       - {name: add_reverse, select: "builtin:add_reverse", eval: "builtin:add_reverse", eval_limit: 64}
     methods: [g2is, less, bm25, embedding]
@@ -287,7 +287,7 @@ class ExperimentSpec:
     model: str = _opt("default", "default, tiny, a model directory or a .gguf file")
     pool: dict[str, Any] | str = _opt({"builtin": {"seed": 0}}, "the candidate pool: a data spec (README.md, "
                                       "'Naming data'), {builtin: {seed, per_task, distractors}} or {files: [spec, "
-                                      "...], per_file, seed}")
+                                      "...], per_file, seed, exclude: [id, ...]}")
     targets: list[TargetSpec] = _opt([], "the target tasks (at least one)")
     methods: list[str] = _opt([], "selection methods by name, or variants {name, method, options}; the baselines "
                                   "random and full, and the untrained base model, are always added")

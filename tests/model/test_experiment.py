@@ -124,10 +124,25 @@ def test_cli_features_up_front_then_method_subsets(tmp_path, monkeypatch, capsys
     assert {r["method"] for r in Registry.open().rows("tiny-cli")} == {"base", "random"}
     assert cli.main(["bench", "run", str(spec), "--methods", "random,nope"]) == 2
     assert "nope" in capsys.readouterr().err
+    assert cli.main(["bench", "run", str(spec), "--targets", "add_reverse,nope"]) == 2
+    assert "--targets: ['nope'] not in the spec; its targets: ['add_reverse']" in capsys.readouterr().err
     assert cli.main(["bench", "run", str(spec)]) == 0
     rows = Registry.open().rows("tiny-cli")
     assert {r["method"] for r in rows} == {"base", "random", "full", "less", "bm25"} and len(rows) == 5
     assert sorted(p.parent for p in ws.glob("grads/*/sidecar.json")) == stores  # the run reused them
+
+
+def test_chosen_cells_keep_the_named_methods_and_targets_in_run_order(tmp_path):
+    from g2is_core.loop.runner import all_cells, chosen_cells
+
+    spec = load_spec(_write(tmp_path, {**SPEC, "targets": [{"name": "add_reverse"}, {"name": "sort_desc"}],
+                                       "seeds": [0, 1]}))
+    every = all_cells(spec)
+    assert chosen_cells(spec) == every
+    got = chosen_cells(spec, {"random", "bm25"}, {"sort_desc"})
+    assert got == [c for c in every if c[1] in ("random", "bm25") and c[0].name == "sort_desc"]
+    assert [(c[1], c[3]) for c in got] == [("random", 0), ("random", 1), ("bm25", 0), ("bm25", 1)]
+    assert chosen_cells(spec, targets={"add_reverse"}) == every[: len(every) // 2]
 
 
 def test_method_variants_run_under_their_own_name(tmp_path, workspace):

@@ -29,7 +29,7 @@ from g2is_core.linalg import NonFiniteError
 from g2is_core.models.loading import ModelError, load_model, tiny_llama
 from g2is_core.models.lora import LoraSettings
 from g2is_core.selection.features import FeatureSet
-from g2is_core.workspace import ArtefactError, Workspace, write_sidecar
+from g2is_core.workspace import ArtefactError, LockBusy, Workspace, write_sidecar
 
 TINY_LORA = LoraSettings(r=4, alpha=16, dropout=0.1)
 
@@ -66,8 +66,8 @@ def _rows(r: range) -> np.ndarray:
 IDS = [f"r{i}" for i in range(10)]
 
 
-def _store(d: Path, cfg=None, rows=_rows) -> GradientStore:
-    return write_store(d, cfg or _cfg(), IDS, 8, rows, inputs={"data_hash": "h"}, dtype="fp32", shard_rows=4)
+def _store(d: Path, cfg=None, rows=_rows, wait: bool = True) -> GradientStore:
+    return write_store(d, cfg or _cfg(), IDS, 8, rows, inputs={"data_hash": "h"}, dtype="fp32", shard_rows=4, wait=wait)
 
 
 def _hand_made_store(d: Path, features: np.ndarray, cfg=None) -> Path:
@@ -164,6 +164,56 @@ def test_second_writer_waits_then_reuses_the_store_and_leaves_no_stray_files(tmp
     assert np.array_equal(out["a"].features, out["b"].features)
     assert sorted(p.name for p in d.iterdir()) == [".verified.json", "features.npy", "plan.json", "sidecar.json"]
     assert f"gradient store {d} is being written by another process (pid" in capsys.readouterr().err
+
+
+def test_a_writer_that_will_not_wait_is_told_the_store_is_busy_and_computes_nothing(tmp_path):
+    d, calls = tmp_path / "s", []
+    with store_lock(d):                                # another writer holds it
+        with pytest.raises(LockBusy):
+            _store(d, rows=lambda r: calls.append(r) or _rows(r), wait=False)
+    assert not calls and not (d / "plan.json").exists()
+    assert np.array_equal(_store(d).features, _store(tmp_path / "t").features)   # free again: written as usual
+
+
+def test_feature_processes_split_the_stores_a_busy_one_is_done_last(tmp_path, workspace):
+    """``gradient_stores`` leaves a store another process is writing for last and extracts the others meanwhile
+    (how several ``bench features``/``bench run`` processes share a spec's extraction); the result is the same."""
+    import yaml
+
+    from g2is_core.loop.experiment import load_pool, load_target
+    from g2is_core.loop.runner import gradient_stores
+    from g2is_core.loop.spec import load_spec
+
+    spec_d = {"name": "split", "model": "tiny", "pool": {"builtin": {"seed": 0, "per_task": 2, "distractors": 4}},
+              "targets": [{"name": "add_reverse", "eval_limit": 2, "n_select": 3}], "methods": ["less"],
+              "ratios": [0.2], "seeds": [0],
+              "selection": {"features": {"dim": 16, "max_length": 64, "warmup": {
+                  "fraction": 0.3, "epochs": 2, "batch_size": 4, "grad_accum": 1, "max_length": 64}}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec_d))
+    spec = load_spec(tmp_path / "s.yaml")
+    pool, targets = load_pool(spec.pool), load_target(spec.targets[0].select, 3, seed=0)
+    ref = gradient_stores(spec, pool, targets, Workspace(tmp_path / "ref"))   # uninterrupted, one process
+    first = workspace.root / "grads" / ref["train_stores"][0].dir.name        # content keyed: same name here
+    others = [workspace.root / "grads" / s.dir.name for s in ref["train_stores"][1:] + ref["target_stores"]]
+    held, released = threading.Event(), []
+
+    def other_writer():                                 # holds the first pool store until the rest exist
+        with store_lock(first):
+            held.set()
+            for _ in range(3000):
+                if all((o / "sidecar.json").exists() for o in others):
+                    break
+                time.sleep(0.02)
+            released.append(all((o / "sidecar.json").exists() for o in others))
+
+    t = threading.Thread(target=other_writer)
+    t.start()
+    assert held.wait(30)
+    got = gradient_stores(spec, pool, targets, workspace)
+    t.join(60)
+    assert released == [True]                           # every other store was done while the first was busy
+    for a, b in zip(got["train_stores"] + got["target_stores"], ref["train_stores"] + ref["target_stores"]):
+        assert a.dir.name == b.dir.name and np.array_equal(np.asarray(a.features), np.asarray(b.features))
 
 
 def test_a_late_shard_is_never_written_into_a_finished_store(tmp_path):

@@ -650,6 +650,19 @@ def test_dataspec_pools_equal_the_old_experiment_route(shared_tmp, tmp_path):
         load_pool({"nothing": 1})
 
 
+def test_pool_exclude_drops_the_named_records_after_the_draw(shared_tmp):
+    from g2is_core.loop.experiment import load_pool
+
+    pool = {"files": ["shared:alpaca/x/rows.jsonl"], "per_file": 8, "seed": 3}
+    drawn = load_pool(pool)
+    drop = [drawn[1].id, drawn[5].id]
+    assert load_pool({**pool, "exclude": drop}) == [r for i, r in enumerate(drawn) if i not in (1, 5)]
+    with pytest.raises(DataError, match=r"pool exclude: 1 id\(s\) are not in the drawn pool \(first: \['nope'\]\)"):
+        load_pool({**pool, "exclude": [drawn[0].id, "nope"]})
+    with pytest.raises(DataError, match="pool exclude: a list of record ids"):
+        load_pool({**pool, "exclude": "nope"})
+
+
 def test_dataspec_builtin_task_equals_the_suite():
     s = DataSpec.parse("builtin:task:upper?n=9&split=dev&seed=4")
     assert s.load().records == T.make_task_records("upper", 9, 4, "dev")
