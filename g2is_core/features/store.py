@@ -3,7 +3,8 @@
 Layout of one store (``<workspace>/grads/<key>/``)::
 
     plan.json                 what is being extracted: config hash, row count, shard size, ids hash
-    .lock                     held (flock) by the one process writing the store; gone once it is finished
+    .lock                     held (flock) while a writer plans or finalises the store; gone once it is finished
+    shards/.claim-000000      held (flock) by the writer computing shard 0
     shards/shard-000000.npy   rows [0, S), written by atomic rename
     shards/shard-000000.json  its size and sha256, written after it: present = the shard is committed
     features.npy              [N, d] fp16|fp32, written after the last shard (np.load(mmap_mode="r"))
@@ -27,9 +28,11 @@ shard into a memmap, so memory does not grow with N.
 Damage and concurrency. A committed shard whose bytes no longer match its recorded size and sha256
 (a truncated file, a disk error) is named, removed and computed again by the same run (checked when a
 run resumes and again while finalising). A shard with NaN/inf rows is never committed: the error names
-the store and the records. Two processes writing one store take turns on ``.lock``: the second waits
-(and says so), then finds the store finished and reuses it, so no shard is ever written into a finished
-store. A finished store is checked against the sha256 its sidecar records when opened (once per change
+the store and the records. Processes writing one store share it: each takes ``.lock`` only briefly (to
+make or check the plan, and to finalise), and claims one shard at a time (``shards/.claim-NNNNNN``, an
+flock), so every shard is computed once; a process that finds the rest claimed waits for them (and computes
+one whose holder died), and the first to find every shard committed finalises while the others reuse the
+finished store. No shard is ever written into a finished store. A finished store is checked against the sha256 its sidecar records when opened (once per change
 on disk: :func:`g2is_core.workspace.verify_artefact` with ``cache``).
 """
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..linalg import NonFiniteError
-from ..workspace import SIDECAR, ArtefactError, Workspace, atomic_path, exclusive_lock, hash_config, hash_file, \
+from ..workspace import SIDECAR, ArtefactError, LockBusy, Workspace, atomic_path, exclusive_lock, hash_config, hash_file, \
     hash_strings, mark_verified, read_json, read_sidecar, verify_artefact, write_json, write_npy, write_sidecar
 
 KIND = "grads"
@@ -275,6 +278,10 @@ class StoreWriter:
     def _record_path(self, shard: int) -> Path:
         return self.shard_dir / f"shard-{shard:06d}.json"
 
+    def claim_path(self, shard: int) -> Path:
+        """The lock file a writer holds while it computes ``shard`` (:func:`write_store`)."""
+        return self.shard_dir / f".claim-{shard:06d}"
+
     def is_committed(self, shard: int) -> bool:
         """The shard and its checksum record exist (the record is written after the shard, so a kill between
         the two leaves an uncommitted shard, computed again)."""
@@ -436,9 +443,9 @@ def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], d
     """Create or resume a store: ``compute(rows)`` -> [len(rows), dim] for each pending shard, then finalise.
 
     ``on_shard(rows_done, n_rows, shard)`` is called after each commit (progress). A finished store
-    with the same directory is returned as is. One process writes a store at a time (:func:`store_lock`;
-    with ``wait=False`` a store another process is writing raises :class:`~g2is_core.workspace.LockBusy`);
-    a committed shard found damaged on resume is named on stderr and computed again. An error of the data
+    with the same directory is returned as is. Several processes may write one store at once: they share its
+    shards (module doc); with ``wait=False`` a store whose plan lock another process holds (one planning or
+    finalising it, or a distributed driver) raises :class:`~g2is_core.workspace.LockBusy`; a committed shard found damaged on resume is named on stderr and computed again. An error of the data
     or the numbers (:class:`~g2is_core.data.records.DataError`, :class:`~g2is_core.linalg.NonFiniteError`)
     raised by ``compute`` reaches the caller with the store named. With ``heads_shape`` (L, H) the store also holds head
     signatures: ``compute(rows)`` returns (features [rows, dim], signatures [rows, L, H]).
@@ -449,7 +456,7 @@ def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], d
     if (d / SIDECAR).exists():
         return GradientStore.open(d)
     d.mkdir(parents=True, exist_ok=True)
-    with store_lock(d, wait=wait):
+    with store_lock(d, wait=wait):  # brief: the plan and the check of what earlier runs committed
         if (d / SIDECAR).exists():  # finished by the writer this one waited for
             return GradientStore.open(d)
         w = StoreWriter(d, config, ids, dim, dtype, shard_rows, heads_shape=heads_shape)
@@ -457,23 +464,40 @@ def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], d
         if damaged:
             _say(f"gradient store {d}: {len(damaged)} committed shard(s) were damaged and are computed again: "
                  + ", ".join(damaged[:5]) + (", ..." if len(damaged) > 5 else ""))
-        done = sum(len(w.rows(i)) for i in w.committed())
-        for shard in w.pending():
-            r = w.rows(shard)
-            try:
-                rows = compute(r)
-                if heads_shape is not None:
-                    rows, sigs = rows
-                    w.write_heads_shard(shard, sigs)  # first: the feature shard below commits both
-                rows = np.asarray(rows)
-            except (DataError, NonFiniteError) as exc:
-                if str(d) in str(exc):
-                    raise
-                raise type(exc)(f"gradient store {d}: {exc}") from exc
-            w.write_shard(shard, rows)
-            done += len(r)
-            if on_shard:
-                on_shard(done, len(ids), shard)
+
+    def commit(shard: int) -> None:
+        r = w.rows(shard)
+        try:
+            rows = compute(r)
+            if heads_shape is not None:
+                rows, sigs = rows
+                w.write_heads_shard(shard, sigs)  # first: the feature shard below commits both
+            rows = np.asarray(rows)
+        except (DataError, NonFiniteError) as exc:
+            if str(d) in str(exc):
+                raise
+            raise type(exc)(f"gradient store {d}: {exc}") from exc
+        w.write_shard(shard, rows)
+        if on_shard:
+            on_shard(sum(len(w.rows(i)) for i in w.committed()), len(ids), shard)
+
+    # Shards are claimed one by one (a lock per shard), so processes writing the same store share its shards:
+    # first every shard nobody holds, then the held ones are waited for (and computed, if their holder died).
+    try:
+        for blocking in (False, True):
+            for shard in w.pending():
+                with contextlib.suppress(LockBusy), exclusive_lock(w.claim_path(shard), wait=blocking):
+                    if (d / SIDECAR).exists():
+                        return GradientStore.open(d)
+                    if not w.is_committed(shard):
+                        commit(shard)
+    except ArtefactError:
+        if (d / SIDECAR).exists():  # a peer finished the store while this one computed its last shard
+            return GradientStore.open(d)
+        raise
+    with store_lock(d):
+        if (d / SIDECAR).exists():  # a peer finalised it
+            return GradientStore.open(d)
         store = w.finalize(inputs, extra)
         (d / LOCK).unlink(missing_ok=True)  # finished: the lock has nothing left to guard
     return store

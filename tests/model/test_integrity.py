@@ -29,7 +29,7 @@ from g2is_core.linalg import NonFiniteError
 from g2is_core.models.loading import ModelError, load_model, tiny_llama
 from g2is_core.models.lora import LoraSettings
 from g2is_core.selection.features import FeatureSet
-from g2is_core.workspace import ArtefactError, LockBusy, Workspace, write_sidecar
+from g2is_core.workspace import ArtefactError, LockBusy, Workspace, exclusive_lock, write_sidecar
 
 TINY_LORA = LoraSettings(r=4, alpha=16, dropout=0.1)
 
@@ -138,32 +138,55 @@ def test_truncated_shard_of_a_real_extraction_gives_the_uninterrupted_rows(warm,
 
 
 # ============================================================================ two writers
-def test_second_writer_waits_then_reuses_the_store_and_leaves_no_stray_files(tmp_path, capsys):
+def test_two_writers_share_the_shards_each_computed_once_and_leave_no_stray_files(tmp_path):
     d = tmp_path / "s"
     go, first_calls, second_calls, out = threading.Event(), [], [], {}
 
-    def slow(r):
+    def slow(r):                                       # the first writer stalls in its first shard
         first_calls.append(r)
         go.wait(30)
         return _rows(r)
 
     t1 = threading.Thread(target=lambda: out.setdefault("a", _store(d, rows=slow)))
     t1.start()
-    for _ in range(500):                               # until the first writer holds the lock
+    for _ in range(500):                               # until the first writer holds shard 0
         if first_calls:
             break
         time.sleep(0.01)
     t2 = threading.Thread(target=lambda: out.setdefault("b", _store(d, rows=lambda r: second_calls.append(r) or _rows(r))))
     t2.start()
-    time.sleep(0.5)
-    assert t2.is_alive() and not second_calls          # the second one waits its turn
+    for _ in range(500):                               # the second takes the two other shards meanwhile
+        if len(second_calls) == 2:
+            break
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert t2.is_alive() and second_calls == [range(4, 8), range(8, 10)]   # ... and then waits for shard 0
     go.set()
     t1.join(30)
     t2.join(30)
-    assert not second_calls                            # ... then finds the store finished and reuses it
-    assert np.array_equal(out["a"].features, out["b"].features)
+    assert first_calls == [range(0, 4)] and second_calls == [range(4, 8), range(8, 10)]   # each shard once
+    alone = _store(tmp_path / "alone")
+    assert np.array_equal(out["a"].features, alone.features) and np.array_equal(out["b"].features, alone.features)
     assert sorted(p.name for p in d.iterdir()) == [".verified.json", "features.npy", "plan.json", "sidecar.json"]
-    assert f"gradient store {d} is being written by another process (pid" in capsys.readouterr().err
+
+
+def test_a_writer_whose_peer_died_computes_the_peers_shard(tmp_path):
+    """A shard claimed by a process that then dies (its flock dropped, nothing committed) is computed by the
+    one left, after the shards nobody held."""
+    d, calls = tmp_path / "s", []
+    w = StoreWriter(d, _cfg(), IDS, 8, "fp32", 4)
+    with exclusive_lock(w.claim_path(0)):                # a peer holds shard 0 ...
+        t = threading.Thread(target=lambda: calls.append(_store(d, rows=lambda r: calls.append(r) or _rows(r))))
+        t.start()
+        for _ in range(500):
+            if len(calls) == 2:
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert calls == [range(4, 8), range(8, 10)] and t.is_alive()
+    t.join(30)                                          # ... and dies: its shard is computed here
+    assert calls[2] == range(0, 4) and np.array_equal(calls[3].features, _store(tmp_path / "alone").features)
+    assert w.n_shards == 3
 
 
 def test_a_writer_that_will_not_wait_is_told_the_store_is_busy_and_computes_nothing(tmp_path):
