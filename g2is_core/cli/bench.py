@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--methods", help="comma-separated subset of cells to run (e.g. base,random,full,bm25); default all. "
                                      "Several `bench run` processes may share one spec: cells are claimed in the registry")
     r.add_argument("--targets", help="comma-separated subset of the spec's target names to run; default all")
+    r.add_argument("--ratios", help="comma-separated subset of the spec's ratios (base and full have none: kept)")
+    r.add_argument("--seeds", help="comma-separated subset of the spec's seeds, e.g. 0 first, then 1,2")
     r.set_defaults(func=_run)
     f = bsub.add_parser("features", help="compute the warmup and gradient features a spec's g2is/less cells need, "
                                          "up front (cached; resumes after a kill)")
@@ -58,19 +60,26 @@ def _run(args) -> int:
 
     methods = _subset(args, "methods", spec.all_methods())
     targets = _subset(args, "targets", [t.name for t in spec.targets])
+    ratios = _subset(args, "ratios", spec.ratios, float)
+    seeds = _subset(args, "seeds", sorted(set(spec.seeds) | set(spec.full_seeds or [])), int)
     with cli_progress(f"bench {spec.name}") as cb:
         rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), methods=methods,
-                              targets=targets)
+                              targets=targets, ratios=ratios, seeds=seeds)
     _print_table(rows)
     return 0
 
 
-def _subset(args, flag: str, known: list[str]) -> set[str] | None:
-    """The names of ``--FLAG a,b`` (None when not given), each one of ``known``, else a sentence naming the rest."""
+def _subset(args, flag: str, known: list, kind=str) -> set | None:
+    """The values of ``--FLAG a,b`` (None when not given) read as ``kind``, each one of ``known``, else a sentence
+    naming the rest."""
     given = getattr(args, flag, None)
     if not given:
         return None
-    names = {m.strip() for m in given.split(",") if m.strip()}
+    try:
+        names = {kind(m.strip()) for m in given.split(",") if m.strip()}
+    except ValueError:
+        raise ValueError(f"--{flag}: {given!r} is not a comma-separated list of {kind.__name__} values; "
+                         f"the spec's {flag}: {known}") from None
     unknown = names - set(known)
     if unknown:
         raise ValueError(f"--{flag}: {sorted(unknown)} not in the spec; its {flag}: {known}")

@@ -70,18 +70,21 @@ def all_cells(spec: ExperimentSpec) -> list[tuple[TargetSpec, str, float | None,
     return cells
 
 
-def chosen_cells(spec: ExperimentSpec, methods: set[str] | None = None,
-                 targets: set[str] | None = None) -> list[tuple[TargetSpec, str, float | None, int]]:
-    """The cells of :func:`all_cells` whose method is one of ``methods`` and whose target name is one of
-    ``targets`` (None = all), in run order."""
+def chosen_cells(spec: ExperimentSpec, methods: set[str] | None = None, targets: set[str] | None = None,
+                 ratios: set[float] | None = None, seeds: set[int] | None = None,
+                 ) -> list[tuple[TargetSpec, str, float | None, int]]:
+    """The cells of :func:`all_cells` whose method is one of ``methods``, target name one of ``targets``, ratio
+    one of ``ratios`` (base and full have none: kept) and seed one of ``seeds`` (None = all), in run order."""
     return [c for c in all_cells(spec) if (methods is None or c[1] in methods)
-            and (targets is None or c[0].name in targets)]
+            and (targets is None or c[0].name in targets) and (ratios is None or c[2] is None or c[2] in ratios)
+            and (seeds is None or c[3] in seeds)]
 
 
 def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, progress: Progress = no_progress,
-                   log=print, methods: set[str] | None = None, targets: set[str] | None = None) -> list[dict[str, Any]]:
-    """Run every missing cell of the spec (only those of ``methods`` and of the target names ``targets``, when
-    given); return the registry rows of this experiment.
+                   log=print, methods: set[str] | None = None, targets: set[str] | None = None,
+                   ratios: set[float] | None = None, seeds: set[int] | None = None) -> list[dict[str, Any]]:
+    """Run every missing cell of the spec (only those :func:`chosen_cells` keeps for ``methods``, ``targets``,
+    ``ratios`` and ``seeds``, when given); return the registry rows of this experiment.
 
     Several processes may run the same spec at once: each claims a cell in the registry before it
     runs it, so they share the work (``prepare_features`` first, so they do not both extract them)."""
@@ -91,7 +94,7 @@ def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, pro
     reg = Registry.open(ws)
     pool = load_pool(spec.pool)
     pool_hash = data_hash(pool)
-    cells = chosen_cells(spec, methods, targets)
+    cells = chosen_cells(spec, methods, targets, ratios, seeds)
     spec_hash = hash_config(spec.to_dict())
     exp_dir = ws.dir("experiments", spec_hash)
     write_json(exp_dir / "spec.json", spec.to_dict())

@@ -126,6 +126,10 @@ def test_cli_features_up_front_then_method_subsets(tmp_path, monkeypatch, capsys
     assert "nope" in capsys.readouterr().err
     assert cli.main(["bench", "run", str(spec), "--targets", "add_reverse,nope"]) == 2
     assert "--targets: ['nope'] not in the spec; its targets: ['add_reverse']" in capsys.readouterr().err
+    assert cli.main(["bench", "run", str(spec), "--seeds", "0,x"]) == 2
+    assert "--seeds: '0,x' is not a comma-separated list of int values" in capsys.readouterr().err
+    assert cli.main(["bench", "run", str(spec), "--ratios", "0.5"]) == 2
+    assert "--ratios: [0.5] not in the spec; its ratios: [0.1]" in capsys.readouterr().err
     assert cli.main(["bench", "run", str(spec)]) == 0
     rows = Registry.open().rows("tiny-cli")
     assert {r["method"] for r in rows} == {"base", "random", "full", "less", "bm25"} and len(rows) == 5
@@ -143,6 +147,9 @@ def test_chosen_cells_keep_the_named_methods_and_targets_in_run_order(tmp_path):
     assert got == [c for c in every if c[1] in ("random", "bm25") and c[0].name == "sort_desc"]
     assert [(c[1], c[3]) for c in got] == [("random", 0), ("random", 1), ("bm25", 0), ("bm25", 1)]
     assert chosen_cells(spec, targets={"add_reverse"}) == every[: len(every) // 2]
+    seed1 = chosen_cells(spec, seeds={1}, ratios={0.1})
+    assert seed1 == [c for c in every if c[3] == 1] and all(c[1] != "base" for c in seed1)  # base runs seed 0 only
+    assert chosen_cells(spec, {"base", "random"}, ratios={0.5}) == [c for c in every if c[1] == "base"]
 
 
 def test_method_variants_run_under_their_own_name(tmp_path, workspace):
