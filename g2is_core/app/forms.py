@@ -170,12 +170,20 @@ def _grads_argv(v: dict[str, Any]) -> list[str]:
     return argv
 
 
+BENCH_SUBSETS = ("methods", "targets", "ratios", "seeds")  # `g2is bench run` flags that narrow the cells run
+
+
 def _bench_argv(v: dict[str, Any]) -> list[str]:
     spec = str(v.get("spec") or "").strip()
     if not spec:
         raise ValueError("give the path of an experiment spec (YAML or TOML)")
-    methods = str(v.get("methods") or "").strip()
-    return ["bench", "run", spec, *(["--methods", methods] if methods else [])]
+    argv = ["bench", "run", spec]
+    for name in BENCH_SUBSETS:  # the CLI checks each against the spec
+        given = str(v.get(name) or "").strip()
+        if given:
+            argv += [f"--{name}", given]
+    return argv
+
 
 
 def _features_argv(v: dict[str, Any]) -> list[str]:
@@ -319,7 +327,10 @@ def job_templates() -> list[JobTemplate]:
             fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC), confine="path"),
                     Field("methods", "Only these methods", "text", "",
                           help="comma-separated, e.g. base,random,full,bm25; empty = every cell. Two jobs on "
-                               "one spec share its cells (each is claimed in the registry)"))),
+                               "one spec share its cells (each is claimed in the registry)"),
+                    Field("targets", "Only these targets", "text", "", help="comma-separated target names"),
+                    Field("ratios", "Only these ratios", "text", "", help="comma-separated, e.g. 0.01"),
+                    Field("seeds", "Only these seeds", "text", "", help="comma-separated, e.g. 0 (then 1,2)"))),
         JobTemplate(
             key="bench-features", label="Benchmark: gradient features of a spec, up front",
             description="LESS warmup and the pool/target gradient stores that the spec's g2is and less cells "

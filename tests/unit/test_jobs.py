@@ -150,6 +150,8 @@ def test_templates_build_argv():
     bench, feats = ts["bench"], ts["bench-features"]
     assert bench.build({"spec": "s.yaml", "methods": ""}) == ["bench", "run", "s.yaml"]
     assert bench.build({"spec": "s.yaml", "methods": " base,bm25 "}) == ["bench", "run", "s.yaml", "--methods", "base,bm25"]
+    assert bench.build({"spec": "s.yaml", "targets": "gsm8k", "ratios": "0.01", "seeds": " 0 "}) == [
+        "bench", "run", "s.yaml", "--targets", "gsm8k", "--ratios", "0.01", "--seeds", "0"]
     assert feats.build({"spec": "s.yaml"}) == ["bench", "features", "s.yaml"]
     for argv in (bench.build({"spec": "s.yaml", "methods": "base"}), feats.build({"spec": "s.yaml"})):
         build_parser().parse_args(argv)
