@@ -38,6 +38,9 @@ def main() -> None:
             print(loop.points[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
             for x, tests in loop.tests.items():
                 print(f"  {x:<20} " + "  ".join(f"{k} r={t.r:+.3f} p={t.p:.3f} (n={t.n})" for k, t in tests.items()))
+            print("  |r head| - |r grad|  " + "  ".join(
+                f"{k} {v.d:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}] (n={v.n}, {v.n_used} bootstrap draws)"
+                for k, v in loop.versus.items()))
             for note in loop.notes:
                 print(f"  note: {note}")
 

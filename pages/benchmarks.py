@@ -303,3 +303,12 @@ else:
                "(1 + shuffles with |r| at least the observed) / (1 + shuffles)). With a handful of cells only a "
                "large |r| can be told from chance." + (f" {hl.metric} is lower-is-better: a negative r means the x "
                                                       "goes with a better score." if lower else ""))
+    vs = hl.versus.get("pearson")
+    if vs is not None and not math.isnan(vs.lo):
+        st.markdown(f"**Head vs gradient similarity** (the same {vs.n} cells): |r head| − |r gradient| = "
+                    f"{vs.d:+.2f}, 95% bootstrap interval [{vs.lo:+.2f}, {vs.hi:+.2f}] over the cells "
+                    f"(Pearson; Spearman {hl.versus['spearman'].d:+.2f} [{hl.versus['spearman'].lo:+.2f}, "
+                    f"{hl.versus['spearman'].hi:+.2f}]): "
+                    + ("head similarity goes with the score more strongly." if vs.lo > 0 else
+                       "gradient similarity goes with the score more strongly." if vs.hi < 0 else
+                       "the interval holds zero: neither goes with the score more strongly than the other here."))

@@ -30,7 +30,9 @@ What is computed here, from those rows (pure functions, no model):
   move the target's heads the way training on everything did;
 - the correlation of each x (head similarity, change similarity, gradient similarity) with the score over a target's cells
   with a selection (every method, ratio and seed; base and full are references, not points), Pearson
-  and Spearman, with a two-sided permutation p-value (:func:`correlation_test`).
+  and Spearman, with a two-sided permutation p-value (:func:`correlation_test`);
+- whether head similarity goes with the score more strongly than gradient similarity does: |r_head| -
+  |r_grad| over the same cells, with a paired bootstrap 95% interval (:func:`correlation_difference`).
 
 Cells are few (methods x ratios x seeds of one target), so the p-value is what to read, not r alone;
 cells of several ratios mix the budget into x and the score alike.
@@ -58,6 +60,7 @@ X_LABELS = {X_HEADS: "head similarity of the selection to the target's pattern",
             X_CHANGE: "change similarity to the full-data model's change"}
 CORRELATIONS = ("pearson", "spearman")
 N_PERM = 9999
+MIN_DIFF_POINTS = 6               # fewer cells: no interval for the head-vs-gradient difference
 
 
 # ----------------------------------------------------------------------------- what the runner stores
@@ -182,6 +185,71 @@ def correlation_test(x: Sequence[float], y: Sequence[float], method: str = "pear
     return CorrelationTest(method, r, p, n, n_perm, seed)
 
 
+@dataclass(frozen=True)
+class CorrelationDifference:
+    """Does x1 go with y more strongly than x2 does: d = |r(x1, y)| - |r(x2, y)| over the same n points, with a
+    percentile bootstrap 95% interval (points drawn with replacement, the same draw for both r's; replicates
+    where a drawn x or y is constant are left out and counted). NaN when n < MIN_DIFF_POINTS (a bootstrap of
+    fewer cells says little) or either r is undefined."""
+
+    method: str
+    r1: float
+    r2: float
+    d: float
+    lo: float
+    hi: float
+    n: int
+    n_boot: int
+    n_used: int
+    seed: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return bool(np.isfinite(self.lo) and (self.lo > 0 or self.hi < 0))
+
+
+def _corr_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r of each row of a with the same row of b ([B, n] each); NaN where a row is constant."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-12, (a * b).sum(axis=1) / np.where(den > 1e-12, den, 1.0), np.nan)
+
+
+def correlation_difference(x1: Sequence[float], x2: Sequence[float], y: Sequence[float], method: str = "pearson",
+                           *, n_boot: int = 2000, seed: int = 0) -> CorrelationDifference:
+    """|r(x1, y)| - |r(x2, y)| and its bootstrap interval (:class:`CorrelationDifference`); Spearman ranks each
+    drawn sample anew. The question of docs/bridge.md: does head similarity predict the score better than
+    gradient similarity does (x1 = head, x2 = gradient similarity, over the same cells)."""
+    if method not in CORRELATIONS:
+        raise ValueError(f"correlation {method!r}: use one of {', '.join(CORRELATIONS)}")
+    a1, a2, b = (np.asarray(v, np.float64).ravel() for v in (x1, x2, y))
+    if not (a1.shape == a2.shape == b.shape):
+        raise ValueError(f"x1, x2 and y have {a1.size}, {a2.size} and {b.size} values; give one triple per point")
+    if not (np.isfinite(a1).all() and np.isfinite(a2).all() and np.isfinite(b).all()):
+        raise ValueError("x1, x2 and y must be finite; leave out the points without a value")
+    n, nan = a1.size, float("nan")
+
+    def rs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u1, u2, v = a1[idx], a2[idx], b[idx]
+        if method == "spearman":
+            from scipy.stats import rankdata
+
+            u1, u2, v = (rankdata(w, method="average", axis=1) for w in (u1, u2, v))
+        return _corr_rows(u1, v), _corr_rows(u2, v)
+
+    r1, r2 = (float(r[0]) for r in rs(np.arange(n)[None, :])) if n >= 3 else (nan, nan)
+    if n < MIN_DIFF_POINTS or not (np.isfinite(r1) and np.isfinite(r2)):
+        return CorrelationDifference(method, r1, r2, nan, nan, nan, n, n_boot, 0, seed)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    b1, b2 = rs(idx)
+    d = np.abs(b1) - np.abs(b2)
+    d = d[np.isfinite(d)]
+    lo, hi = (float(q) for q in np.percentile(d, [2.5, 97.5])) if d.size else (nan, nan)
+    return CorrelationDifference(method, r1, r2, abs(r1) - abs(r2), lo, hi, n, n_boot, int(d.size), seed)
+
+
 # ----------------------------------------------------------------------------- one target's closed loop
 @dataclass
 class TargetLoop:
@@ -192,6 +260,8 @@ class TargetLoop:
     ``points``: one line per cell with a selection: method, ratio, seed, score, head_similarity,
     change_similarity, gradient_similarity (NaN where a row lacks it), config_hash.
     ``tests``: x column -> correlation -> :class:`CorrelationTest` over the points where x is known.
+    ``versus``: correlation -> :class:`CorrelationDifference` of head vs gradient similarity over the points
+    where both are known (does the head side go with the score more strongly).
     ``notes``: sentences about rows left out, and why.
     """
 
@@ -202,6 +272,7 @@ class TargetLoop:
     points: pd.DataFrame
     tests: dict[str, dict[str, CorrelationTest]]
     notes: list[str] = field(default_factory=list)
+    versus: dict[str, CorrelationDifference] = field(default_factory=dict)
 
     @property
     def zmax(self) -> float:
@@ -282,8 +353,12 @@ def closed_loop(rows: Iterable[dict[str, Any]], target: str, metric: str | None 
     for x in X_LABELS:
         ok = pts[np.isfinite(pts[x].astype(float)) & np.isfinite(pts["score"].astype(float))]
         tests[x] = {m: correlation_test(ok[x], ok["score"], m, n_perm=n_perm, seed=seed) for m in CORRELATIONS}
+    both = pts[np.isfinite(pts[X_HEADS].astype(float)) & np.isfinite(pts[X_GRAD].astype(float))
+               & np.isfinite(pts["score"].astype(float))]
+    versus = {m: correlation_difference(both[X_HEADS], both[X_GRAD], both["score"], m, seed=seed)
+              for m in CORRELATIONS}
     if sel and pts[X_HEADS].isna().all():
         notes.append("No selection carries a head similarity: the spec's gradient stores have no head signatures "
                      "(it lists no gradient method), so only the change similarity is shown.")
     return TargetLoop(target, used_metric or metric, (int(shape[0]), int(shape[1])), changes, pts, tests,
-                      list(dict.fromkeys(notes)))
+                      list(dict.fromkeys(notes)), versus)

@@ -3,6 +3,7 @@ method and the two scatters with their correlation; rows recorded without head p
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ PLAIN = "plain-bench"
 P = np.arange(12, dtype=float).reshape(3, 4) / 10 + 0.1     # base pattern [L=3, H=4]
 D = np.array([[0.3, -0.2, 0.0, 0.1], [0.0, 0.5, -0.1, 0.0], [0.2, 0.0, 0.0, -0.4]])
 # (method, ratio, seed, pattern, accuracy, head similarity): the head similarity is 0.5 + accuracy, so r = +1;
-# the gradient similarity (stored for less only) is 1 - accuracy, so r = -1
+# the gradient similarity is 1 - accuracy, so r = -1: as strong, so the head-vs-gradient difference is 0
 CELLS = [("base", None, 0, P, 0.10, None), ("full", None, 0, P + D, 0.60, None),
          ("less", 0.05, 0, P + D, 0.45, 0.95), ("less", 0.05, 1, P + 2 * D, 0.40, 0.90),
          ("less", 0.05, 2, P + 0.5 * D, 0.35, 0.85), ("random", 0.05, 0, P - D, 0.20, 0.70),
@@ -37,7 +38,6 @@ def _store(ws: Workspace) -> None:
                                                                                 max_length=64)))}
         if hsim is not None:
             info[bridge.SIMILARITY] = {"cosine": hsim}
-        if method == "less":
             info[bridge.GRADIENT] = {"cosine": 1 - acc}
         assert reg.claim(key, EXP, "target_a", method, ratio, seed, {"method": method, "seed": seed})
         reg.finish(key, metrics={"accuracy": acc, "n_eval": 10, "n_train": 5}, timings={}, info=info)
@@ -75,10 +75,11 @@ def test_benchmarks_page_shows_the_change_heatmaps_and_the_scatters(page, app_ur
     assert "Pearson r = +1.00" in titles and "Spearman ρ = +1.00" in titles and "n = 6" in titles
     assert "change similarity to the full-data model's change" in titles
     assert "gradient similarity of the selection to the target" in titles and "Pearson r = -1.00" in titles
-    assert "n = 3" in titles                                   # the gradient scatter: the three less cells
     points = page.locator(".js-plotly-plot .scatterlayer .point")
-    assert points.count() == 6 + 3 + 6                         # head, gradient, change scatters
+    assert points.count() == 6 + 6 + 6                         # head, gradient, change scatters
     body = page.inner_text("body")
+    assert re.search(r"Head vs gradient similarity \(the same 6 cells\): \|r head\| − \|r gradient\| = [+-]0\.00", body)
+    assert "neither goes with the score more strongly" in body
     assert "two-sided permutation p-value" in body and "Traceback" not in body
     assert page.locator('[data-testid="stException"]').count() == 0
     page.locator('[data-testid="stPlotlyChart"]').last.scroll_into_view_if_needed()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from g2is_core.loop import bridge
-from g2is_core.loop.bridge import (X_CHANGE, X_GRAD, X_HEADS, closed_loop, correlation_test, cosine, loop_targets,
+from g2is_core.loop.bridge import (X_CHANGE, X_GRAD, X_HEADS, closed_loop, correlation_difference, correlation_test,
+                                   cosine, loop_targets,
                                    pattern_record, selection_gradient_similarity, selection_head_similarity)
 from g2is_core.workspace import canonical_json
 
@@ -54,6 +55,31 @@ def test_correlation_undefined_and_refused():
         correlation_test([1, 2, np.nan], [1, 2, 3])
     with pytest.raises(ValueError, match="pearson, spearman"):
         correlation_test([1, 2, 3], [1, 2, 3], "kendall")
+
+
+def test_correlation_difference_equals_a_loop_reference_draw_for_draw():
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=15)
+    x1, x2 = y + rng.normal(size=15), rng.normal(size=15)
+    got = correlation_difference(x1, x2, y, n_boot=300, seed=7)
+    idx = np.random.default_rng(7).integers(0, 15, size=(300, 15))   # the same draws, one by one
+    ref = [abs(np.corrcoef(x1[i], y[i])[0, 1]) - abs(np.corrcoef(x2[i], y[i])[0, 1]) for i in idx]
+    assert got.n_used == 300 and got.n == 15
+    assert (got.lo, got.hi) == pytest.approx(tuple(np.percentile(ref, [2.5, 97.5])), abs=1e-12)
+    assert got.d == pytest.approx(abs(np.corrcoef(x1, y)[0, 1]) - abs(np.corrcoef(x2, y)[0, 1]), abs=1e-12)
+
+
+def test_correlation_difference_known_answers():
+    y = np.arange(10.0) ** 1.5
+    same = correlation_difference(y + 1, 2 * y, y)                         # both r = 1: no difference, no spread
+    assert same.d == 0 and (same.lo, same.hi) == pytest.approx((0.0, 0.0), abs=1e-12) and not same.excludes_zero
+    sign = correlation_difference(-y, np.sin(y), y, "spearman")            # strength, whatever the sign
+    assert sign.r1 == pytest.approx(-1.0) and sign.d > 0 and sign.excludes_zero and sign.lo > 0
+    flip = correlation_difference(np.sin(y), -y, y, "spearman")
+    assert flip.d == pytest.approx(-sign.d) and flip.hi < 0
+    assert np.isnan(correlation_difference([1, 2, 3, 4, 5], [3, 1, 2, 5, 4], [1, 2, 3, 4, 5]).lo)   # n < 6: no interval
+    with pytest.raises(ValueError, match="one triple per point"):
+        correlation_difference([1, 2], [1, 2, 3], [1, 2, 3])
 
 
 def test_cosine():
@@ -154,6 +180,7 @@ def test_closed_loop_changes_points_and_correlations():
     # the score follows the metric asked for; nll = -accuracy flips the sign
     assert closed_loop(rows, "t", "nll", n_perm=99).tests[X_HEADS]["pearson"].r == pytest.approx(-t.r)
     assert loop_targets(rows) == ["t"]
+    assert hl.versus["pearson"].n == 1 and np.isnan(hl.versus["pearson"].d)   # bm25 alone has both x's
 
 
 def test_closed_loop_says_what_it_leaves_out():
