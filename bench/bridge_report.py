@@ -28,7 +28,7 @@ def main() -> None:
     reg = readers.registry(ws)
     if reg is None:
         sys.exit(f"{ws.root}: no run registry")
-    rows = reg.rows(a.experiment)
+    rows = reg.current_rows(a.experiment)  # its latest version only (as the tables)
     for target in readers.head_loop_targets(rows):
         for metric in a.metric or ["accuracy", "nll"]:
             loop = readers.head_loop(rows, target, metric)

@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experiment", default="demo")
     args = ap.parse_args()
-    rows = [r for r in Registry.open().rows(args.experiment) if r["status"] == "done" and r.get("selection")]
+    rows = [r for r in Registry.open().current_rows(args.experiment) if r["status"] == "done" and r.get("selection")]
     if not rows:
         raise SystemExit(f"no finished selection rows for experiment {args.experiment!r}; run `g2is demo` first")
     specs = [read_json(p) for p in (Workspace().root / "experiments").glob("*/spec.json")]

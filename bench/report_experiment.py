@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     spec = load_spec(a.spec)
     reg = Registry.open()
-    rows = reg.rows(spec.name)
+    rows = reg.current_rows(spec.name)  # the spec's latest version only: never rows of an earlier edit of it
     if not rows:
         print(f"no registry rows for {spec.name!r}: run `g2is bench run {a.spec}` first", file=sys.stderr)
         return 1
