@@ -41,6 +41,10 @@ def main() -> None:
             print("  |r head| - |r grad|  " + "  ".join(
                 f"{k} {v.d:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}] (n={v.n}, {v.n_used} bootstrap draws)"
                 for k, v in loop.versus.items()))
+            if loop.selections is not None and len(loop.selections):
+                print(f"  per distinct selection ({len(loop.selections)}; a deterministic method's seeds share one):")
+                for x, tests in loop.selection_tests.items():
+                    print(f"  {x:<20} " + "  ".join(f"{k} r={t.r:+.3f} p={t.p:.3f} (n={t.n})" for k, t in tests.items()))
             for note in loop.notes:
                 print(f"  note: {note}")
 

@@ -305,8 +305,9 @@ else:
                                                       "goes with a better score." if lower else ""))
     vs = hl.versus.get("pearson")
     if vs is not None and not math.isnan(vs.lo):
-        st.markdown(f"**Head vs gradient similarity** (the same {vs.n} cells): |r head| − |r gradient| = "
-                    f"{vs.d:+.2f}, 95% bootstrap interval [{vs.lo:+.2f}, {vs.hi:+.2f}] over the cells "
+        st.markdown(f"**Head vs gradient similarity** (the same {vs.n} distinct selections; a deterministic "
+                    f"method's seeds are one): |r head| − |r gradient| = "
+                    f"{vs.d:+.2f}, 95% bootstrap interval [{vs.lo:+.2f}, {vs.hi:+.2f}] over the selections "
                     f"(Pearson; Spearman {hl.versus['spearman'].d:+.2f} [{hl.versus['spearman'].lo:+.2f}, "
                     f"{hl.versus['spearman'].hi:+.2f}]): "
                     + ("head similarity goes with the score more strongly." if vs.lo > 0 else

@@ -32,7 +32,8 @@ What is computed here, from those rows (pure functions, no model):
   with a selection (every method, ratio and seed; base and full are references, not points), Pearson
   and Spearman, with a two-sided permutation p-value (:func:`correlation_test`);
 - whether head similarity goes with the score more strongly than gradient similarity does: |r_head| -
-  |r_grad| over the same cells, with a paired bootstrap 95% interval (:func:`correlation_difference`).
+  |r_grad| over the same selections (cells merged per distinct selection, :func:`by_selection`: a
+  deterministic method's seeds share one), with a paired bootstrap 95% interval (:func:`correlation_difference`).
 
 Cells are few (methods x ratios x seeds of one target), so the p-value is what to read, not r alone;
 cells of several ratios mix the budget into x and the score alike.
@@ -250,6 +251,21 @@ def correlation_difference(x1: Sequence[float], x2: Sequence[float], y: Sequence
     return CorrelationDifference(method, r1, r2, abs(r1) - abs(r2), lo, hi, n, n_boot, int(d.size), seed)
 
 
+def by_selection(points: pd.DataFrame) -> pd.DataFrame:
+    """The points with one line per distinct selection: cells of one method and ratio whose head and gradient
+    similarities are equal (a deterministic method picks the same records at every training seed; only the
+    training differs) become one point with their mean score and ``n_cells``. The cells of such a selection are
+    not independent draws of x, so a correlation over cells counts each selection several times and its
+    p-value is too small; over selections it is not."""
+    if points.empty:
+        return points.assign(n_cells=pd.Series(dtype=int))
+    key = points[[X_HEADS, X_GRAD]].astype(float).round(12).astype(str).agg("|".join, axis=1)
+    g = points.assign(_key=key).groupby(["method", "ratio", "_key"], sort=False, dropna=False)
+    out = g.agg(score=("score", "mean"), **{X_HEADS: (X_HEADS, "first"), X_GRAD: (X_GRAD, "first")},
+                n_cells=("score", "size")).reset_index().drop(columns="_key")
+    return out
+
+
 # ----------------------------------------------------------------------------- one target's closed loop
 @dataclass
 class TargetLoop:
@@ -260,8 +276,10 @@ class TargetLoop:
     ``points``: one line per cell with a selection: method, ratio, seed, score, head_similarity,
     change_similarity, gradient_similarity (NaN where a row lacks it), config_hash.
     ``tests``: x column -> correlation -> :class:`CorrelationTest` over the points where x is known.
-    ``versus``: correlation -> :class:`CorrelationDifference` of head vs gradient similarity over the points
-    where both are known (does the head side go with the score more strongly).
+    ``versus``: correlation -> :class:`CorrelationDifference` of head vs gradient similarity over the distinct
+    selections where both are known (does the head side go with the score more strongly).
+    ``selections``/``selection_tests``: the points merged per distinct selection (:func:`by_selection`) and the
+    head and gradient similarity's correlation tests over them: the honest n when methods are deterministic.
     ``notes``: sentences about rows left out, and why.
     """
 
@@ -273,6 +291,8 @@ class TargetLoop:
     tests: dict[str, dict[str, CorrelationTest]]
     notes: list[str] = field(default_factory=list)
     versus: dict[str, CorrelationDifference] = field(default_factory=dict)
+    selections: pd.DataFrame | None = None            # :func:`by_selection` of the points
+    selection_tests: dict[str, dict[str, CorrelationTest]] = field(default_factory=dict)  # over those
 
     @property
     def zmax(self) -> float:
@@ -355,10 +375,13 @@ def closed_loop(rows: Iterable[dict[str, Any]], target: str, metric: str | None 
         tests[x] = {m: correlation_test(ok[x], ok["score"], m, n_perm=n_perm, seed=seed) for m in CORRELATIONS}
     both = pts[np.isfinite(pts[X_HEADS].astype(float)) & np.isfinite(pts[X_GRAD].astype(float))
                & np.isfinite(pts["score"].astype(float))]
-    versus = {m: correlation_difference(both[X_HEADS], both[X_GRAD], both["score"], m, seed=seed)
+    sels = by_selection(both)
+    versus = {m: correlation_difference(sels[X_HEADS], sels[X_GRAD], sels["score"], m, seed=seed)
               for m in CORRELATIONS}
+    sel_tests = {x: {m: correlation_test(sels[x], sels["score"], m, n_perm=n_perm, seed=seed) for m in CORRELATIONS}
+                 for x in (X_HEADS, X_GRAD)}
     if sel and pts[X_HEADS].isna().all():
         notes.append("No selection carries a head similarity: the spec's gradient stores have no head signatures "
                      "(it lists no gradient method), so only the change similarity is shown.")
     return TargetLoop(target, used_metric or metric, (int(shape[0]), int(shape[1])), changes, pts, tests,
-                      list(dict.fromkeys(notes)), versus)
+                      list(dict.fromkeys(notes)), versus, sels, sel_tests)

@@ -78,7 +78,7 @@ def test_benchmarks_page_shows_the_change_heatmaps_and_the_scatters(page, app_ur
     points = page.locator(".js-plotly-plot .scatterlayer .point")
     assert points.count() == 6 + 6 + 6                         # head, gradient, change scatters
     body = page.inner_text("body")
-    assert re.search(r"Head vs gradient similarity \(the same 6 cells\): \|r head\| − \|r gradient\| = [+-]0\.00", body)
+    assert re.search(r"Head vs gradient similarity \(the same 6 distinct selections; a deterministic method's seeds are one\): \|r head\| − \|r gradient\| = [+-]0\.00", body)
     assert "neither goes with the score more strongly" in body
     assert "two-sided permutation p-value" in body and "Traceback" not in body
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -183,6 +183,22 @@ def test_closed_loop_changes_points_and_correlations():
     assert hl.versus["pearson"].n == 1 and np.isnan(hl.versus["pearson"].d)   # bm25 alone has both x's
 
 
+def test_by_selection_merges_a_deterministic_methods_seeds():
+    import pandas as pd
+
+    from g2is_core.loop.bridge import by_selection
+
+    pts = pd.DataFrame([("less", 0.1, 0, 1.0, 0.9, 0.5), ("less", 0.1, 1, 2.0, 0.9, 0.5),     # one selection
+                        ("random", 0.1, 0, 3.0, 0.2, 0.1), ("random", 0.1, 1, 4.0, 0.3, 0.1),  # two draws
+                        ("less", 0.5, 0, 5.0, 0.9, 0.5)],                                      # another budget
+                       columns=["method", "ratio", "seed", "score", X_HEADS, X_GRAD])
+    got = by_selection(pts)
+    assert list(zip(got.method, got.ratio, got.score, got.n_cells)) == [
+        ("less", 0.1, 1.5, 2), ("random", 0.1, 3.0, 1), ("random", 0.1, 4.0, 1), ("less", 0.5, 5.0, 1)]
+    assert list(got[X_HEADS]) == [0.9, 0.2, 0.3, 0.9]
+    assert by_selection(pts.iloc[:0]).empty
+
+
 def test_closed_loop_says_what_it_leaves_out():
     old = [{**_row("base", None, 0, P, 0.1), "info": {}}, {**_row("less", 0.1, 0, P, 0.2), "info": None}]
     assert loop_targets(old) == [] and closed_loop(old, "t") is None          # rows recorded before: no loop
