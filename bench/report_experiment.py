@@ -113,16 +113,21 @@ def _picks(rows, seed: int):
     return out
 
 
-def _source_file(record_id: str) -> str:
-    """The source file of a shared-data record id ``family:file:row`` (T0's many templates count as one)."""
+def _source_file(record_id: str, source: str = "") -> str:
+    """The source file of a shared-data record id ``family:file:row`` (T0's many templates count as one); ids
+    without that shape (Self-Instruct's ``seed_task_N``, OASST's message uuids) count under their record's source."""
     parts = record_id.split(":")
-    return parts[0] if parts[0].startswith("t0") or len(parts) < 3 else f"{parts[0]}:{parts[1]}"
+    if len(parts) < 3:
+        return source or parts[0]
+    return parts[0] if parts[0].startswith("t0") else f"{parts[0]}:{parts[1]}"
 
 
 def composition_section(rows, seed: int = 0) -> str:
     parts = []
     for (target, ratio), by_method in sorted(_picks(rows, seed).items()):
-        counts = {m: df["id"].astype(str).map(_source_file).value_counts() for m, df in sorted(by_method.items())}
+        counts = {m: pd.Series([_source_file(i, s) for i, s in zip(df["id"].astype(str), df["source"].fillna("")
+                                                                    .astype(str))]).value_counts()
+                  for m, df in sorted(by_method.items())}
         table = pd.DataFrame(counts).fillna(0).astype(int)
         table.index.name = "source"
         parts.append(f"**{target}, ratio {ratio:.0%}, seed {seed}** (records picked per source file)\n\n"

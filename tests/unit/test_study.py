@@ -352,3 +352,13 @@ def test_bench_show_ci_and_the_report_read_the_intervals_from_the_registry(tmp_p
     reg.record_version("e", "edited", {"name": "e"}, [rows[0]["config_hash"]])
     assert report_experiment.main([str(spec), "--out", str(tmp_path / "r2.md"), "--n-boot", "200"]) == 0
     assert "no paired cells yet" in (tmp_path / "r2.md").read_text()
+
+
+def test_report_counts_picks_per_source_file():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from report_experiment import _source_file
+
+    assert _source_file("flan_v2_cot:aqua_train:12", "flan_v2_cot") == "flan_v2_cot:aqua_train"
+    assert _source_file("t0_train_50k:quoref_Find_Answer:49", "t0_train_50k") == "t0_train_50k"   # templates: one
+    assert _source_file("seed_task_62", "self_instruct") == "self_instruct"     # ids without the file: the source
+    assert _source_file("667ddeb7-cf48-4ab8", "") == "667ddeb7-cf48-4ab8"
