@@ -355,6 +355,9 @@ def test_bench_show_ci_and_the_report_read_the_intervals_from_the_registry(tmp_p
 
 
 def test_report_counts_picks_per_source_file():
+    import sys
+    from pathlib import Path
+
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
     from report_experiment import _source_file
 
