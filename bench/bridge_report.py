@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main() -> None:
     from g2is_core.app import readers
+    from g2is_core.loop.bridge import MIN_DIFF_POINTS
     from g2is_core.demo.pack import find_pack
     from g2is_core.workspace import Workspace
 
@@ -39,7 +40,8 @@ def main() -> None:
             for x, tests in loop.tests.items():
                 print(f"  {x:<20} " + "  ".join(f"{k} r={t.r:+.3f} p={t.p:.3f} (n={t.n})" for k, t in tests.items()))
             print("  |r head| - |r grad|  " + "  ".join(
-                f"{k} {v.d:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}] (n={v.n}, {v.n_used} bootstrap draws)"
+                f"{k} {v.d:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}] (n={v.n} selections, {v.n_used} bootstrap draws)"
+                if v.n_used else f"{k}: no interval (n={v.n} selections; {MIN_DIFF_POINTS} needed)"
                 for k, v in loop.versus.items()))
             if loop.selections is not None and len(loop.selections):
                 print(f"  per distinct selection ({len(loop.selections)}; a deterministic method's seeds share one):")
