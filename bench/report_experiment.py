@@ -59,8 +59,11 @@ def paired_section(rows) -> str:
     return _md(out)
 
 
-def intervals_section(rows, scores, n_boot: int | None = None) -> str:
-    tab = paired_ci_table(rows, scores, n_boot=n_boot)
+def intervals_section(rows, scores, n_boot: int | None = None, references=("random", "less"),
+                      only=None) -> str:
+    tab = paired_ci_table(rows, scores, references=references, n_boot=n_boot)
+    if only is not None and not tab.empty:
+        tab = tab[tab.method.map(only)]
     if tab.empty:
         return "no paired cells yet"
     parts = []
@@ -188,6 +191,13 @@ def main(argv=None) -> int:
         "`(pooled)` averages the targets that report the same metric. `*` marks an interval that excludes zero; "
         "better/worse in the metric's own direction (lower nll is better; gold_logprob and accuracy: higher).\n\n"
         + intervals_section(rows, load_scores(reg, spec.name), a.n_boot),
+        "## The G2IS ablation: each variant minus faithful G2IS\n\nThe paper's ablation read as differences to "
+        "`g2is` (the same training seed, the same questions; intervals as above): `g2is-score` is the core-knowledge "
+        "score alone (no graph, no walk), `g2is-noconflict` and `g2is-noconsistency` the walk without one of its "
+        "checks; the option variants (`g2is-centred`, ...) where they ran. A negative NLL difference: the variant "
+        "is better than G2IS.\n\n"
+        + intervals_section(rows, load_scores(reg, spec.name), a.n_boot, ("g2is",),
+                            only=lambda m: str(m).startswith("g2is-")),
         "## Selection diagnostics\n\nMeans over seeds (selection/diagnostics.py): the most frequent source "
         "and its share of the selection, the walk's fill (selected / budget) and fallbacks, and for the walks the "
         "kNN graph's in-degree Gini, the share of its edges that point into the top 1% of nodes, and the share "

@@ -351,7 +351,8 @@ def test_bench_show_ci_and_the_report_read_the_intervals_from_the_registry(tmp_p
     # an edit of the spec records a version without these cells: the report leaves them out, as the tables do
     reg.record_version("e", "edited", {"name": "e"}, [rows[0]["config_hash"]])
     assert report_experiment.main([str(spec), "--out", str(tmp_path / "r2.md"), "--n-boot", "200"]) == 0
-    assert "no paired cells yet" in (tmp_path / "r2.md").read_text()
+    edited = (tmp_path / "r2.md").read_text()
+    assert "[+1.0000, +1.0000]" not in edited and "no paired cells yet" in edited
 
 
 def test_report_counts_picks_per_source_file():
