@@ -45,6 +45,7 @@ def main() -> None:
                 for k, v in loop.versus.items()))
             if loop.selections is not None and len(loop.selections):
                 print(f"  per distinct selection ({len(loop.selections)}; a deterministic method's seeds share one):")
+                print(loop.selections.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
                 for x, tests in loop.selection_tests.items():
                     print(f"  {x:<20} " + "  ".join(f"{k} r={t.r:+.3f} p={t.p:.3f} (n={t.n})" for k, t in tests.items()))
             for note in loop.notes:

@@ -252,18 +252,20 @@ def correlation_difference(x1: Sequence[float], x2: Sequence[float], y: Sequence
 
 
 def by_selection(points: pd.DataFrame) -> pd.DataFrame:
-    """The points with one line per distinct selection: cells of one method and ratio whose head and gradient
-    similarities are equal (a deterministic method picks the same records at every training seed; only the
-    training differs) become one point with their mean score and ``n_cells``. The cells of such a selection are
-    not independent draws of x, so a correlation over cells counts each selection several times and its
-    p-value is too small; over selections it is not."""
+    """The points with one line per distinct selection: cells of one ratio whose head and gradient similarities
+    are equal (a deterministic method picks the same records at every training seed, and an ablation whose check
+    never fired picks what the method picks; only the training differs) become one point with their mean score,
+    ``n_cells`` and the methods joined by "=" in ``method``. The cells of such a selection are not independent
+    draws of x, so a correlation over cells counts each selection several times and its p-value is too small;
+    over selections it is not."""
     if points.empty:
         return points.assign(n_cells=pd.Series(dtype=int))
     key = points[[X_HEADS, X_GRAD]].astype(float).round(12).astype(str).agg("|".join, axis=1)
-    g = points.assign(_key=key).groupby(["method", "ratio", "_key"], sort=False, dropna=False)
-    out = g.agg(score=("score", "mean"), **{X_HEADS: (X_HEADS, "first"), X_GRAD: (X_GRAD, "first")},
+    g = points.assign(_key=key).groupby(["ratio", "_key"], sort=False, dropna=False)
+    out = g.agg(method=("method", lambda m: "=".join(dict.fromkeys(map(str, m)))), score=("score", "mean"),
+                **{X_HEADS: (X_HEADS, "first"), X_GRAD: (X_GRAD, "first")},
                 n_cells=("score", "size")).reset_index().drop(columns="_key")
-    return out
+    return out[["method", "ratio", "score", X_HEADS, X_GRAD, "n_cells"]]
 
 
 # ----------------------------------------------------------------------------- one target's closed loop

@@ -190,12 +190,14 @@ def test_by_selection_merges_a_deterministic_methods_seeds():
 
     pts = pd.DataFrame([("less", 0.1, 0, 1.0, 0.9, 0.5), ("less", 0.1, 1, 2.0, 0.9, 0.5),     # one selection
                         ("random", 0.1, 0, 3.0, 0.2, 0.1), ("random", 0.1, 1, 4.0, 0.3, 0.1),  # two draws
-                        ("less", 0.5, 0, 5.0, 0.9, 0.5)],                                      # another budget
+                        ("less", 0.5, 0, 5.0, 0.9, 0.5),                                       # another budget
+                        ("g2is", 0.1, 0, 6.0, 0.7, 0.2), ("g2is-noconflict", 0.1, 0, 6.0, 0.7, 0.2)],  # same picks
                        columns=["method", "ratio", "seed", "score", X_HEADS, X_GRAD])
     got = by_selection(pts)
     assert list(zip(got.method, got.ratio, got.score, got.n_cells)) == [
-        ("less", 0.1, 1.5, 2), ("random", 0.1, 3.0, 1), ("random", 0.1, 4.0, 1), ("less", 0.5, 5.0, 1)]
-    assert list(got[X_HEADS]) == [0.9, 0.2, 0.3, 0.9]
+        ("less", 0.1, 1.5, 2), ("random", 0.1, 3.0, 1), ("random", 0.1, 4.0, 1), ("less", 0.5, 5.0, 1),
+        ("g2is=g2is-noconflict", 0.1, 6.0, 2)]
+    assert list(got[X_HEADS]) == [0.9, 0.2, 0.3, 0.9, 0.7]
     assert by_selection(pts.iloc[:0]).empty
 
 
