@@ -185,7 +185,6 @@ def _bench_argv(v: dict[str, Any]) -> list[str]:
     return argv
 
 
-
 def _features_argv(v: dict[str, Any]) -> list[str]:
     spec = str(v.get("spec") or "").strip()
     if not spec:

@@ -32,8 +32,8 @@ the store and the records. Processes writing one store share it: each takes ``.l
 make or check the plan, and to finalise), and claims one shard at a time (``shards/.claim-NNNNNN``, an
 flock), so every shard is computed once; a process that finds the rest claimed waits for them (and computes
 one whose holder died), and the first to find every shard committed finalises while the others reuse the
-finished store. No shard is ever written into a finished store. A finished store is checked against the sha256 its sidecar records when opened (once per change
-on disk: :func:`g2is_core.workspace.verify_artefact` with ``cache``).
+finished store. No shard is ever written into a finished store. A finished store is checked against the
+sha256 its sidecar records when opened (once per change on disk: :func:`g2is_core.workspace.verify_artefact` with ``cache``).
 """
 from __future__ import annotations
 
@@ -445,7 +445,8 @@ def write_store(directory: str | Path, config: dict[str, Any], ids: list[str], d
     ``on_shard(rows_done, n_rows, shard)`` is called after each commit (progress). A finished store
     with the same directory is returned as is. Several processes may write one store at once: they share its
     shards (module doc); with ``wait=False`` a store whose plan lock another process holds (one planning or
-    finalising it, or a distributed driver) raises :class:`~g2is_core.workspace.LockBusy`; a committed shard found damaged on resume is named on stderr and computed again. An error of the data
+    finalising it, or a distributed driver) raises :class:`~g2is_core.workspace.LockBusy`; a committed shard
+    found damaged on resume is named on stderr and computed again. An error of the data
     or the numbers (:class:`~g2is_core.data.records.DataError`, :class:`~g2is_core.linalg.NonFiniteError`)
     raised by ``compute`` reaches the caller with the store named. With ``heads_shape`` (L, H) the store also holds head
     signatures: ``compute(rows)`` returns (features [rows, dim], signatures [rows, L, H]).

@@ -315,12 +315,15 @@ def gradient_stores(spec: ExperimentSpec, pool: list[Record], targets: list[Reco
     # jobs left over are then waited for (their writer finishes them, or this process resumes a dead one's).
     jobs = [(i, side) for i in range(n) for side in ("pool", "target")]
     done: dict[tuple[int, str], Any] = {}
+    models: dict[int, Any] = {}
 
     def extract_job(job: tuple[int, str], wait: bool):
         i, side = job
         ck = w.checkpoints[i]
         recs, kind, lo, span = (pool, "adam", 0.0, 0.9) if side == "pool" else (targets, "sgd", 0.9, 0.1)
-        return extract_store(load_model(spec.model, workspace=ws), recs, w, ck.epoch,
+        if i not in models:  # one load per checkpoint: its pool and target stores share the prepared model
+            models[i] = load_model(spec.model, workspace=ws)
+        return extract_store(models[i], recs, w, ck.epoch,
                              FeatureConfig(kind=kind, max_length=max_length, bf16=bf16, head_signatures=heads),
                              proj, data_hash=pool_hash if side == "pool" else data_hash(targets), workspace=ws,
                              progress=lambda f, m: progress(0.2 + 0.8 * (i + lo + span * f) / n, m), wait=wait)
