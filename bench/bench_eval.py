@@ -1,58 +1,95 @@
-"""Evaluation cost on the default model, measured side by side in one run (seconds per question).
+"""Evaluation cost on the default model: shared prefixes against every sequence whole, side by side in one run.
 
-    G2IS_THREADS=2 python bench/bench_eval.py [--limit 16]
+    G2IS_THREADS=1 python bench/bench_eval.py [--limit 24] [--mmlu-limit 114] [--evals mmlu,bbh,arc_easy,gsm8k]
 
-Rows: MMLU 5-shot with one forward per option vs one shared forward per prompt (letters), in fp32 and
-bf16 weights; BBH object counting 3-shot CoT by greedy generation (exact match) vs gold-answer
-log-likelihood; ARC-Easy and GSM8K (log-likelihood) in fp32 and bf16. Scores are printed beside the
-times, so a faster path that changed the numbers would show.
+For each of the study's evals (docs/study.md) it scores the same questions twice, ``share_prefixes`` off
+(every sequence run whole) and on (a few-shot prompt or a question before its options run once, the rest
+continuing from its key/value cache: g2is_core/loop/evaluation/scoring.py), and prints per row: seconds
+per question, the tokens that went through the model (padding included, counted at the embedding),
+the achieved model GFLOP/s (2 x non-embedding parameters x tokens / s, the LM head at scored positions
+left out) against the machine's measured fp32 GEMM peak (bench/flops.py), the metric, and the largest
+per-question difference between the two paths (float rounding only, or the faster path is wrong).
+bf16 weights are scored too where the native-bf16 probe says they are fast (g2is_core.runtime).
+
+MMLU's questions are drawn stratified by subject and share a prompt only within a subject (its 5 dev
+examples), so its row takes ``--mmlu-limit`` (default 114, 2 per subject); the study's 285 are 5 per
+subject, where the saving is larger. The CPU model and the load average are printed beside the figures: the machines are shared.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 
-import torch
-
-from g2is_core.loop import evaluation as E
-from g2is_core.models.loading import load_model
-
-
-def _timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+EVALS = {   # name: (eval, protocol, metric, per-example field compared)
+    "mmlu": ("mmlu", "mc", "gold_logprob", "gold_logprob"),
+    "bbh": ("bbh:object_counting", "loglik", "nll", "nll"),
+    "arc_easy": ("arc_easy", "mc", "gold_logprob", "gold_logprob"),
+    "gsm8k": ("gsm8k", "loglik", "nll", "nll"),
+}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--limit", type=int, default=16)
+    ap.add_argument("--limit", type=int, default=24, help="questions per eval (default 24)")
+    ap.add_argument("--mmlu-limit", type=int, default=114, help="MMLU questions (default 114: 2 per subject)")
+    ap.add_argument("--evals", default=",".join(EVALS), help=f"comma-separated, of {', '.join(EVALS)}")
     a = ap.parse_args(argv)
-    n = a.limit
-    base = load_model("default")
-    print(f"torch threads {torch.get_num_threads()}, {n} questions per row")
-    print(f"{'eval':<34} {'weights':<7} {'s/question':>10}  score")
-    for dtype in ("fp32", "bf16"):
-        lm = load_model("default")
+    names = [n.strip() for n in a.evals.split(",") if n.strip()]
+    bad = [n for n in names if n not in EVALS]
+    if bad:
+        sys.exit(f"--evals: unknown {', '.join(bad)}; choose from {', '.join(EVALS)}")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import torch
+
+    from flops import gemm_peak
+    from g2is_core import runtime
+    from g2is_core.loop import evaluation as E
+    from g2is_core.models.lm_ops import hooks
+    from g2is_core.models.loading import load_model
+
+    runtime.apply_thread_policy()
+    lm = load_model("default")
+    n_layer = sum(p.numel() for n, p in lm.model.named_parameters() if "embed" not in n and "lm_head" not in n)
+    peak = gemm_peak("fp32", n=1024)
+    print(f"CPU: {runtime.cpu_model()}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}; "
+          f"load average at start {tuple(round(x, 2) for x in os.getloadavg())}")
+    print(f"fp32 GEMM peak (1024^3, best of 6): {peak / 1e9:.1f} GFLOP/s; {a.limit} questions per eval "
+          f"({a.mmlu_limit} for MMLU); "
+          f"model {n_layer / 1e6:.1f} M non-embedding parameters")
+    dtypes = ["fp32"] + (["bf16"] if runtime.resolve_precision("auto").bf16 else [])
+    if len(dtypes) == 1:
+        print("bf16: not native here (the probe), fp32 only")
+    print(f"\n{'eval':<28} {'dtype':<5} {'prefixes':<8} {'s/question':>10} {'tokens run':>10} {'GFLOP/s':>8} "
+          f"{'of peak':>7}  {'metric':<22} {'max |diff|':>10} {'speed-up':>8} {'load':>5}")
+    for dtype in dtypes:
         if dtype == "bf16":
             lm.model = lm.model.to(torch.bfloat16)
-        spec = E.get_spec("mmlu")
-        recs = E.eval_records(spec, limit=n, seed=0)
-        items = [spec.options(r) for r in recs]
-        for shared in (False, True):
-            (scores, _), dt = _timed(lambda: E.mc_scores(lm, items, shared_prompt=shared))
-            acc = sum(int(max(range(len(s)), key=lambda i: s[i][0]) == r.gold) for r, s in zip(recs, scores)) / n
-            print(f"{'mmlu 5-shot, ' + ('shared prompt' if shared else 'pass per option'):<34} {dtype:<7} "
-                  f"{dt / n:>10.2f}  accuracy {acc:.3f}", flush=True)
-        rows = [("bbh:object_counting", {"protocol": "loglik"}, "nll"), ("arc_easy", {}, "accuracy"),
-                ("gsm8k", {"protocol": "loglik"}, "nll")]
-        if dtype == "fp32":
-            rows.insert(0, ("bbh:object_counting", {}, "accuracy"))
-        for name, kw, metric in rows:
-            res, dt = _timed(lambda: E.evaluate(lm, name, limit=n, seed=0, **kw))
-            label = f"{name} {kw.get('protocol', res.protocol)}"
-            print(f"{label:<34} {dtype:<7} {dt / n:>10.2f}  {metric} {res.metrics[metric]:.3f}", flush=True)
-    del base
+        for name in names:
+            ev, protocol, metric, field = EVALS[name]
+            runs = {}
+            for share in (False, True):
+                seen = []
+                emb = lm.model.get_input_embeddings()
+                t = time.perf_counter()
+                with hooks(forward={emb: lambda m, args, out: seen.append(args[0].numel())}):
+                    res = E.evaluate(lm, ev, limit=a.mmlu_limit if name == "mmlu" else a.limit, seed=0,
+                                     protocol=protocol, share_prefixes=share)
+                dt = time.perf_counter() - t
+                runs[share] = (res, dt, sum(seen))
+            whole = {p["id"]: p[field] for p in runs[False][0].per_example}
+            for share in (False, True):
+                res, dt, tokens = runs[share]
+                diff = max(abs(p[field] - whole[p["id"]]) for p in res.per_example)
+                flops = 2 * n_layer * tokens / dt
+                label = f"{ev} {protocol}"
+                print(f"{label:<28} {dtype:<5} {'shared' if share else 'whole':<8} {dt / res.n:>10.3f} {tokens:>10,} "
+                      f"{flops / 1e9:>8.1f} {flops / peak:>7.1%}  {metric + f' {res.metrics[metric]:.4f}':<22} "
+                      f"{diff:>10.1e} {runs[False][1] / dt:>7.2f}x {os.getloadavg()[0]:>5.2f}", flush=True)
+    print(f"\nload average at end {tuple(round(x, 2) for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

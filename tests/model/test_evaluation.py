@@ -182,7 +182,14 @@ def _direct_option_logprob(lm, rec, option):
     return sum(float(logp[len(p) - 1 + k, t]) for k, t in enumerate(c)), len(c)
 
 
-def test_mc_scores_match_direct_computation(tiny):
+@pytest.fixture(params=["shared", "alone"])
+def sharing(request, monkeypatch):
+    """Each scoring test twice: sequences with a common beginning of >= 4 tokens share its forward, or never."""
+    monkeypatch.setattr(E.scoring, "MIN_SHARED_PREFIX", 4 if request.param == "shared" else 10**9)
+    return request.param
+
+
+def test_mc_scores_match_direct_computation(tiny, sharing):
     recs = _mc_records()
     items = [[(r, c) for c in r.choices] for r in recs]
     got, n_cut = E.mc_scores(tiny, items, batch_size=3)   # 7 pairs of different lengths: padded batches
@@ -194,7 +201,7 @@ def test_mc_scores_match_direct_computation(tiny):
             assert s == pytest.approx(want_s, abs=1e-5)
 
 
-def test_one_token_options_scored_from_one_prompt_pass(tiny):
+def test_one_token_options_scored_from_one_prompt_pass(tiny, sharing):
     """MMLU-style letters: the shared-prompt path (one forward per prompt) gives the per-option numbers,
     with padding across prompts of different lengths and with prompts cut to max_length."""
     recs = _mc_records()
@@ -213,6 +220,67 @@ def test_one_token_options_scored_from_one_prompt_pass(tiny):
     assert [[round(s, 4) for s, _ in row] for row in short[0]] == [[round(s, 4) for s, _ in row] for row in short_slow[0]]
 
 
+def test_prefix_groups_on_hand_made_rows():
+    shot = list(range(100, 140))                                   # a 40-token "few-shot prompt"
+    rows = [shot + [1, 2, 3], shot + [1, 5], [7] * 50, shot + [9, 9, 9, 9], [7] * 10 + [8]]
+    limits = [len(r) - 1 for r in rows]
+    assert E.prefix_groups(rows, limits, min_shared=32) == [(0, [2]), (0, [4]), (40, [0, 1, 3])]
+    # a row needs logits from its position 20 on: it cannot join a group that shares more than 20 tokens
+    assert E.prefix_groups(rows, [42, 41, 49, 20, 10], min_shared=32) == [(0, [2]), (0, [4]), (41, [0, 1]), (0, [3])]
+    assert E.prefix_groups(rows, limits, min_shared=41) == [(0, [2]), (0, [4]), (41, [0, 1]), (0, [3])]
+    # three rows share 60 tokens, a fourth only 35 of them: joining would recompute 3 x 25 tokens to save 35
+    a = list(range(60))
+    rows = [a + [1], a + [2], a + [3], a[:35] + [99] * 30]
+    assert E.prefix_groups(rows, [len(r) - 1 for r in rows], min_shared=32) == [(60, [0, 1, 2]), (0, [3])]
+    # ... but two rows sharing 60 take a third that shares 35: 35 saved against 25 recomputed
+    assert E.prefix_groups(rows[:2] + rows[3:], [60, 60, 64], min_shared=32) == [(35, [0, 1, 2])]
+    assert E.prefix_groups([], [], min_shared=4) == []
+
+
+def _direct_logprobs(lm, ids, labels):
+    """log p(token_t | tokens_<t) at the labelled t >= 1 of one sequence: alone, unpadded, every logit."""
+    import torch
+
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    return [float(logp[t - 1, ids[t]]) for t in range(1, len(ids)) if labels[t] != -100]
+
+
+def test_a_shared_few_shot_prompt_runs_once_and_each_sequence_keeps_its_numbers(tiny):
+    """BBH-style: one long prompt before every question. Its tokens pass through the model once (counted at the
+    embedding), and every label's log-prob equals the sequence's own, alone and unpadded; also under LoRA."""
+    from g2is_core.models.lm_ops import hooks
+    from g2is_core.models.lora import LoraSettings, attach_lora, randomise_lora
+    import copy
+    import torch
+
+    shots = "Q: 2 + 2? A: 4.\nQ: 3 + 1? A: 4.\nQ: 5 - 3? A: 2.\nQ: 6 + 1? A: 7.\n"
+    qa = [("1 + 1?", "2"), ("9 - 4?", "5, since nine minus four is five"), ("3 + 3?", "6"), ("8 + 0?", "8.")]
+    recs = [simple(f"s{i}", shots + "Q: " + q, a, source="t", task="t") for i, (q, a) in enumerate(qa)]
+    encs = [encode_record(tiny.tokenizer, r) for r in recs]
+    seqs = [(e.input_ids, e.labels) for e in encs]
+    (p, members), = E.prefix_groups([x for x, _ in seqs], [y.index(next(t for t in y if t != -100)) - 1
+                                                          for _, y in seqs], min_shared=32)
+    assert p >= 32 and sorted(members) == [0, 1, 2, 3]
+    seen = []
+    emb = tiny.model.get_input_embeddings()
+    with hooks(forward={emb: lambda m, a, o: seen.append(a[0].numel())}):
+        got = E.sequence_logprobs(tiny, seqs, batch_size=1, min_shared=32)
+    assert sum(seen) == p + sum(len(x) - p for x, _ in seqs) < sum(len(x) for x, _ in seqs)
+    for (x, y), lp in zip(seqs, got):
+        assert lp == pytest.approx(_direct_logprobs(tiny, x, y), abs=1e-5)
+    for lp3, lp in zip(E.sequence_logprobs(tiny, seqs, batch_size=3, min_shared=32), got):  # padded batches
+        assert lp3 == pytest.approx(lp, abs=1e-5)
+
+    lm = copy.copy(tiny)
+    lm.model = attach_lora(copy.deepcopy(tiny.model), LoraSettings(r=4, alpha=8, dropout=0.0))
+    randomise_lora(lm.model, torch.Generator().manual_seed(0), 0.5)
+    under_lora = E.sequence_logprobs(lm, seqs, batch_size=3, min_shared=32)
+    for (x, y), lp in zip(seqs, under_lora):
+        assert lp == pytest.approx(_direct_logprobs(lm, x, y), abs=1e-5)
+    assert max(abs(a - b) for u, g in zip(under_lora, got) for a, b in zip(u, g)) > 1e-3   # LoRA did change them
+
+
 def test_mc_eval_end_to_end_uses_both_rules(tiny):
     recs = _mc_records()
     spec = E.EvalSpec("test:mc", "hand-made", "mc", lambda root: recs, needs_data=False, mc_primary="norm")
@@ -225,7 +293,7 @@ def test_mc_eval_end_to_end_uses_both_rules(tiny):
     assert res.metrics["accuracy"] == res.metrics["accuracy_norm"]
 
 
-def test_loglik_equals_model_loss(tiny):
+def test_loglik_equals_model_loss(tiny, sharing):
     import torch
 
     recs = E.eval_records("builtin:lookup_add", limit=5)
@@ -276,6 +344,19 @@ def test_bbh_cot_prompt_and_gsm8k_slice(shared_data):
     assert "canary" not in rec.prompt
     g = E.eval_records("gsm8k")
     assert len(g) == E.GSM8K_EVAL_ROWS and g[-1].id.endswith(":7473")
+
+
+@pytest.mark.parametrize("name, protocol", [("mmlu", "mc"), ("bbh:object_counting", "loglik"), ("arc_easy", "mc")])
+def test_few_shot_evals_score_the_same_with_shared_prefixes(shared_data, tiny, name, protocol):
+    """The study's evals on real prompts: sharing the few-shot prompt (or the question before its options) changes
+    no number beyond float rounding."""
+    on = E.evaluate(tiny, name, limit=6, batch_size=4, protocol=protocol)
+    off = E.evaluate(tiny, name, limit=6, batch_size=4, protocol=protocol, share_prefixes=False)
+    assert on.config["share_prefixes"] and not off.config["share_prefixes"]
+    assert set(on.metrics) == set(off.metrics)
+    for k in on.metrics:
+        assert on.metrics[k] == pytest.approx(off.metrics[k], abs=1e-5), k
+    assert [p["id"] for p in on.per_example] == [p["id"] for p in off.per_example]
 
 
 def test_shared_mc_evals_run_on_tiny(shared_data, tiny):

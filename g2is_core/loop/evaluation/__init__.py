@@ -25,13 +25,13 @@ from .families import (BBH_TASKS, BUILTIN_TEST_N, EVALS, GSM8K_EVAL_ROWS, MMLU_S
 from .metrics import (EvalError, bbh_match, extract_bbh_answer, extract_number, gold_logprob, loglik_metrics, mc_predict,
                       normalize_number, perplexity, squad_em, squad_f1, squad_normalize, squad_scores, subset)
 from .protocols import PROTOCOLS, EvalSettings, Protocol, Scored, get_protocol, register_protocol
-from .scoring import loglik_scores, scored_length, mc_scores, next_token_logprobs, sequence_logprobs
+from .scoring import loglik_scores, scored_length, mc_scores, next_token_logprobs, prefix_groups, sequence_logprobs
 
 __all__ = [
     "EVALS", "EvalSpec", "EvalResult", "EvalError", "EvalSettings", "evaluate", "eval_records", "eval_names",
     "get_spec", "register_eval", "PROTOCOLS", "Protocol", "Scored", "get_protocol", "register_protocol",
     "BBH_TASKS", "BUILTIN_TEST_N", "GSM8K_EVAL_ROWS", "MMLU_SUBJECTS", "TYDIQA_LANGS", "mmlu_block", "mmlu_header",
-    "sequence_logprobs", "next_token_logprobs", "mc_scores", "loglik_scores", "scored_length",
+    "sequence_logprobs", "next_token_logprobs", "prefix_groups", "mc_scores", "loglik_scores", "scored_length",
     "extract_number", "normalize_number", "extract_bbh_answer", "bbh_match", "mc_predict", "gold_logprob",
     "squad_normalize", "squad_em", "squad_f1", "squad_scores", "perplexity", "loglik_metrics", "subset",
 ]
@@ -57,13 +57,14 @@ class EvalResult:
 def evaluate(lm, eval_name: str | EvalSpec, *, limit: int | None = None, seed: int = 0,
              batch_size: int = EvalSettings.batch_size, protocol: str | None = None, shots: int | None = None,
              template: str = EvalSettings.template, max_new_tokens: int | None = EvalSettings.max_new_tokens,
-             max_length: int | None = EvalSettings.max_length, progress: Progress | None = None) -> EvalResult:
+             max_length: int | None = EvalSettings.max_length, share_prefixes: bool = EvalSettings.share_prefixes,
+             progress: Progress | None = None) -> EvalResult:
     """Evaluate ``lm`` (a :class:`~g2is_core.models.LoadedModel`) on one registered eval.
 
     limit: number of examples (a deterministic subset drawn with ``seed``; None = all).
     protocol: override the spec's primary protocol (only "loglik" is accepted as an alternative).
     shots: few-shot exemplars (None = the benchmark's default; 0 allowed).
-    batch_size, template, max_new_tokens, max_length: :class:`EvalSettings` (help text there).
+    batch_size, template, max_new_tokens, max_length, share_prefixes: :class:`EvalSettings` (help text there).
     """
     spec = get_spec(eval_name)
     proto = protocol or spec.protocol
@@ -71,13 +72,13 @@ def evaluate(lm, eval_name: str | EvalSpec, *, limit: int | None = None, seed: i
         raise EvalError(f"the eval {spec.name!r} supports the protocols {', '.join(spec.protocols)}, not {proto!r}")
     runner = get_protocol(proto)
     settings = EvalSettings(batch_size=batch_size, template=template, max_length=max_length,
-                            max_new_tokens=max_new_tokens)
+                            max_new_tokens=max_new_tokens, share_prefixes=share_prefixes)
     records = eval_records(spec, limit=limit, seed=seed, shots=shots)
     if not records:
         raise EvalError(f"the eval {spec.name!r} has no examples to score")
     # max_length: what was scored (None resolved to the model's context), so a cut is explained by its limit
     config = {"limit": limit, "seed": seed, "shots": spec.shots if shots is None else shots, "template": template,
-              "batch_size": batch_size, "max_length": scored_length(lm, max_length),
+              "batch_size": batch_size, "max_length": scored_length(lm, max_length), "share_prefixes": share_prefixes,
               "model": getattr(lm, "identity", {})}
     out = runner.run(lm, spec, records, settings, progress or no_progress)
     return EvalResult(spec.name, proto, len(out.per_example), out.metrics, out.per_example, {**config, **out.config},

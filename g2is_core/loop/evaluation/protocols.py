@@ -72,6 +72,10 @@ class EvalSettings:
                                         "ones lose prompt tokens from the left, counted in n_truncated and shown "
                                         "beside the scores")
     max_new_tokens: int | None = _opt(None, "generation budget of exact_match / f1 evals (None: the eval's own)")
+    share_prefixes: bool = _opt(True, "loglik / mc: sequences that begin with the same tokens (a few-shot prompt "
+                                      "before each question, a question before each option) run them once and "
+                                      "continue from their key/value cache; the numbers are equal up to float "
+                                      "rounding, false scores every sequence whole")
 
     def __post_init__(self) -> None:
         check_rules(self, {"batch_size": POSITIVE_INT, "max_length": POSITIVE_INT, "max_new_tokens": POSITIVE_INT},
@@ -128,7 +132,8 @@ class Loglik(Protocol):
 
     def run(self, lm, spec, records, settings, progress):
         nlls, n_cut = loglik_scores(lm, records, template=settings.template, max_length=settings.max_length,
-                                    batch_size=settings.batch_size, progress=progress)
+                                    batch_size=settings.batch_size, progress=progress,
+                                    share_prefixes=settings.share_prefixes)
         per = []
         for r, x in zip(records, nlls):
             nll = sum(x) / len(x) if x else float("nan")
@@ -176,7 +181,8 @@ class MultipleChoice(Protocol):
             if len(it) < 2 or r.gold is None:
                 raise EvalError(f"example {r.id!r} of {spec.name!r} has no options or no gold index to score")
         scores, n_cut = mc_scores(lm, items, template=settings.template, max_length=settings.max_length,
-                                  batch_size=settings.batch_size, progress=progress)
+                                  batch_size=settings.batch_size, progress=progress,
+                                  share_prefixes=settings.share_prefixes)
         per = []
         for r, sc in zip(records, scores):
             sums, lens = [s for s, _ in sc], [n for _, n in sc]

@@ -1,10 +1,16 @@
-"""Model scoring for evaluation: log-probs of labelled tokens, batched and left-padded.
+"""Model scoring for evaluation: log-probs of labelled tokens, batched, right-padded, with shared prefixes.
 
 The protocols (:mod:`.protocols`) ask these functions for numbers; everything they compute from
 them is a pure function in :mod:`.metrics`. Two primitives, :func:`sequence_logprobs` (every
 labelled token of each sequence) and :func:`next_token_logprobs` (a few candidate next tokens
 after each prefix, one forward per prefix), and two uses of them: :func:`mc_scores` (multiple-choice
 options) and :func:`loglik_scores` (gold-response NLLs, tokenised as for training).
+
+Both primitives run on :func:`_position_logits`: sequences that begin with the same tokens (BBH's 3-shot
+prompt before each of its 60 questions, MMLU's 5 dev examples before each question of a subject, an
+ARC question before each of its options) run that beginning once, and every batch of their remainders
+continues from a copy of its key/value cache. The numbers are those of each sequence alone (tested), in
+about the tokens the questions add: bench/bench_eval.py measures the saving side by side.
 """
 from __future__ import annotations
 
@@ -15,116 +21,174 @@ from ...data.records import Record
 from ...progress import Progress, no_progress
 from .metrics import EvalError
 
+# Sequences that begin with at least this many equal tokens share one forward of them (:func:`prefix_groups`).
+MIN_SHARED_PREFIX = 32
+_NEVER = 1 << 62   # min_shared that no prefix reaches: every sequence scored whole (share_prefixes=False)
+
 
 def _device(model):
     return next(model.parameters()).device
 
 
 def sequence_logprobs(lm, seqs: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 8,
-                      progress: Progress = no_progress, what: str = "scored") -> list[list[float]]:
+                      progress: Progress = no_progress, what: str = "scored",
+                      min_shared: int | None = None) -> list[list[float]]:
     """Log-probs of the labelled tokens of each sequence, in order.
 
     seqs: ``(input_ids [T], labels [T])`` pairs, labels = the token id where it is scored and
     :data:`~g2is_core.data.encoding.IGNORE` elsewhere (as from ``encode_record``). Returns, per sequence,
     log p(token_t | tokens_<t) for every labelled t >= 1, in position order.
 
-    Batches are LEFT-padded (with explicit position ids, so a row gives the same numbers as alone):
-    every scored token then sits in the last columns, and ``logits_to_keep`` lets the model project
-    only those positions onto the vocabulary instead of all of them ([B, K, V] instead of [B, T, V]).
+    The vocabulary projection runs only at the positions that predict a labelled token, and sequences that
+    begin with the same tokens (a few-shot prompt, a question under several options) share one forward of
+    that prefix (:func:`_position_logits`; the numbers are those of each sequence alone, tested).
     """
     import torch
 
     out: list[list[float]] = [[] for _ in seqs]
-    labels: list = [None]  # the batch's label tensor, built by keep() from the same padding
-
-    def keep(idx, ids):
-        T = ids.shape[1]
-        lab = torch.full((len(idx), T), IGNORE, dtype=torch.long)
-        for j, i in enumerate(idx):
-            x, y = seqs[i]
-            lab[j, T - len(x):] = torch.tensor(list(y), dtype=torch.long)
-            lab[j, T - len(x)] = IGNORE  # the first token has no context to be predicted from
-        labels[0] = lab
-        scored = (lab != IGNORE).any(0).nonzero()
-        return T - int(scored[0]) + 1 if len(scored) else 0  # logits at positions first-1 .. T-1
-
-    for idx, ids, logits in _scored_batches(lm, [x for x, _ in seqs], batch_size, keep, progress, what):
-        if logits is None:
-            continue
-        k = logits.shape[1]
-        logits = logits[:, :-1].float()                              # [B, k-1, V], predicting the next token
-        target = labels[0][:, ids.shape[1] - k + 1:].to(logits.device)  # [B, k-1]
-        lp = (logits.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)).cpu()
-        mask = (target != IGNORE).cpu()
-        for j, i in enumerate(idx):
-            out[i] = lp[j][mask[j]].tolist()
+    spans: list[tuple[int, int] | None] = []
+    for x, y in seqs:
+        scored = [t for t in range(1, len(x)) if y[t] != IGNORE]   # the first token has no context
+        spans.append((scored[0] - 1, scored[-1]) if scored else None)
+    for i, logits in _position_logits(lm, [x for x, _ in seqs], spans, batch_size, progress, what, min_shared):
+        a, b = spans[i]
+        x, y = seqs[i]
+        target = torch.tensor(list(x[a + 1:b + 1]), dtype=torch.long, device=logits.device)
+        keep = torch.tensor([t != IGNORE for t in y[a + 1:b + 1]], device=logits.device)
+        lp = logits.gather(-1, target[:, None])[:, 0] - logits.logsumexp(-1)
+        out[i] = lp[keep].cpu().tolist()
     return out
-
-
-def _left_pad(rows: Sequence[Sequence[int]], pad: int):
-    """Left-pad token rows into ``(input_ids, attention_mask, position_ids)`` [B, T] tensors; positions
-    count from each row's first real token, so a padded row gives the same numbers as alone."""
-    import torch
-
-    T = max(len(x) for x in rows)
-    ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    att = torch.zeros((len(rows), T), dtype=torch.long)
-    pos = torch.zeros((len(rows), T), dtype=torch.long)
-    for j, x in enumerate(rows):
-        L = len(x)
-        ids[j, T - L:] = torch.tensor(list(x), dtype=torch.long)
-        att[j, T - L:] = 1
-        pos[j, T - L:] = torch.arange(L)
-    return ids, att, pos
 
 
 def next_token_logprobs(lm, prefixes: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]], *,
                         batch_size: int = 8, progress: Progress = no_progress,
-                        what: str = "scored prompt") -> list[list[float]]:
+                        what: str = "scored prompt", min_shared: int | None = None) -> list[list[float]]:
     """log p(c | prefix) for every candidate token c of each prefix, from ONE forward per prefix.
 
     A multiple-choice question whose options are single tokens (MMLU's letters) is then scored by
     one pass over its (long, few-shot) prompt instead of one pass per option; the numbers are those
-    :func:`sequence_logprobs` gives for ``prefix + [c]`` (tested).
+    :func:`sequence_logprobs` gives for ``prefix + [c]`` (tested). Prompts that share their few-shot
+    examples share the forward of those too (:func:`_position_logits`).
     """
-    import torch
-
     out: list[list[float]] = [[] for _ in prefixes]
-    for idx, _, logits in _scored_batches(lm, prefixes, batch_size, lambda idx, ids: 1, progress, what):
-        lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
-        for j, i in enumerate(idx):
-            out[i] = lp[j, list(candidates[i])].tolist()
+    spans = [(len(p) - 1, len(p)) for p in prefixes]
+    for i, logits in _position_logits(lm, prefixes, spans, batch_size, progress, what, min_shared):
+        out[i] = logits[-1].log_softmax(-1)[list(candidates[i])].cpu().tolist()
     return out
 
 
-def _scored_batches(lm, rows: Sequence[Sequence[int]], batch_size: int, keep, progress: Progress, what: str):
-    """Forward ``rows`` (token lists) in length-sorted, left-padded batches, the model in eval mode and
-    without gradients; yield ``(row indices, padded ids [B, T], logits of the last keep(idx, ids)
-    positions [B, K, V])`` per batch (logits None when keep is 0) and report progress after each."""
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    return next((k for k in range(n) if a[k] != b[k]), n)
+
+
+def prefix_groups(rows: Sequence[Sequence[int]], limits: Sequence[int],
+                  min_shared: int | None = None) -> list[tuple[int, list[int]]]:
+    """Rows that can share the forward of their first tokens: ``[(p, row indices)]``, every row in exactly one
+    group, the rows of a group equal on their first ``p`` tokens, and ``p <= limits[i]`` for each of its rows
+    (``limits[i]``: the first position whose logits row i needs, so those are all computed after the prefix).
+    A row that shares nothing worth it is a group of its own with ``p = 0``. ``min_shared`` None:
+    :data:`MIN_SHARED_PREFIX`.
+
+    Rows are sorted by their tokens, so rows with a common beginning are neighbours, and walked once: the next
+    row joins the current group when the group's common prefix stays at least ``min_shared`` tokens and the
+    join saves tokens. With G rows sharing p tokens, a join that lowers p to q costs G (p - q) recomputed tokens
+    and saves q, so it pays when q * G >= p * (G - 1); a long prompt's examples form one group, and a group
+    never collapses to the few tokens a chat template puts in front of everything.
+    """
+    min_shared = MIN_SHARED_PREFIX if min_shared is None else min_shared
+    order = sorted(range(len(rows)), key=lambda i: (tuple(rows[i]), i))
+    groups: list[tuple[int, list[int]]] = []
+    cur: list[int] = []
+    p = 0
+    for i in order:
+        if cur:
+            q = min(p, _common_length(rows[cur[-1]], rows[i]), limits[i])
+            if q >= min_shared and q * len(cur) >= p * (len(cur) - 1):
+                cur.append(i)
+                p = q
+                continue
+            groups.append((p if len(cur) > 1 else 0, cur))
+        cur, p = [i], limits[i]
+    if cur:
+        groups.append((p if len(cur) > 1 else 0, cur))
+    return groups
+
+
+def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int] | None], batch_size: int,
+                     progress: Progress, what: str, min_shared: int):
+    """Yield ``(i, logits [b - a, V] fp32)`` for each row i with a span ``(a, b)``: the logits at positions
+    a .. b-1 of row i, as the model gives them for that row alone (no gradients, eval mode). Rows without a
+    span are skipped.
+
+    How: rows are grouped by a common beginning (:func:`prefix_groups`); a group's prefix is run once and its
+    key/value cache is copied to each batch of the group's remainders, which continue at the prefix's
+    positions. Batches are right-padded with explicit positions, so padding never reaches a real token, and
+    the vocabulary projection (V = 49,152 against a width of 576 for SmolLM2) runs only at the span positions.
+    A model without decoder parts (:func:`~g2is_core.models.lm_ops.decoder_parts`) projects every position.
+    """
+    import copy
+    import inspect
+
     import torch
+    from transformers import DynamicCache
+
+    from ...models.lm_ops import decoder_parts
 
     model = lm.model
     dev = _device(model)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    order = sorted(range(len(rows)), key=lambda i: (len(rows[i]), i))
+    try:
+        backbone, head = decoder_parts(model)
+    except ValueError:
+        backbone, head = None, None
+    todo = [i for i, s in enumerate(spans) if s is not None]
+    groups = prefix_groups([rows[i] for i in todo], [spans[i][0] for i in todo], min_shared)
+    shared = [(p, [todo[j] for j in g]) for p, g in groups if p]
+    alone = [todo[j] for p, g in groups if not p for j in g]
+
+    run = model if backbone is None else backbone
+    # the cache argument is ``cache`` in recent transformers (5.2x), ``past_key_values`` in earlier ones
+    cache_kw = "cache" if "cache" in inspect.signature(run.forward).parameters else "past_key_values"
+
+    def forward(ids, pos, cache):
+        """Hidden states [B, T, hidden] (logits where the model has no decoder parts); ``cache`` grows in place."""
+        kw = {cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
+        out = run(input_ids=ids, position_ids=pos, **kw)
+        return out.logits if backbone is None else out.last_hidden_state
+
     was_training = model.training
     model.eval()
+    done = 0
     try:
-        for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
-            ids, att, pos = _left_pad([rows[i] for i in idx], pad)
-            k = keep(idx, ids)
-            logits = None
-            if k:
-                with torch.no_grad():
-                    kw = dict(input_ids=ids.to(dev), attention_mask=att.to(dev), position_ids=pos.to(dev))
-                    try:
-                        logits = model(**kw, logits_to_keep=k).logits
-                    except TypeError:  # a model without logits_to_keep: project every position
-                        logits = model(**kw).logits
-                    logits = logits[:, -k:]
-            yield idx, ids, logits
-            progress(min(1.0, (b + len(idx)) / len(order)), f"{what} {b + len(idx)}/{len(order)}")
+        with torch.no_grad():
+            for p, members in shared + [(0, alone)]:
+                members = sorted(members, key=lambda i: (len(rows[i]), i))
+                if p:   # the group's common beginning, once
+                    ids = torch.tensor([list(rows[members[0]][:p])], dtype=torch.long, device=dev)
+                    cache0 = DynamicCache()
+                    forward(ids, torch.arange(p, device=dev)[None], cache0)
+                for b in range(0, len(members), batch_size):
+                    idx = members[b:b + batch_size]
+                    tails = [list(rows[i][p:]) for i in idx]
+                    T = max(len(t) for t in tails)
+                    ids = torch.full((len(idx), T), pad, dtype=torch.long)
+                    for j, t in enumerate(tails):   # right-padded: causal attention keeps pads out of real tokens
+                        ids[j, :len(t)] = torch.tensor(t, dtype=torch.long)
+                    cache = None
+                    if p:
+                        cache = copy.deepcopy(cache0)
+                        if len(idx) > 1:
+                            cache.batch_repeat_interleave(len(idx))
+                    pos = (p + torch.arange(T, device=dev))[None].expand(len(idx), T)
+                    h = forward(ids.to(dev), pos, cache)
+                    for j, i in enumerate(idx):
+                        a, e = spans[i]
+                        x = h[j, a - p:e - p]
+                        yield i, (head(x) if head is not None else x).float()
+                    done += len(idx)
+                    progress(min(1.0, done / len(todo)), f"{what} {done}/{len(todo)}")
     finally:
         model.train(was_training)
 
@@ -153,7 +217,8 @@ def _pair(prompt_ids: list[int], cont_ids: list[int], max_length: int) -> tuple[
 
 
 def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: str = "chat", max_length: int | None = None,
-              batch_size: int = 8, progress: Progress = no_progress, shared_prompt: bool = True) -> tuple[list[list[tuple[float, int]]], int]:
+              batch_size: int = 8, progress: Progress = no_progress, shared_prompt: bool = True,
+              share_prefixes: bool = True) -> tuple[list[list[tuple[float, int]]], int]:
     """Score multiple-choice options: ``items[e]`` lists example e's ``(prompt record, option text)``
     pairs. Returns, per example and option, ``(sum log-prob of the option tokens, number of option
     tokens)``, and the number of pairs whose prompt had to be cut to fit ``max_length``.
@@ -161,7 +226,8 @@ def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: st
     The option is the assistant turn right after the template's generation prompt, tokenised on its
     own (no end-of-turn token: only the option text is compared). All pairs are batched together.
     With ``shared_prompt``, one-token options of the same prompt are scored from one forward of the
-    prompt (:func:`next_token_logprobs`; same numbers, one pass instead of one per option).
+    prompt (:func:`next_token_logprobs`; same numbers, one pass instead of one per option). With
+    ``share_prefixes``, pairs that begin with the same tokens run them once (:func:`_position_logits`).
     """
     tok = lm.tokenizer
     limit = scored_length(lm, max_length)
@@ -191,23 +257,25 @@ def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: st
         prefixes = list(single)
         lps = next_token_logprobs(lm, [list(p) for p in prefixes], [[t for _, _, t in single[p]] for p in prefixes],
                                   batch_size=batch_size, progress=progress if not seqs else no_progress,
-                                  what="scored prompt")
+                                  what="scored prompt", min_shared=None if share_prefixes else _NEVER)
         for p, lp in zip(prefixes, lps):
             for (e, c, _), v in zip(single[p], lp):
                 out[e][c] = (float(v), 1)
     if seqs:
-        lps = sequence_logprobs(lm, seqs, batch_size=batch_size, progress=progress, what="scored option")
+        lps = sequence_logprobs(lm, seqs, batch_size=batch_size, progress=progress, what="scored option",
+                                min_shared=None if share_prefixes else _NEVER)
         for (e, c), lp in zip(where, lps):
             out[e][c] = (float(sum(lp)), len(lp))
     return out, n_cut
 
 
 def loglik_scores(lm, records: Sequence[Record], *, template: str = "chat", max_length: int | None = None,
-                  batch_size: int = 8, progress: Progress = no_progress) -> tuple[list[list[float]], int]:
+                  batch_size: int = 8, progress: Progress = no_progress,
+                  share_prefixes: bool = True) -> tuple[list[list[float]], int]:
     """Per-record NLLs (nats) of every response token, tokenised as for training (``encode_record``),
-    and the number of records cut to fit ``max_length``."""
+    and the number of records cut to fit ``max_length``; ``share_prefixes`` as in :func:`mc_scores`."""
     limit = scored_length(lm, max_length)
     encs = [encode_record(lm.tokenizer, r, max_length=limit, template=template) for r in records]
     lps = sequence_logprobs(lm, [(e.input_ids, e.labels) for e in encs], batch_size=batch_size, progress=progress,
-                            what="scored response")
+                            what="scored response", min_shared=None if share_prefixes else _NEVER)
     return [[-v for v in lp] for lp in lps], sum(1 for e in encs if e.cut_prompt or e.cut_response)
