@@ -13,12 +13,13 @@ import contextlib
 import json
 import time
 from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Any
 
 from ..data.records import Record
 from ..progress import Progress, no_progress
 from ..runtime import resolve_bf16, resolve_precision
-from ..workspace import LockBusy, Workspace, hash_config, write_json
+from ..workspace import LockBusy, Workspace, hash_config, provenance, read_json, write_json
 from . import bridge
 from .experiment import load_pool, load_target
 from .registry import Registry
@@ -132,7 +133,6 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     from ..data.encoding import encode_all
     from ..models.loading import load_model
     from ..models.lora import attach_lora
-    from .evaluation import EvalSettings, evaluate
     from ..models.training import train
 
     timings: dict[str, float] = {}
@@ -199,17 +199,64 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         timings["train_s"] = time.perf_counter() - t1
         lm.model = model
         train_dir = str(train_dir)
-    pattern = None
-    if spec.eval.head_pattern:  # before the eval: measured in fp32 on the weights as trained (bridge.py)
-        t3 = time.perf_counter()
-        progress(0.8, "head pattern of the target")
-        pattern = target_head_pattern(lm, target, spec.eval.head_pattern, spec.train.max_length)
-        timings["head_pattern_s"] = time.perf_counter() - t3
-    t2 = time.perf_counter()
     ev = spec.eval
     ev_precision = resolve_precision(ev.dtype, what="evaluation")
     precision["eval"] = ev_precision.to_dict()
-    if ev_precision.bf16:
+    # Two cells whose models are the same weights (one training dir: an ablation that picked what G2IS picked, at
+    # the same seed; or the base model) measure the same on the same target: the second reads the first's result.
+    ev_dir = ws.dir("evals", _eval_key(spec, target, lm.key, train_dir, ev_precision.bf16))
+    t2 = time.perf_counter()
+    kept = read_json(ev_dir / "result.json") if (ev_dir / "result.json").exists() else None
+    if kept is None:
+        kept = _measure(spec, target, lm, ev_precision.bf16, timings, progress)
+        write_json(ev_dir / "result.json", {**kept, "made_by": {"cell": key, "model": lm.identity,
+                                                                "weights": train_dir, **provenance()}})
+    else:
+        timings.update({"eval_s": time.perf_counter() - t2, "eval_reused": 1.0})  # the cost was the measuring cell's
+        progress(0.9, "eval: the same weights were measured on this target before; their result is read")
+    metrics = {**kept["metrics"], "n_train": len(chosen)}
+    info: dict[str, Any] = {"precision": precision, "question_scores": kept["question_scores"],
+                            "eval_dir": str(ev_dir)}
+    if diagnostics is not None:
+        info["diagnostics"] = diagnostics
+    if kept.get("pattern") is not None:
+        info[bridge.PATTERN] = kept["pattern"]
+    info.update(similarity)
+    return metrics, timings, sel_dir, train_dir, info
+
+
+def _eval_key(spec: ExperimentSpec, target: TargetSpec, model_key: str, train_dir: str | None, bf16: bool) -> str:
+    """What a cell's measurement depends on: the weights (the base model's key and the training dir, itself keyed by
+    model, settings, seed and data), the target's eval and selection examples by content, and the eval settings."""
+    from ..data.loaders import data_hash
+    from .evaluation import eval_records, get_spec
+
+    ev = spec.eval
+    shots = target.shots if target.shots is not None else ev.shots
+    evals = eval_records(get_spec(target.eval), limit=target.eval_limit, seed=0, shots=shots)
+    probe = load_target(target.select, target.n_select, seed=0)[:ev.head_pattern] if ev.head_pattern else []
+    return hash_config({"model": model_key, "weights": Path(train_dir).name if train_dir else None,
+                        "target": target.config(), "eval_data": data_hash(evals),
+                        "probe_data": data_hash(probe) if probe else None, "eval": ev.as_written(), "bf16": bf16,
+                        "max_length": spec.train.max_length})
+
+
+def _measure(spec: ExperimentSpec, target: TargetSpec, lm, bf16: bool, timings: dict[str, float],
+             progress: Progress) -> dict[str, Any]:
+    """A cell's model measured on its target: the head pattern (closed loop) and the eval. Returns the metrics,
+    the per-question scores, the pattern (or None) and the timings, as kept in the eval's result file."""
+    from .evaluation import EvalSettings, evaluate
+
+    ev = spec.eval
+    pattern = None
+    own: dict[str, float] = {}
+    if ev.head_pattern:  # before the eval: measured in fp32 on the weights as trained (bridge.py)
+        t3 = time.perf_counter()
+        progress(0.8, "head pattern of the target")
+        pattern = target_head_pattern(lm, target, ev.head_pattern, spec.train.max_length)
+        own["head_pattern_s"] = time.perf_counter() - t3
+    t2 = time.perf_counter()
+    if bf16:
         import torch
 
         lm.model = lm.model.to(torch.bfloat16)  # scoring only: bf16 matmuls (AVX512-BF16 / AMX / tensor cores)
@@ -220,7 +267,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
                    progress=lambda f, m: progress(0.8 + 0.1 * f, f"eval: {m}"))
     # n_truncated: prompts cut to fit the scored length (the model's context unless eval.max_length says
     # otherwise); every protocol reports it (generation cuts nothing: 0), so the tables can show it beside the score
-    metrics = {"n_truncated": 0.0, **res.metrics, "n_eval": res.n, "n_train": len(chosen)}
+    metrics = {"n_truncated": 0.0, **res.metrics, "n_eval": res.n}
     per_q = question_scores(res.protocol, res.per_example)
     if ev.loglik and res.protocol != "loglik":
         # The gold answer's log-likelihood moves even when a small model's exact match stays at 0.
@@ -230,14 +277,9 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         metrics.update({"nll": ll.metrics["nll"], "ppl": ll.metrics["ppl"],
                         "n_truncated_loglik": ll.metrics.get("n_truncated", 0.0)})
         per_q = merge_scores(per_q, question_scores("loglik", ll.per_example))
-    timings["eval_s"] = time.perf_counter() - t2
-    info: dict[str, Any] = {"precision": precision, "question_scores": per_q}
-    if diagnostics is not None:
-        info["diagnostics"] = diagnostics
-    if pattern is not None:
-        info[bridge.PATTERN] = pattern
-    info.update(similarity)
-    return metrics, timings, sel_dir, train_dir, info
+    own["eval_s"] = time.perf_counter() - t2
+    timings.update(own)
+    return {"metrics": metrics, "question_scores": per_q, "pattern": pattern, "timings": own}
 
 
 def target_head_pattern(lm, target: TargetSpec, n: int, max_length: int) -> dict[str, Any]:

@@ -173,6 +173,29 @@ def test_method_variants_run_under_their_own_name(tmp_path, workspace):
             load_spec(_write(tmp_path, {**SPEC, "methods": ["bm25", bad]}))
 
 
+def test_a_cell_whose_weights_were_measured_reads_that_result(tmp_path, workspace):
+    """bm25 under two names selects the same records at the same seed: one training dir, so the second cell reads
+    the first one's eval (and head pattern) instead of scoring the same weights again; its row says so."""
+    from g2is_core.loop.scores import load_scores
+
+    spec = load_spec(_write(tmp_path, {
+        **SPEC, "name": "tiny-reuse", "eval": {"max_new_tokens": 4, "head_pattern": 2},
+        "methods": ["bm25", {"name": "bm25-again", "method": "bm25", "options": {}}]}))
+    rows = run_experiment(spec, workspace, log=lambda m: None, methods={"bm25", "bm25-again"})
+    by = {r["method"]: r for r in rows}
+    first, second = by["bm25"], by["bm25-again"]
+    assert first["train_dir"] == second["train_dir"] and first["config_hash"] != second["config_hash"]
+    assert "eval_reused" not in first["timings"] and second["timings"]["eval_reused"] == 1.0
+    assert second["timings"]["eval_s"] < first["timings"]["eval_s"]
+    assert first["metrics"] == second["metrics"] and first["info"]["eval_dir"] == second["info"]["eval_dir"]
+    assert first["info"]["head_pattern"] == second["info"]["head_pattern"]
+    qs = load_scores(Registry.open(workspace), "tiny-reuse")
+    assert qs[first["config_hash"]] == qs[second["config_hash"]]
+    kept = json.loads((Path(first["info"]["eval_dir"]) / "result.json").read_text())
+    assert kept["made_by"]["cell"] == first["config_hash"] and kept["metrics"] == {
+        k: v for k, v in first["metrics"].items() if k != "n_train"}
+
+
 # ============================================================================ typed settings
 def _cell_keys(spec):
     from g2is_core.loop.runner import cell_config
