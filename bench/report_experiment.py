@@ -5,7 +5,8 @@
 
 Sections: results (mean +- std over seeds, deltas vs random / full / base), seed-matched differences to
 random, seed-paired differences to random and to LESS with 95% bootstrap intervals over questions and seeds
-(per target and pooled; g2is_core/loop/stats.py), selection diagnostics (top source, walk fill, hub share
+(per target and pooled; g2is_core/loop/stats.py), the same two for the multiple-choice targets'
+gold_logprob (continuous, beside their accuracy), the G2IS ablation (each variant minus g2is), selection diagnostics (top source, walk fill, hub share
 of the kNN graph), what each method picked (composition by source at each ratio, seed 0), overlap between
 methods (seed 0, and averaged over seeds), and where the time went (sums of the per-row timings, and the
 wall time from the first claim to the last finished row).
@@ -37,8 +38,12 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def results_section(rows) -> str:
-    tab = summary_table(rows)
+def results_section(rows, metric: str | None = None) -> str:
+    tab = summary_table(rows, metric)
+    if metric is not None:   # only the targets that report it (the others fall back to their primary metric)
+        tab = tab[tab.metric == metric]
+    if tab.empty:
+        return f"no rows report {metric}"
     out = pd.DataFrame({
         "target": tab.target, "metric": tab.metric, "method": tab.method,
         "ratio": [("" if pd.isna(r) else f"{r:.0%}") for r in tab.ratio],
@@ -60,10 +65,12 @@ def paired_section(rows) -> str:
 
 
 def intervals_section(rows, scores, n_boot: int | None = None, references=("random", "less"),
-                      only=None) -> str:
-    tab = paired_ci_table(rows, scores, references=references, n_boot=n_boot)
+                      only=None, metric: str | None = None) -> str:
+    tab = paired_ci_table(rows, scores, metric=metric, references=references, n_boot=n_boot)
     if only is not None and not tab.empty:
         tab = tab[tab.method.map(only)]
+    if metric is not None and not tab.empty:   # only the targets that report it
+        tab = tab[tab.metric == metric]
     if tab.empty:
         return "no paired cells yet"
     parts = []
@@ -191,13 +198,23 @@ def main(argv=None) -> int:
         "`(pooled)` averages the targets that report the same metric. `*` marks an interval that excludes zero; "
         "better/worse in the metric's own direction (lower nll is better; gold_logprob and accuracy: higher).\n\n"
         + intervals_section(rows, load_scores(reg, spec.name), a.n_boot),
+        "## Multiple-choice targets on gold_logprob\n\nThe continuous metric beside accuracy: the mean over "
+        "questions of log p(gold | options), the log-softmax of the compared option scores at the gold option "
+        "(0 = certain and right, log(1/4) = -1.386 = no preference among four). It moves where accuracy moves by "
+        "whole questions. Means over seeds, then the paired differences with intervals as above.\n\n"
+        + results_section(rows, "gold_logprob") + "\n\n"
+        + intervals_section(rows, load_scores(reg, spec.name), a.n_boot, metric="gold_logprob"),
         "## The G2IS ablation: each variant minus faithful G2IS\n\nThe paper's ablation read as differences to "
         "`g2is` (the same training seed, the same questions; intervals as above): `g2is-score` is the core-knowledge "
         "score alone (no graph, no walk), `g2is-noconflict` and `g2is-noconsistency` the walk without one of its "
         "checks; the option variants (`g2is-centred`, ...) where they ran. A negative NLL difference: the variant "
         "is better than G2IS.\n\n"
         + intervals_section(rows, load_scores(reg, spec.name), a.n_boot, ("g2is",),
-                            only=lambda m: str(m).startswith("g2is-")),
+                            only=lambda m: str(m).startswith("g2is-"))
+        + "\n\nThe multiple-choice targets on gold_logprob (higher is better: a positive difference, the variant "
+        "is better than G2IS):\n\n"
+        + intervals_section(rows, load_scores(reg, spec.name), a.n_boot, ("g2is",),
+                            only=lambda m: str(m).startswith("g2is-"), metric="gold_logprob"),
         "## Selection diagnostics\n\nMeans over seeds (selection/diagnostics.py): the most frequent source "
         "and its share of the selection, the walk's fill (selected / budget) and fallbacks, and for the walks the "
         "kNN graph's in-degree Gini, the share of its edges that point into the top 1% of nodes, and the share "

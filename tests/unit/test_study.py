@@ -3,6 +3,7 @@ scores (loop/scores.py), selection diagnostics (selection/diagnostics.py), the g
 walk ablations (graph/walk.py conflict / consistency switches, selection/methods/g2is_ablation.py)."""
 import math
 import os
+import re
 
 os.environ.setdefault("G2IS_THREADS", "1")
 
@@ -315,6 +316,10 @@ def test_bench_show_ci_and_the_report_read_the_intervals_from_the_registry(tmp_p
     monkeypatch.setenv("G2IS_WORKSPACE", str(ws.root))
     reg = Registry.open(ws)
     rows, scores = study_rows()
+    for r in rows:   # t2 is a multiple-choice target: gold_logprob beside its accuracy (m -0.5, random -1.0)
+        if r["target"] == "t2" and r["config_hash"] in scores:
+            r["metrics"]["gold_logprob"] = r["metrics"]["accuracy"] - 1.0
+            scores[r["config_hash"]]["values"]["gold_logprob"] = [r["metrics"]["gold_logprob"]] * 4
     for r in rows:
         sel = tmp_path / "sel" / r["config_hash"]
         sel.mkdir(parents=True)
@@ -348,6 +353,10 @@ def test_bench_show_ci_and_the_report_read_the_intervals_from_the_registry(tmp_p
     text = (tmp_path / "r.md").read_text()
     assert "## Paired differences with 95% bootstrap intervals" in text and "[+1.0000, +1.0000]" in text
     assert "## Selection diagnostics" in text and "averaged over seeds" in text
+    gold = text.split("## Multiple-choice targets on gold_logprob")[1].split("## The G2IS ablation")[0]
+    assert re.search(r"\| t2 \| gold_logprob \| m \| 5% \| \d \| -0\.500 ± 0\.000 \| \+0\.500 \|", gold)
+    assert "| t2 | gold_logprob | m | 5% | 2 | 4 | +0.5000 | [+0.5000, +0.5000] | * better |" in gold
+    assert "| t1 |" not in gold   # t1 reports accuracy only: not in this section
     # an edit of the spec records a version without these cells: the report leaves them out, as the tables do
     reg.record_version("e", "edited", {"name": "e"}, [rows[0]["config_hash"]])
     assert report_experiment.main([str(spec), "--out", str(tmp_path / "r2.md"), "--n-boot", "200"]) == 0
