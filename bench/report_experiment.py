@@ -159,13 +159,19 @@ def timing_section(rows) -> str:
     if not done:
         return "no finished rows"
     sums: dict[str, float] = {}
+    reused = 0
     for r in done:
         for k, v in (r.get("timings") or {}).items():
+            if k == "eval_reused":   # a flag, not a time: the cell read an earlier measurement of the same weights
+                reused += 1
+                continue
             sums[k] = sums.get(k, 0.0) + float(v)
     wall = max(r["finished"] for r in done) - min(r["created"] for r in done)
     lines = [f"- rows finished: {len(done)} of {len(rows)}",
              f"- wall time, first claim to last finished row: {wall / 60:.1f} min",
              *(f"- sum of {k}: {v / 60:.1f} min" for k, v in sorted(sums.items())),
+             *([f"- rows that read the eval of the same weights measured by an earlier cell (eval_reused): {reused}"]
+               if reused else []),
              "- feature extraction (warmup + stores) is cached: computed inside a row, it is in that row's select_s; "
              "computed first by `g2is bench features SPEC`, it is in no row (that command prints its own time)"]
     return "\n".join(lines)
