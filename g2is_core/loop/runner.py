@@ -208,7 +208,8 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     t2 = time.perf_counter()
     kept = read_json(ev_dir / "result.json") if (ev_dir / "result.json").exists() else None
     if kept is None:
-        kept = _measure(spec, target, lm, ev_precision.bf16, timings, progress)
+        kept = _measure(spec, target, lm, ev_precision.bf16, progress)
+        timings.update(kept["timings"])
         write_json(ev_dir / "result.json", {**kept, "made_by": {"cell": key, "model": lm.identity,
                                                                 "weights": train_dir, **provenance()}})
     else:
@@ -241,8 +242,7 @@ def _eval_key(spec: ExperimentSpec, target: TargetSpec, model_key: str, train_di
                         "max_length": spec.train.max_length})
 
 
-def _measure(spec: ExperimentSpec, target: TargetSpec, lm, bf16: bool, timings: dict[str, float],
-             progress: Progress) -> dict[str, Any]:
+def _measure(spec: ExperimentSpec, target: TargetSpec, lm, bf16: bool, progress: Progress) -> dict[str, Any]:
     """A cell's model measured on its target: the head pattern (closed loop) and the eval. Returns the metrics,
     the per-question scores, the pattern (or None) and the timings, as kept in the eval's result file."""
     from .evaluation import EvalSettings, evaluate
@@ -278,7 +278,6 @@ def _measure(spec: ExperimentSpec, target: TargetSpec, lm, bf16: bool, timings: 
                         "n_truncated_loglik": ll.metrics.get("n_truncated", 0.0)})
         per_q = merge_scores(per_q, question_scores("loglik", ll.per_example))
     own["eval_s"] = time.perf_counter() - t2
-    timings.update(own)
     return {"metrics": metrics, "question_scores": per_q, "pattern": pattern, "timings": own}
 
 

@@ -117,7 +117,7 @@ def prefix_groups(rows: Sequence[Sequence[int]], limits: Sequence[int],
 
 
 def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int] | None], batch_size: int,
-                     progress: Progress, what: str, min_shared: int):
+                     progress: Progress, what: str, min_shared: int | None):
     """Yield ``(i, logits [b - a, V] fp32)`` for each row i with a span ``(a, b)``: the logits at positions
     a .. b-1 of row i, as the model gives them for that row alone (no gradients, eval mode). Rows without a
     span are skipped.
