@@ -13,6 +13,17 @@ PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _library_logging_on_a_lasting_stream():
+    """transformers binds its log handler to the sys.stderr of the moment it first logs. Were that inside a test
+    that captures stderr (capsys), the handler would keep that test's stream, closed when it ends, and a later
+    transformers message would print a logging Traceback into another test's stderr (seen: test_integrity's
+    missing-layer test after tests/e2e/test_cli.py). Configured here, before any test, it keeps the session's."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_logger("transformers")
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     from g2is_core.workspace import Workspace
