@@ -18,10 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "g2is_core/specs/demo.yaml")
     r.add_argument("--methods", help="comma-separated subset of cells to run (e.g. base,random,full,bm25); default all. "
                                      "Several `bench run` processes may share one spec: cells are claimed in the registry")
-    r.add_argument("--targets", help="comma-separated subset of the spec's target names to run; default all")
-    r.add_argument("--ratios", help="comma-separated subset of the spec's ratios (base and full have none: kept)")
-    r.add_argument("--seeds", help="comma-separated subset of the spec's seeds, e.g. 0 first, then 1,2")
+    _cell_filters(r)
     r.set_defaults(func=_run)
+    m = bsub.add_parser("remeasure", help="measure a spec's finished cells again with today's evaluation (after it "
+                                          "learnt a new metric), from their trained weights: no selection, no "
+                                          "training; rows measured so already are skipped (resumes after a kill)")
+    m.add_argument("spec", help="experiment spec file (.yaml/.toml), the one `g2is bench run` ran")
+    m.add_argument("--methods", help="comma-separated subset of the cells to measure again; default all")
+    _cell_filters(m)
+    m.set_defaults(func=_remeasure)
     f = bsub.add_parser("features", help="compute the warmup and gradient features a spec's g2is/less cells need, "
                                          "up front (cached; resumes after a kill)")
     f.add_argument("spec", help="experiment spec file (.yaml/.toml), the one `g2is bench run` takes")
@@ -51,21 +56,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_demo)
 
 
-def _run(args) -> int:
+def _cell_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--targets", help="comma-separated subset of the spec's target names; default all")
+    p.add_argument("--ratios", help="comma-separated subset of the spec's ratios (base and full have none: kept)")
+    p.add_argument("--seeds", help="comma-separated subset of the spec's seeds, e.g. 0 first, then 1,2")
+
+
+def _cells(args):
+    """(the spec, the cell filters of ``--methods/--targets/--ratios/--seeds``) of ``bench run`` / ``remeasure``."""
     from ..loop.spec import load_spec
-    from ..progress import cli_progress
 
     spec = load_spec(args.spec)   # a bad spec is answered before the runner's heavy imports
+    return spec, {"methods": _subset(args, "methods", spec.all_methods()),
+                  "targets": _subset(args, "targets", [t.name for t in spec.targets]),
+                  "ratios": _subset(args, "ratios", spec.ratios, float),
+                  "seeds": _subset(args, "seeds", sorted(set(spec.seeds) | set(spec.full_seeds or [])), int)}
+
+
+def _run(args) -> int:
+    from ..progress import cli_progress
+
+    spec, chosen = _cells(args)
     from ..loop.runner import run_experiment
 
-    methods = _subset(args, "methods", spec.all_methods())
-    targets = _subset(args, "targets", [t.name for t in spec.targets])
-    ratios = _subset(args, "ratios", spec.ratios, float)
-    seeds = _subset(args, "seeds", sorted(set(spec.seeds) | set(spec.full_seeds or [])), int)
     with cli_progress(f"bench {spec.name}") as cb:
-        rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), methods=methods,
-                              targets=targets, ratios=ratios, seeds=seeds)
+        rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), **chosen)
     _print_table(rows)
+    return 0
+
+
+def _remeasure(args) -> int:
+    from ..progress import cli_progress
+
+    spec, chosen = _cells(args)
+    from ..loop.registry import Registry
+    from ..loop.runner import remeasure_experiment
+
+    with cli_progress(f"remeasure {spec.name}") as cb:
+        n = remeasure_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), **chosen)
+    print(f"{n} finished cells of {spec.name} measured again")
+    _print_table(Registry.open().current_rows(spec.name))
     return 0
 
 

@@ -106,6 +106,30 @@ def encode_record(tok, rec: Record, *, max_length: int = 512, template: str = "c
     return Encoded(rec.id, tuple(ids), labels, cut_p, cut_r)
 
 
+def closing_length(tok, rec: Record, *, template: str = "chat") -> int | None:
+    """How many tokens at the end of ``rec``'s last response the template adds after the response's own text,
+    tokenised as :func:`encode_record` does: the end-of-turn (``<|im_end|>`` and a newline under ChatML, the eos
+    token under the plain template). None where the rendered response does not carry the text verbatim (a template
+    that rewrites it): then no count can be trusted."""
+    use_chat = template == "chat" and getattr(tok, "chat_template", None)
+    segs = _segments_chat(tok, rec.messages) if use_chat else _segments_plain(tok, rec)
+    bodies = [t for t, resp in segs if resp]
+    answers = [m["content"] for m in rec.messages if m["role"] == "assistant"] if use_chat else [rec.response]
+    if not bodies or not answers or not answers[-1]:
+        return None
+    body, text = bodies[-1], answers[-1]
+    at = body.find(text)  # the response text comes first in its turn; the end-of-turn after it
+    if at < 0:
+        return None
+    end = at + len(text)
+    if getattr(tok, "is_fast", False):
+        spans = tok(body, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return sum(1 for start, _ in spans if start >= end)
+    ids = tok(body, add_special_tokens=False)["input_ids"]
+    head = tok(body[:end], add_special_tokens=False)["input_ids"]
+    return len(ids) - len(head) if ids[:len(head)] == head else None
+
+
 def encode_prompt(tok, rec: Record, *, template: str = "chat") -> list[int]:
     """Token ids of the prompt ready for generation (the assistant header appended)."""
     if template == "chat" and getattr(tok, "chat_template", None):

@@ -157,6 +157,15 @@ class Registry:
                       (canonical_json(metrics), canonical_json(timings), selection, train_dir, time.time(),
                        canonical_json(info) if info is not None else None, config_hash, _owner()))
 
+    def update_measurement(self, config_hash: str, *, metrics: dict[str, Any], timings: dict[str, Any],
+                           info: dict[str, Any]) -> None:
+        """Replace a done row's measurement (``bench remeasure``): its metrics, timings and info; the rest stays."""
+        with self._conn() as c:
+            cur = c.execute("UPDATE runs SET metrics=?, timings=?, info=? WHERE config_hash=? AND status='done'",
+                            (canonical_json(metrics), canonical_json(timings), canonical_json(info), config_hash))
+            if cur.rowcount != 1:
+                raise ValueError(f"registry row {config_hash}: not a finished row, so it has no measurement to replace")
+
     def fail(self, config_hash: str, error: str) -> None:
         with self._conn() as c:
             c.execute("UPDATE runs SET status='failed', error=?, finished=? WHERE config_hash=? AND owner=?",

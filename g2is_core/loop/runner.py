@@ -126,6 +126,66 @@ def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, pro
     return reg.current_rows(spec.name)
 
 
+def remeasure_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, progress: Progress = no_progress,
+                         log=print, methods: set[str] | None = None, targets: set[str] | None = None,
+                         ratios: set[float] | None = None, seeds: set[int] | None = None) -> int:
+    """Measure the finished cells again with today's evaluation, after a protocol learnt a new metric
+    (``Protocol.version``), from their trained weights: no selection, no training. Each row's metrics, per-question
+    scores and closed-loop pattern are replaced; its timings stay those of the run, with ``remeasure_s`` added.
+    A row measured under the current versions already is skipped, so a killed remeasure resumes. Cells not run yet
+    are left to ``bench run``. Returns the number of rows measured again.
+
+    (Run it as one process per experiment: two would both measure a row, and the second would read the first's
+    kept result, so the rows agree, but the time is spent twice.)"""
+    from dataclasses import replace
+
+    from ..data.loaders import data_hash
+    from ..models.loading import load_model
+    from ..models.lora import attach_lora
+    from ..models.training import load_trained
+
+    ws = workspace or Workspace()
+    reg = Registry.open(ws)
+    pool_hash = data_hash(load_pool(spec.pool))
+    rows = {r["config_hash"]: r for r in reg.rows(spec.name)}
+    cells = chosen_cells(spec, methods, targets, ratios, seeds)
+    ev_precision = resolve_precision(spec.eval.dtype, what="evaluation")
+    n = 0
+    for i, (t, m, r, s) in enumerate(cells):
+        key = hash_config(cell_config(spec, t, m, r, s, pool_hash))
+        label = f"{t.name} / {m} / ratio {r} / seed {s}"
+        row = rows.get(key)
+        if row is None or row["status"] != "done":
+            log(f"[{i + 1}/{len(cells)}] {label}: not finished, left to `g2is bench run`")
+            continue
+        lm = load_model(spec.model, workspace=ws)
+        train_dir = row["train_dir"]
+        ev_key = _eval_key(spec, t, lm.key, train_dir, ev_precision.bf16)
+        if Path((row["info"] or {}).get("eval_dir", "")).name == ev_key:
+            log(f"[{i + 1}/{len(cells)}] {label}: measured with today's evaluation already, skipped")
+            continue
+        t0 = time.perf_counter()
+        step = lambda f, msg, i=i, label=label: progress((i + f) / len(cells), f"{label}: {msg}")  # noqa: E731
+        if train_dir:
+            lm.model = (attach_lora(lm.model, replace(spec.train.lora, seed=s)) if not spec.train.full
+                        else lm.model.requires_grad_(True))
+            load_trained(train_dir, lm.model)
+        kept, ev_dir, ev_timings = _measured(spec, t, lm, train_dir, ws, key, ev_precision.bf16, step)
+        qs = kept["question_scores"]
+        if qs:
+            save_scores(reg, key, spec.name, qs)
+        info = {**(row["info"] or {}), "eval_dir": str(ev_dir), **_measurement_info(kept)}
+        info.pop("question_scores", None)
+        timings = {**(row["timings"] or {}), "remeasure_s": time.perf_counter() - t0,
+                   **({"remeasure_reused": 1.0} if ev_timings.get("eval_reused") else {})}
+        metrics = {**kept["metrics"], "n_train": (row["metrics"] or {}).get("n_train", 0)}
+        reg.update_measurement(key, metrics=metrics, timings=timings, info=info)
+        n += 1
+        log(f"[{i + 1}/{len(cells)}] {label}: {json.dumps(metrics)}")
+    progress(1.0, "remeasure finished")
+    return n
+
+
 def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: float | None, seed: int,
               pool: list[Record], ws: Workspace, key: str, progress: Progress):
     from dataclasses import replace
@@ -199,31 +259,40 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
         timings["train_s"] = time.perf_counter() - t1
         lm.model = model
         train_dir = str(train_dir)
-    ev = spec.eval
-    ev_precision = resolve_precision(ev.dtype, what="evaluation")
+    ev_precision = resolve_precision(spec.eval.dtype, what="evaluation")
     precision["eval"] = ev_precision.to_dict()
-    # Two cells whose models are the same weights (one training dir: an ablation that picked what G2IS picked, at
-    # the same seed; or the base model) measure the same on the same target: the second reads the first's result.
-    ev_dir = ws.dir("evals", _eval_key(spec, target, lm.key, train_dir, ev_precision.bf16))
-    t2 = time.perf_counter()
-    kept = read_json(ev_dir / "result.json") if (ev_dir / "result.json").exists() else None
-    if kept is None:
-        kept = _measure(spec, target, lm, ev_precision.bf16, progress)
-        timings.update(kept["timings"])
-        write_json(ev_dir / "result.json", {**kept, "made_by": {"cell": key, "model": lm.identity,
-                                                                "weights": train_dir, **provenance()}})
-    else:
-        timings.update({"eval_s": time.perf_counter() - t2, "eval_reused": 1.0})  # the cost was the measuring cell's
-        progress(0.9, "eval: the same weights were measured on this target before; their result is read")
+    kept, ev_dir, ev_timings = _measured(spec, target, lm, train_dir, ws, key, ev_precision.bf16, progress)
+    timings.update(ev_timings)
     metrics = {**kept["metrics"], "n_train": len(chosen)}
-    info: dict[str, Any] = {"precision": precision, "question_scores": kept["question_scores"],
-                            "eval_dir": str(ev_dir)}
+    info: dict[str, Any] = {"precision": precision, "eval_dir": str(ev_dir)}
     if diagnostics is not None:
         info["diagnostics"] = diagnostics
-    if kept.get("pattern") is not None:
-        info[bridge.PATTERN] = kept["pattern"]
     info.update(similarity)
-    return metrics, timings, sel_dir, train_dir, info
+    return metrics, timings, sel_dir, train_dir, {**info, **_measurement_info(kept)}
+
+
+def _measurement_info(kept: dict[str, Any]) -> dict[str, Any]:
+    """The row ``info`` entries of a measurement: its per-question scores and the closed loop's pattern."""
+    return {"question_scores": kept["question_scores"],
+            **({bridge.PATTERN: kept["pattern"]} if kept.get("pattern") is not None else {})}
+
+
+def _measured(spec: ExperimentSpec, target: TargetSpec, lm, train_dir: str | None, ws: Workspace, key: str,
+              bf16: bool, progress: Progress) -> tuple[dict[str, Any], Path, dict[str, float]]:
+    """The measurement of ``lm`` (weights ``train_dir``, or the base model) on ``target``: (what :func:`_measure`
+    returns, the eval dir it is kept in, the timings). Two cells whose models are the same weights (one training
+    dir: an ablation that picked what G2IS picked, at the same seed; or the base model) measure the same on the same
+    target: the second reads the first's result."""
+    ev_dir = ws.dir("evals", _eval_key(spec, target, lm.key, train_dir, bf16))
+    t2 = time.perf_counter()
+    if (ev_dir / "result.json").exists():
+        progress(0.9, "eval: the same weights were measured on this target before; their result is read")
+        # the cost was the measuring cell's
+        return read_json(ev_dir / "result.json"), ev_dir, {"eval_s": time.perf_counter() - t2, "eval_reused": 1.0}
+    kept = _measure(spec, target, lm, bf16, progress)
+    write_json(ev_dir / "result.json", {**kept, "made_by": {"cell": key, "model": lm.identity,
+                                                            "weights": train_dir, **provenance()}})
+    return kept, ev_dir, kept["timings"]
 
 
 def _eval_key(spec: ExperimentSpec, target: TargetSpec, model_key: str, train_dir: str | None, bf16: bool) -> str:
@@ -239,7 +308,20 @@ def _eval_key(spec: ExperimentSpec, target: TargetSpec, model_key: str, train_di
     return hash_config({"model": model_key, "weights": Path(train_dir).name if train_dir else None,
                         "target": target.config(), "eval_data": data_hash(evals),
                         "probe_data": data_hash(probe) if probe else None, "eval": ev.as_written(), "bf16": bf16,
-                        "max_length": spec.train.max_length})
+                        "max_length": spec.train.max_length, **_measure_versions(spec, target)})
+
+
+def _measure_versions(spec: ExperimentSpec, target: TargetSpec) -> dict[str, Any]:
+    """The versions of the protocols a cell's measurement runs (``Protocol.version``), where past 1: a result kept
+    before a protocol learnt a new metric is then not read as a current one. Empty at version 1 everywhere, so
+    the results kept before protocols had versions keep their keys."""
+    from .evaluation import get_protocol, get_spec
+
+    ev = spec.eval
+    main = target.protocol or ev.protocol or get_spec(target.eval).protocol
+    names = {main} | ({"loglik"} if ev.loglik and main != "loglik" else set())
+    versions = {n: get_protocol(n).version for n in sorted(names) if get_protocol(n).version > 1}
+    return {"measure": versions} if versions else {}
 
 
 def _measure(spec: ExperimentSpec, target: TargetSpec, lm, bf16: bool, progress: Progress) -> dict[str, Any]:

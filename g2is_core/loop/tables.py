@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 PRIMARY = ("accuracy", "em", "f1", "nll")
-LOWER_IS_BETTER = {"nll", "ppl"}
+LOWER_IS_BETTER = {"nll", "ppl", "nll_answer"}
 
 
 def primary_metric(metrics: dict[str, Any] | None, prefer: str | None = None) -> tuple[str | None, float | None]:

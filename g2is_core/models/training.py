@@ -156,7 +156,8 @@ def _adamw(params, cfg: TrainConfig):
         return torch.optim.AdamW(params, **kw)
 
 
-def load_checkpoint(path: Path, model, opt, step: int) -> None:
+def _load_params(path: Path, model) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Copy the trainable parameters saved in ``path`` into ``model``; returns (the file's tensors, the params)."""
     import torch
     from safetensors.torch import load_file
 
@@ -168,6 +169,31 @@ def load_checkpoint(path: Path, model, opt, step: int) -> None:
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(t[f"param::{name}"].to(p.dtype))
+    return t, params
+
+
+def load_trained(out_dir: str | Path, model) -> dict[str, Any]:
+    """The weights of a finished :func:`train` run (``out_dir``) copied into ``model``, which has the same trainable
+    parameters (LoRA attached with the run's settings, or unfrozen); returns the run's saved state. Refuses a run
+    that stopped before its last step: its weights are not the trained model."""
+    out = Path(out_dir)
+    st = _resume_state(out) if (out / "resume.safetensors").exists() else None
+    if st is None:
+        raise ValueError(f"{out}: no training run saved here (resume.safetensors); train it first")
+    if int(st["step"]) != int(st["total"]):
+        raise ValueError(f"{out}: the run stopped at step {st['step']} of {st['total']}; finish it (run the "
+                         "training again: it resumes) before measuring it")
+    _load_params(out / "resume.safetensors", model)
+    model.eval()
+    return st
+
+
+def load_checkpoint(path: Path, model, opt, step: int) -> None:
+    import torch
+
+    t, params = _load_params(path, model)
+    with torch.no_grad():
+        for name, p in params.items():
             if f"exp_avg::{name}" in t:
                 fused = bool(opt.param_groups[0].get("fused"))  # the fused kernel keeps its step beside the param
                 opt.state[p] = {"step": torch.tensor(float(step), device=p.device if fused else "cpu"),

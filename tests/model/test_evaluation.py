@@ -293,11 +293,35 @@ def test_mc_eval_end_to_end_uses_both_rules(tiny):
     assert res.metrics["accuracy"] == res.metrics["accuracy_norm"]
 
 
+def test_loglik_answer_leaves_the_end_of_turn_out(tiny, sharing):
+    """nll_answer is the token-weighted NLL of the response's own tokens: the last two scored tokens of each
+    record (``<|im_end|>`` and the newline of the tiny chat template) are left out, per question and in the
+    metric; a max-length cut takes the end-of-turn first."""
+    recs = E.eval_records("builtin:lookup_add", limit=5)
+    nlls, _, n_answer = E.loglik_scores(tiny, recs, batch_size=2)
+    for r, x, a in zip(recs, nlls, n_answer):
+        enc = encode_record(tiny.tokenizer, r)
+        resp = [t for t in enc.labels if t >= 0]
+        assert a == len(x) - 2 and tiny.tokenizer.decode(resp[:a]) == r.response
+    res = E.evaluate(tiny, "builtin:lookup_add", limit=5, protocol="loglik", batch_size=2)
+    flat = [v for x, a in zip(nlls, n_answer) for v in x[:a]]
+    assert res.metrics["nll_answer"] == pytest.approx(sum(flat) / len(flat), abs=1e-6)
+    assert res.metrics["n_answer_tokens"] == len(flat) < res.metrics["n_tokens"]
+    for p, x, a in zip(res.per_example, nlls, n_answer):
+        assert p["n_answer_tokens"] == a and p["nll_answer"] == pytest.approx(sum(x[:a]) / a, abs=1e-6)
+    # One token over: the prompt goes first, then the response from the right: the newline is cut, so of the
+    # end-of-turn only <|im_end|> is left to leave out.
+    r = recs[0]
+    n = encode_record(tiny.tokenizer, r).n_response
+    (x,), _, (a,) = E.loglik_scores(tiny, [r], max_length=n - 1)
+    assert a == len(x) - 1
+
+
 def test_loglik_equals_model_loss(tiny, sharing):
     import torch
 
     recs = E.eval_records("builtin:lookup_add", limit=5)
-    nlls, n_cut = E.loglik_scores(tiny, recs, batch_size=2)
+    nlls, n_cut, _ = E.loglik_scores(tiny, recs, batch_size=2)
     assert n_cut == 0
     for r, x in zip(recs, nlls):
         enc = encode_record(tiny.tokenizer, r)

@@ -306,3 +306,42 @@ def test_gradient_methods_come_from_the_selection_registry(tmp_path, monkeypatch
     assert needs_features("toy-grad")
     spec = load_spec(_write(tmp_path, {**SPEC, "methods": ["toy-grad"]}))
     assert spec.methods == ["toy-grad"]
+
+
+def test_remeasure_replaces_an_old_measurement_from_the_trained_weights(tmp_path, workspace):
+    """A row measured before its protocol learnt a metric (here: nll_answer removed, an older eval key) is measured
+    again from its trained weights, without training: the same numbers as the run itself, its timings kept with
+    remeasure_s added; a second remeasure finds nothing to do; a cell not run yet is left to `bench run`."""
+    from g2is_core.loop.runner import remeasure_experiment
+    from g2is_core.loop.scores import load_scores
+    import shutil
+
+    spec = load_spec(_write(tmp_path, {
+        **SPEC, "name": "tiny-remeasure", "methods": ["bm25"],
+        "targets": [{"name": "add_reverse", "eval_limit": 6, "n_select": 4, "protocol": "loglik"}]}))
+    rows = run_experiment(spec, workspace, log=lambda m: None, methods={"base", "bm25"})
+    reg = Registry.open(workspace)
+    before = {r["method"]: r for r in rows if r["status"] == "done"}
+    scores = load_scores(reg, "tiny-remeasure")
+    assert set(before) == {"base", "bm25"} and "nll_answer" in before["bm25"]["metrics"]
+    assert before["bm25"]["metrics"]["nll_answer"] != before["base"]["metrics"]["nll_answer"]  # trained: it moved
+    for r in before.values():  # as an older version left it: no nll_answer, another eval dir, no result kept
+        shutil.rmtree(r["info"]["eval_dir"])
+        old = {k: v for k, v in r["metrics"].items() if not k.startswith(("nll_answer", "n_answer"))}
+        reg.update_measurement(r["config_hash"], metrics=old, timings=r["timings"],
+                               info={**r["info"], "eval_dir": str(tmp_path / "old")})
+    log: list[str] = []
+    assert remeasure_experiment(spec, workspace, log=log.append, methods={"base", "bm25", "random"}) == 2
+    assert sum("left to `g2is bench run`" in m for m in log) == 1   # random: never run
+    after = {r["method"]: r for r in Registry.open(workspace).rows("tiny-remeasure") if r["status"] == "done"}
+    again = load_scores(Registry.open(workspace), "tiny-remeasure")
+    for m, r in before.items():
+        a = after[m]
+        assert a["metrics"].keys() == r["metrics"].keys()
+        assert all(a["metrics"][k] == pytest.approx(v, abs=1e-6) for k, v in r["metrics"].items())
+        assert a["timings"] == {**r["timings"], "remeasure_s": a["timings"]["remeasure_s"]}
+        assert a["info"]["eval_dir"] == r["info"]["eval_dir"] and a["train_dir"] == r["train_dir"]
+        assert a["finished"] == r["finished"]
+        assert again[r["config_hash"]]["values"]["nll_answer"] == pytest.approx(
+            scores[r["config_hash"]]["values"]["nll_answer"], abs=1e-6)
+    assert remeasure_experiment(spec, workspace, log=lambda m: None, methods={"base", "bm25"}) == 0

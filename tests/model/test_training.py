@@ -5,7 +5,8 @@ from g2is_core.data.encoding import encode_all
 from g2is_core.models.loading import tiny_llama
 from g2is_core.models.lora import LoraSettings, attach_lora, lora_parameters
 from g2is_core.data.tasks import make_task_records
-from g2is_core.models.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_epoch, total_steps, train
+from g2is_core.models.training import (TrainConfig, epoch_lr_weights, load_trained, lr_at, steps_per_epoch, total_steps,
+                                       train)
 
 
 def test_schedule_warmup_then_linear_decay():
@@ -59,6 +60,20 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path):
         assert torch.equal(a, b), n
     assert [x["loss"] for x in r1.losses] == [x["loss"] for x in r2.losses]
     assert (tmp_path / "a" / "epoch-1" / "optimizer.safetensors").exists()
+
+
+def test_load_trained_gives_the_trained_weights_and_refuses_an_unfinished_run(tmp_path):
+    m1, _ = _run(tmp_path / "a")
+    fresh, _ = tiny_llama()
+    fresh = attach_lora(fresh, LoraSettings(r=4, alpha=8, dropout=0.1))
+    assert load_trained(tmp_path / "a", fresh)["step"] == 12
+    for (n, a), (_, b) in zip(lora_parameters(m1), lora_parameters(fresh)):
+        assert torch.equal(a, b), n
+    assert _run(tmp_path / "b", stop_at=5) == (None, None)   # last save at step 4 of 12
+    with pytest.raises(ValueError, match="stopped at step 4 of 12"):
+        load_trained(tmp_path / "b", fresh)
+    with pytest.raises(ValueError, match="no training run"):
+        load_trained(tmp_path / "c", fresh)
 
 
 def test_training_reduces_loss():

@@ -1,6 +1,7 @@
 import pytest
 
-from g2is_core.data.encoding import IGNORE, collate, encode_all, encode_prompt, encode_record, length_buckets
+from g2is_core.data.encoding import (IGNORE, closing_length, collate, encode_all, encode_prompt, encode_record,
+                                    length_buckets)
 from g2is_core.models.loading import tiny_tokenizer
 from g2is_core.data.records import DataError, Record, simple
 
@@ -50,6 +51,38 @@ def test_truncation_cuts_prompt_left_then_response_right_and_counts():
     assert e.n_response == 30
     _, rep = encode_all(TOK, [r, long_resp, simple("c", "q", "a", source="t", task="x")], max_length=40)
     assert rep.n == 3 and rep.n_cut == 2 and "2 of 3" in rep.summary()
+
+
+@pytest.mark.parametrize("template, closing", [("chat", "<|im_end|>\n"), ("plain", "<|im_end|>")])
+def test_closing_length_counts_the_end_of_turn_after_the_answer(template, closing):
+    """The last closing_length response tokens are the template's end-of-turn, the rest the answer's own text;
+    in a multi-turn record, of the last turn."""
+    for r in (simple("a", "Add 2 and 3.", "5 apples", source="t", task="add"),
+              Record("b", "s", "t", ({"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo\n"},
+                                     {"role": "user", "content": "again"}, {"role": "assistant", "content": "5 apples"}))):
+        if template == "plain" and r.id == "b":
+            continue  # the plain template has one turn
+        e = encode_record(TOK, r, template=template)
+        c = closing_length(TOK, r, template=template)
+        resp = [t for t in e.labels if t != IGNORE]
+        assert TOK.decode(resp[len(resp) - c:]) == closing and TOK.decode(resp[:len(resp) - c]).endswith("5 apples")
+
+
+def test_closing_length_is_none_where_the_template_rewrites_the_answer():
+    class Stripping:  # a chat template that trims the assistant's text: the rendered turn lacks it verbatim
+        chat_template = "x"
+        is_fast = True
+
+        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+            text = "".join(f"<{m['role']}>{m['content'].strip()}</s>" for m in messages)
+            return text + ("<assistant>" if add_generation_prompt else "")
+
+        def __call__(self, text, add_special_tokens=False, return_offsets_mapping=False):
+            return {"input_ids": list(range(len(text))), "offset_mapping": [(i, i + 1) for i in range(len(text))]}
+
+    r = simple("a", "q", " 5 ", source="t", task="x")
+    assert closing_length(Stripping(), r) is None
+    assert closing_length(Stripping(), simple("b", "q", "5", source="t", task="x")) == len("</s>")
 
 
 def test_prompt_only_record_is_refused_for_training():

@@ -10,7 +10,10 @@ subclass with a ``name`` and a ``run``, decorated with :func:`register_protocol`
                  tokenised exactly as for training (:func:`~g2is_core.data.encoding.encode_record`:
                  chat template, response-only labels, so the end-of-turn token is scored too).
                  metrics: ``nll`` = token-weighted mean NLL over all response tokens (nats),
-                 ``ppl`` = exp(nll), ``nll_example`` = mean of per-example mean NLLs, ``n_tokens``.
+                 ``ppl`` = exp(nll), ``nll_example`` = mean of per-example mean NLLs, ``n_tokens``;
+                 ``nll_answer`` = the same token-weighted NLL over the response's own text alone, the
+                 template's end-of-turn left out (``n_answer_tokens``): where the gold answer is a word or two
+                 (BBH), ``nll`` is mostly the model's confidence that it should stop, ``nll_answer`` the answer.
                  Meaningful for any model, even one that never produces a correct answer; it is
                  available for every eval (``protocol="loglik"``), not only its primary one.
 ``exact_match``  Greedy generation (:func:`~g2is_core.models.generation.greedy_answers`) and a per-task
@@ -97,6 +100,9 @@ class Protocol:
     """One way of scoring a model on an eval's records. Subclasses set ``name`` and implement :meth:`run`."""
 
     name: ClassVar[str]
+    # What its results record: raised when a protocol learns to measure more (a new metric), so a result kept from
+    # an older version is not taken for a current one (the experiment runner keys its eval cache by it).
+    version: ClassVar[int] = 1
 
     def run(self, lm, spec: EvalSpec, records: Sequence[Record], settings: EvalSettings,
             progress: Progress) -> Scored:
@@ -129,18 +135,25 @@ def same_options(rec: Record) -> list[tuple[Record, str]]:
 @register_protocol
 class Loglik(Protocol):
     name = "loglik"
+    version = 2  # 2: nll_answer
 
     def run(self, lm, spec, records, settings, progress):
-        nlls, n_cut = loglik_scores(lm, records, template=settings.template, max_length=settings.max_length,
-                                    batch_size=settings.batch_size, progress=progress,
-                                    share_prefixes=settings.share_prefixes)
+        nlls, n_cut, n_answer = loglik_scores(lm, records, template=settings.template,
+                                              max_length=settings.max_length, batch_size=settings.batch_size,
+                                              progress=progress, share_prefixes=settings.share_prefixes)
         per = []
-        for r, x in zip(records, nlls):
+        for r, x, a in zip(records, nlls, n_answer):
             nll = sum(x) / len(x) if x else float("nan")
-            per.append({"id": r.id, "prediction": None, "gold": r.response, "correct": None, "score": -nll,
-                        "nll": nll, "n_tokens": len(x), "group": r.subtask})
-        return Scored(per, {**loglik_metrics(nlls), "n_truncated": float(n_cut)},
-                      group_metrics(per, {"nll_example": "nll"}))
+            p = {"id": r.id, "prediction": None, "gold": r.response, "correct": None, "score": -nll,
+                 "nll": nll, "n_tokens": len(x), "group": r.subtask}
+            if a is not None:
+                p.update({"nll_answer": sum(x[:a]) / a if a else float("nan"), "n_answer_tokens": a})
+            per.append(p)
+        metrics = {**loglik_metrics(nlls), "n_truncated": float(n_cut)}
+        if all(a is not None for a in n_answer) and any(n_answer):
+            answer = loglik_metrics([x[:a] for x, a in zip(nlls, n_answer)])
+            metrics.update({"nll_answer": answer["nll"], "n_answer_tokens": answer["n_tokens"]})
+        return Scored(per, metrics, group_metrics(per, {"nll_example": "nll"}))
 
 
 class _Generative(Protocol):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ...data.encoding import IGNORE, encode_prompt, encode_record
+from ...data.encoding import IGNORE, closing_length, encode_prompt, encode_record
 from ...data.records import Record
 from ...progress import Progress, no_progress
 from .metrics import EvalError
@@ -271,11 +271,18 @@ def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: st
 
 def loglik_scores(lm, records: Sequence[Record], *, template: str = "chat", max_length: int | None = None,
                   batch_size: int = 8, progress: Progress = no_progress,
-                  share_prefixes: bool = True) -> tuple[list[list[float]], int]:
+                  share_prefixes: bool = True) -> tuple[list[list[float]], int, list[int | None]]:
     """Per-record NLLs (nats) of every response token, tokenised as for training (``encode_record``),
-    and the number of records cut to fit ``max_length``; ``share_prefixes`` as in :func:`mc_scores`."""
+    the number of records cut to fit ``max_length`` (``share_prefixes`` as in :func:`mc_scores`), and per record
+    how many of its scored tokens are the response's own text: the first ones, the rest being the template's
+    end-of-turn that survived the cut (:func:`~g2is_core.data.encoding.closing_length`; None where it cannot tell).
+    """
     limit = scored_length(lm, max_length)
     encs = [encode_record(lm.tokenizer, r, max_length=limit, template=template) for r in records]
     lps = sequence_logprobs(lm, [(e.input_ids, e.labels) for e in encs], batch_size=batch_size, progress=progress,
                             what="scored response", min_shared=None if share_prefixes else _NEVER)
-    return [[-v for v in lp] for lp in lps], sum(1 for e in encs if e.cut_prompt or e.cut_response)
+    answer: list[int | None] = []
+    for r, e, lp in zip(records, encs, lps):  # counted from the end: the cut takes the end-of-turn first
+        c = closing_length(lm.tokenizer, r, template=template)
+        answer.append(None if c is None else max(0, len(lp) - max(0, c - e.cut_response)))
+    return [[-v for v in lp] for lp in lps], sum(1 for e in encs if e.cut_prompt or e.cut_response), answer
