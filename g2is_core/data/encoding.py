@@ -106,18 +106,26 @@ def encode_record(tok, rec: Record, *, max_length: int = 512, template: str = "c
     return Encoded(rec.id, tuple(ids), labels, cut_p, cut_r)
 
 
+def response_text(tok, rec: Record, *, template: str = "chat") -> str:
+    """The rendered text of ``rec``'s last response turn as :func:`encode_record` tokenises it: the response and
+    the template's end-of-turn after it (``5<|im_end|>\\n`` under ChatML), the turn's header excluded."""
+    use_chat = template == "chat" and getattr(tok, "chat_template", None)
+    bodies = [t for t, resp in (_segments_chat(tok, rec.messages) if use_chat else _segments_plain(tok, rec)) if resp]
+    if not bodies:
+        raise DataError(f"record {rec.id!r} has no response turn")
+    return bodies[-1]
+
+
 def closing_length(tok, rec: Record, *, template: str = "chat") -> int | None:
     """How many tokens at the end of ``rec``'s last response the template adds after the response's own text,
     tokenised as :func:`encode_record` does: the end-of-turn (``<|im_end|>`` and a newline under ChatML, the eos
     token under the plain template). None where the rendered response does not carry the text verbatim (a template
     that rewrites it): then no count can be trusted."""
     use_chat = template == "chat" and getattr(tok, "chat_template", None)
-    segs = _segments_chat(tok, rec.messages) if use_chat else _segments_plain(tok, rec)
-    bodies = [t for t, resp in segs if resp]
     answers = [m["content"] for m in rec.messages if m["role"] == "assistant"] if use_chat else [rec.response]
-    if not bodies or not answers or not answers[-1]:
+    if not answers or not answers[-1]:
         return None
-    body, text = bodies[-1], answers[-1]
+    body, text = response_text(tok, rec, template=template), answers[-1]
     at = body.find(text)  # the response text comes first in its turn; the end-of-turn after it
     if at < 0:
         return None

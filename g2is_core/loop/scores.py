@@ -28,7 +28,8 @@ from typing import Any, Mapping
 # protocol -> {metric: (per-example field, per-example weight field or None)}
 PER_QUESTION: dict[str, dict[str, tuple[str, str | None]]] = {
     "loglik": {"nll": ("nll", "n_tokens"), "nll_example": ("nll", None),
-               "nll_answer": ("nll_answer", "n_answer_tokens")},
+               "nll_answer": ("nll_answer", "n_answer_tokens"), "label_accuracy": ("label_correct", None),
+               "label_logprob": ("label_logprob", None)},
     "mc": {"accuracy": ("correct", None), "accuracy_sum": ("correct_sum", None),
            "accuracy_norm": ("correct_norm", None), "gold_logprob": ("gold_logprob", None)},
     "exact_match": {"accuracy": ("correct", None)},

@@ -237,6 +237,40 @@ def test_prefix_groups_on_hand_made_rows():
     assert E.prefix_groups([], [], min_shared=4) == []
 
 
+def test_prefix_plan_runs_a_common_part_of_several_groups_once():
+    """Three questions after one 40-token prompt, each with four 1-token answers after its own 20 tokens: each
+    question's 60 tokens run once for its four answers, and the 40 tokens they share once for the three."""
+    shot = list(range(100, 140))
+    rows = [shot + [q] * 20 + [a] for q in (1, 2, 3) for a in (7, 8, 9, 10)]
+    limits = [60] * len(rows)
+    assert E.prefix_groups(rows, limits, min_shared=32) == [(60, [0, 1, 2, 3]), (60, [4, 5, 6, 7]),
+                                                            (60, [8, 9, 10, 11])]
+    assert E.prefix_plan(rows, limits, min_shared=32) == [
+        (40, [(60, [0, 1, 2, 3]), (60, [4, 5, 6, 7]), (60, [8, 9, 10, 11])])]
+    # a row alone, and a group with nothing in common with the others: P = 0
+    rows2 = rows[:4] + [[5] * 70, [6] * 50 + [1], [6] * 50 + [2]]
+    assert E.prefix_plan(rows2, [60, 60, 60, 60, 69, 50, 50], min_shared=32) == [
+        (0, [(50, [5, 6])]), (0, [(60, [0, 1, 2, 3])]), (0, [(0, [4])])]
+    # rows with a prompt of their own each: batched after the prompt they share, or all together when none
+    rows3 = [shot + [q] * 20 + [7] for q in (1, 2, 3)] + [[5] * 70, [4] * 70]
+    assert E.prefix_plan(rows3, [60, 60, 60, 69, 69], min_shared=32) == [(40, [(40, [0, 1, 2])]), (0, [(0, [3, 4])])]
+    assert E.prefix_plan(rows3, [60, 60, 60, 69, 69], min_shared=10 ** 9) == [(0, [(0, [0, 1, 2, 3, 4])])]
+    assert E.prefix_plan([], [], min_shared=4) == []
+
+
+def test_two_level_sharing_keeps_every_sequence_s_numbers_also_a_group_with_nothing_of_its_own(tiny):
+    """Two questions with twelve answers each after a 40-token prompt, and two rows that share only that prompt:
+    their group's prefix is the common part itself (p == P), and it runs nothing of its own."""
+    shot = list(range(100, 140))
+    rows = [shot + [q] * 5 + [a] for q in (1, 2) for a in range(3, 15)] + [shot + [50 + k] * 3 for k in (0, 1)]
+    limits = [len(r) - 1 for r in rows]
+    plan = E.prefix_plan(rows, limits, min_shared=8)
+    assert [(P, [p for p, _ in fine]) for P, fine in plan] == [(40, [45, 45, 40])]
+    seqs = [(tuple(r), (-100,) * (len(r) - 1) + (r[-1],)) for r in rows]
+    for (x, y), lp in zip(seqs, E.sequence_logprobs(tiny, seqs, batch_size=5, min_shared=8)):
+        assert lp == pytest.approx(_direct_logprobs(tiny, x, y), abs=1e-5)
+
+
 def _direct_logprobs(lm, ids, labels):
     """log p(token_t | tokens_<t) at the labelled t >= 1 of one sequence: alone, unpadded, every logit."""
     import torch
@@ -269,6 +303,24 @@ def test_a_shared_few_shot_prompt_runs_once_and_each_sequence_keeps_its_numbers(
     assert sum(seen) == p + sum(len(x) - p for x, _ in seqs) < sum(len(x) for x, _ in seqs)
     for (x, y), lp in zip(seqs, got):
         assert lp == pytest.approx(_direct_logprobs(tiny, x, y), abs=1e-5)
+    # Two levels (prefix_plan): each question with twelve answers (so one level would keep each question's prompt
+    # as a group); the shots run once, each question's own tokens once per question, then the answers; every
+    # number as the sequence gives it alone.
+    answers = [f" {k}" for k in range(11)] + [" maybe so"]
+    three = [(e.input_ids + tuple(tiny.tokenizer(c, add_special_tokens=False)["input_ids"]), None)
+             for e in encs for c in answers]
+    three = [(x, (-100,) * (len(encs[k // 12].input_ids)) + x[len(encs[k // 12].input_ids):])
+             for k, (x, _) in enumerate(three)]
+    plan = E.prefix_plan([x for x, _ in three], [y.index(next(t for t in y if t != -100)) - 1 for _, y in three],
+                         min_shared=8)
+    (P, fine), = plan
+    assert P == p and len(fine) == 4 and all(q > P for q, _ in fine)
+    seen.clear()
+    with hooks(forward={emb: lambda m, a, o: seen.append(a[0].numel())}):
+        got3 = E.sequence_logprobs(tiny, three, batch_size=1, min_shared=8)   # batch 1: no padding is counted
+    assert sum(seen) == P + sum(q - P for q, _ in fine) + sum(len(three[i][0]) - q for q, g in fine for i in g)
+    for (x, y), lp, lp5 in zip(three, got3, E.sequence_logprobs(tiny, three, batch_size=5, min_shared=8)):
+        assert lp == pytest.approx(_direct_logprobs(tiny, x, y), abs=1e-5) and lp5 == pytest.approx(lp, abs=1e-5)
     for lp3, lp in zip(E.sequence_logprobs(tiny, seqs, batch_size=3, min_shared=32), got):  # padded batches
         assert lp3 == pytest.approx(lp, abs=1e-5)
 
@@ -317,12 +369,45 @@ def test_loglik_answer_leaves_the_end_of_turn_out(tiny, sharing):
     assert a == len(x) - 1
 
 
+def test_answer_labels_only_for_a_closed_set():
+    assert E.answer_labels(["yes", "no", "no", "yes", "no"]) == ["no", "yes"]
+    assert E.answer_labels(["(B)", "(A)", "(C)", "(A)", "(C)", "(B)"]) == ["(A)", "(B)", "(C)"]
+    assert E.answer_labels(["a", "b", "c", "d"]) is None            # as many answers as questions: open
+    assert E.answer_labels(["True"] * 5) is None                    # one label: nothing to choose
+    assert E.answer_labels([str(k % 25) for k in range(100)]) is None   # 25 > MAX_LABELS
+
+
+def test_loglik_on_a_closed_answer_set_compares_the_labels(tiny, sharing):
+    """Each label scored as the whole response (text and end-of-turn, as training tokenises it): label_logprob =
+    the log-softmax over the labels' summed log-probs at the gold one, equal to scoring each label as a record's
+    response with loglik_scores; label_accuracy = the argmax is the gold label."""
+    from dataclasses import replace
+
+    qs = ["Is 2 even?", "Is 3 even?", "Is 8 even?", "Is 7 even?", "Is 0 even?", "Is 5 even?"]
+    recs = [simple(f"q{i}", q, "yes" if i % 2 == 0 else "no", source="t", task="t") for i, q in enumerate(qs)]
+    spec = E.EvalSpec("test:yn", "hand-made", "loglik", lambda root: recs, needs_data=False)
+    res = E.evaluate(tiny, spec, batch_size=4)
+    assert res.metrics["n_labels"] == 2
+    with_label = [replace(r, messages=r.prompt_messages + ({"role": "assistant", "content": lab},))
+                  for r in recs for lab in ("no", "yes")]
+    nlls, _, _ = E.loglik_scores(tiny, with_label)
+    for k, (r, p) in enumerate(zip(recs, res.per_example)):
+        sums = [-sum(nlls[2 * k]), -sum(nlls[2 * k + 1])]
+        gold = ["no", "yes"].index(r.response)
+        assert p["label_logprob"] == pytest.approx(E.gold_logprob(sums, gold), abs=1e-5)
+        assert p["label_correct"] == (max(range(2), key=lambda i: (sums[i], -i)) == gold)
+    assert res.metrics["label_logprob"] == pytest.approx(sum(p["label_logprob"] for p in res.per_example) / 6)
+    assert res.metrics["label_accuracy"] == sum(p["label_correct"] for p in res.per_example) / 6
+    open_spec = E.EvalSpec("test:open", "hand-made", "loglik", lambda root: recs[:2], needs_data=False)
+    assert "label_logprob" not in E.evaluate(tiny, open_spec).metrics   # two answers in two questions: open
+
+
 def test_loglik_equals_model_loss(tiny, sharing):
     import torch
 
     recs = E.eval_records("builtin:lookup_add", limit=5)
-    nlls, n_cut, _ = E.loglik_scores(tiny, recs, batch_size=2)
-    assert n_cut == 0
+    nlls, cut, _ = E.loglik_scores(tiny, recs, batch_size=2)
+    assert not any(cut)
     for r, x in zip(recs, nlls):
         enc = encode_record(tiny.tokenizer, r)
         batch = collate([enc], tiny.tokenizer.pad_token_id)

@@ -22,17 +22,20 @@ from typing import Any
 from ...progress import Progress, no_progress
 from .families import (BBH_TASKS, BUILTIN_TEST_N, EVALS, GSM8K_EVAL_ROWS, MMLU_SUBJECTS, TYDIQA_LANGS, EvalSpec,
                        eval_names, eval_records, get_spec, mmlu_block, mmlu_header, register_eval)
-from .metrics import (EvalError, bbh_match, extract_bbh_answer, extract_number, gold_logprob, loglik_metrics, mc_predict,
-                      normalize_number, perplexity, squad_em, squad_f1, squad_normalize, squad_scores, subset)
+from .metrics import (EvalError, answer_labels, bbh_match, extract_bbh_answer, extract_number, gold_logprob,
+                      loglik_metrics, mc_predict, normalize_number, perplexity, squad_em, squad_f1, squad_normalize,
+                      squad_scores, subset)
 from .protocols import PROTOCOLS, EvalSettings, Protocol, Scored, get_protocol, register_protocol
-from .scoring import loglik_scores, scored_length, mc_scores, next_token_logprobs, prefix_groups, sequence_logprobs
+from .scoring import (loglik_scores, scored_length, mc_scores, next_token_logprobs, prefix_groups, prefix_plan,
+                      sequence_logprobs)
 
 __all__ = [
     "EVALS", "EvalSpec", "EvalResult", "EvalError", "EvalSettings", "evaluate", "eval_records", "eval_names",
     "get_spec", "register_eval", "PROTOCOLS", "Protocol", "Scored", "get_protocol", "register_protocol",
     "BBH_TASKS", "BUILTIN_TEST_N", "GSM8K_EVAL_ROWS", "MMLU_SUBJECTS", "TYDIQA_LANGS", "mmlu_block", "mmlu_header",
-    "sequence_logprobs", "next_token_logprobs", "prefix_groups", "mc_scores", "loglik_scores", "scored_length",
-    "extract_number", "normalize_number", "extract_bbh_answer", "bbh_match", "mc_predict", "gold_logprob",
+    "sequence_logprobs", "next_token_logprobs", "prefix_groups", "prefix_plan", "mc_scores", "loglik_scores",
+    "scored_length", "extract_number", "normalize_number", "extract_bbh_answer", "bbh_match", "mc_predict",
+    "gold_logprob", "answer_labels",
     "squad_normalize", "squad_em", "squad_f1", "squad_scores", "perplexity", "loglik_metrics", "subset",
 ]
 

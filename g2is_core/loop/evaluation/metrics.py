@@ -189,6 +189,17 @@ def loglik_metrics(per_example_nlls: Sequence[Sequence[float]]) -> dict[str, flo
             "n_tokens": float(len(flat))}
 
 
+MAX_LABELS = 20  # a loglik eval whose gold answers are at most this many distinct strings has a closed answer set
+
+
+def answer_labels(responses: Sequence[str]) -> list[str] | None:
+    """The closed answer set of a loglik eval, sorted: its distinct gold responses, when there are 2 to
+    :data:`MAX_LABELS` of them and they repeat (at most half as many as the questions: True/False, yes/no,
+    (A)-(C), the counts 0-20 of BBH's object_counting). None for open answers (GSM8K's worked solutions)."""
+    labels = sorted(set(responses))
+    return labels if 2 <= len(labels) <= min(MAX_LABELS, len(responses) // 2) else None
+
+
 def subset(n: int, limit: int | None, seed: int, *, key: str = "", groups: Sequence[str] | None = None) -> list[int]:
     """Indices of a deterministic subset of ``range(n)`` of size ``limit`` (all if None or >= n), in
     ascending order. With ``groups`` (one label per item) the subset is spread evenly over the groups

@@ -14,6 +14,11 @@ subclass with a ``name`` and a ``run``, decorated with :func:`register_protocol`
                  ``nll_answer`` = the same token-weighted NLL over the response's own text alone, the
                  template's end-of-turn left out (``n_answer_tokens``): where the gold answer is a word or two
                  (BBH), ``nll`` is mostly the model's confidence that it should stop, ``nll_answer`` the answer.
+                 Where the gold answers form a closed set (:func:`.metrics.answer_labels`: True/False, (A)-(C),
+                 ...), also ``label_accuracy`` and ``label_logprob`` = mean log p(gold | the labels), every label
+                 scored as the whole response (its text and the end-of-turn, so no label is a prefix of another)
+                 and compared by summed log-prob; a model that would rather reason first than answer at once
+                 loses nothing there: only the answers are compared.
                  Meaningful for any model, even one that never produces a correct answer; it is
                  available for every eval (``protocol="loglik"``), not only its primary one.
 ``exact_match``  Greedy generation (:func:`~g2is_core.models.generation.greedy_answers`) and a per-task
@@ -45,14 +50,15 @@ and ``group`` (the record's subtask).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Sequence
 
 from ...data.encoding import TEMPLATES
 from ...data.records import Record
 from ...progress import Progress
 from ...settings import POSITIVE_INT, check_choice, check_rules
-from .metrics import EvalError, builtin_score, gold_logprob, group_metrics, loglik_metrics, mc_predict, squad_scores
+from .metrics import (EvalError, answer_labels, builtin_score, gold_logprob, group_metrics, loglik_metrics, mc_predict,
+                      squad_scores)
 from .scoring import loglik_scores, mc_scores
 
 from .evalspec import EvalSpec
@@ -135,12 +141,21 @@ def same_options(rec: Record) -> list[tuple[Record, str]]:
 @register_protocol
 class Loglik(Protocol):
     name = "loglik"
-    version = 2  # 2: nll_answer
+    version = 3  # 2: nll_answer; 3: label_accuracy and label_logprob (a closed answer set)
 
     def run(self, lm, spec, records, settings, progress):
-        nlls, n_cut, n_answer = loglik_scores(lm, records, template=settings.template,
-                                              max_length=settings.max_length, batch_size=settings.batch_size,
-                                              progress=progress, share_prefixes=settings.share_prefixes)
+        # A closed answer set (.metrics.answer_labels): every label is scored as the response, in the same pass
+        # (the gold label's row is the record itself), so each prompt runs once for all its labels.
+        labels = answer_labels([r.response for r in records])
+        scored = [replace(r, messages=r.prompt_messages + ({"role": "assistant", "content": lab},))
+                  for r in records for lab in labels] if labels else list(records)
+        all_nlls, all_cut, all_answer = loglik_scores(lm, scored, template=settings.template,
+                                                      max_length=settings.max_length, batch_size=settings.batch_size,
+                                                      progress=progress, share_prefixes=settings.share_prefixes)
+        L = len(labels) if labels else 1
+        gold = [labels.index(r.response) if labels else 0 for r in records]
+        pick = [k * L + g for k, g in enumerate(gold)]
+        nlls, n_answer = [all_nlls[i] for i in pick], [all_answer[i] for i in pick]
         per = []
         for r, x, a in zip(records, nlls, n_answer):
             nll = sum(x) / len(x) if x else float("nan")
@@ -149,10 +164,19 @@ class Loglik(Protocol):
             if a is not None:
                 p.update({"nll_answer": sum(x[:a]) / a if a else float("nan"), "n_answer_tokens": a})
             per.append(p)
-        metrics = {**loglik_metrics(nlls), "n_truncated": float(n_cut)}
+        metrics = {**loglik_metrics(nlls), "n_truncated": float(sum(all_cut[i] for i in pick))}
         if all(a is not None for a in n_answer) and any(n_answer):
             answer = loglik_metrics([x[:a] for x, a in zip(nlls, n_answer)])
             metrics.update({"nll_answer": answer["nll"], "n_answer_tokens": answer["n_tokens"]})
+        if labels:
+            for k, p in enumerate(per):
+                sums = [-sum(all_nlls[k * L + j]) for j in range(L)]
+                pred = max(range(L), key=lambda j: (sums[j], -j))
+                p.update({"label_prediction": labels[pred], "label_correct": pred == gold[k],
+                          "label_logprob": gold_logprob(sums, gold[k])})
+            metrics.update({"label_accuracy": sum(p["label_correct"] for p in per) / len(per),
+                            "label_logprob": sum(p["label_logprob"] for p in per) / len(per),
+                            "n_labels": float(L)})
         return Scored(per, metrics, group_metrics(per, {"nll_example": "nll"}))
 
 

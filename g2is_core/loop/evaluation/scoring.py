@@ -116,6 +116,37 @@ def prefix_groups(rows: Sequence[Sequence[int]], limits: Sequence[int],
     return groups
 
 
+def prefix_plan(rows: Sequence[Sequence[int]], limits: Sequence[int],
+                min_shared: int | None = None) -> list[tuple[int, list[tuple[int, list[int]]]]]:
+    """Two levels of sharing: ``[(P, [(p, row indices), ...])]``, every row in exactly one inner group.
+
+    Rows equal on all their tokens before their first needed position (the options of one question: its prompt)
+    form a group that runs that prompt once (``p`` = its length, at least ``min_shared``). The groups, one
+    representative each, are then grouped by a common beginning with :func:`prefix_groups` (``P``: the few-shot
+    part of the prompts, run once for all of them; 0 = nothing worth sharing); within one, the rows that share no
+    prompt of their own form one group with ``p = P``, batched together. Why two levels: the 14 answers of a BBH
+    object_counting question share its ~830-token prompt, and its 60 questions the ~720 tokens of 3-shot part; one
+    level runs either the 3-shot part once and every question's own part 14 times, or every whole prompt once;
+    two levels run each part once (a third of the tokens for 3 labels, a tenth for 14)."""
+    floor = MIN_SHARED_PREFIX if min_shared is None else min_shared
+    same: dict[tuple[int, ...], list[int]] = {}
+    for i, r in enumerate(rows):
+        same.setdefault(tuple(r[:limits[i]]), []).append(i)
+    prompts = [g for g in same.values() if len(g) > 1 and limits[g[0]] >= floor]
+    singles = [i for g in same.values() if not (len(g) > 1 and limits[g[0]] >= floor) for i in g]
+    units = [(limits[g[0]], g) for g in prompts] + [(limits[i], [i]) for i in singles]
+    plan, apart = [], []
+    for P, ks in prefix_groups([rows[g[0]][:p] for p, g in units], [p for p, _ in units], min_shared):
+        own = [units[k] for k in ks if len(units[k][1]) > 1]
+        loose = sorted(units[k][1][0] for k in ks if len(units[k][1]) == 1)
+        if P:
+            plan.append((P, own + ([(P, loose)] if loose else [])))
+        else:   # nothing in common with another group: its prompt alone, or a row batched with the other such rows
+            plan += [(0, [u]) for u in own]
+            apart += loose
+    return plan + ([(0, [(0, sorted(apart))])] if apart else [])
+
+
 def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int] | None], batch_size: int,
                      progress: Progress, what: str, min_shared: int | None):
     """Yield ``(i, logits [b - a, V] fp32)`` for each row i with a span ``(a, b)``: the logits at positions
@@ -144,9 +175,8 @@ def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[in
     except ValueError:
         backbone, head = None, None
     todo = [i for i, s in enumerate(spans) if s is not None]
-    groups = prefix_groups([rows[i] for i in todo], [spans[i][0] for i in todo], min_shared)
-    shared = [(p, [todo[j] for j in g]) for p, g in groups if p]
-    alone = [todo[j] for p, g in groups if not p for j in g]
+    plan = [(P, [(p, [todo[j] for j in g]) for p, g in fine])
+            for P, fine in prefix_plan([rows[i] for i in todo], [spans[i][0] for i in todo], min_shared)]
 
     run = model if backbone is None else backbone
     # the cache argument is ``cache`` in recent transformers (5.2x), ``past_key_values`` in earlier ones
@@ -158,37 +188,50 @@ def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[in
         out = run(input_ids=ids, position_ids=pos, **kw)
         return out.logits if backbone is None else out.last_hidden_state
 
+    def group(p: int, members: list[int], P: int, top):
+        """Yield the span logits of a group of rows equal on their first ``p`` tokens, the first ``P`` of which
+        are in ``top`` (a cache, or None with P = 0): its own common tokens once, then batches of the rest."""
+        cache0 = top   # p == P: the group has nothing of its own (every batch copies it)
+        if p > P:
+            cache0 = copy.deepcopy(top) if top is not None else DynamicCache()
+            forward(torch.tensor([list(rows[members[0]][P:p])], dtype=torch.long, device=dev),
+                    torch.arange(P, p, device=dev)[None], cache0)
+        for b in range(0, len(members), batch_size):
+            idx = members[b:b + batch_size]
+            tails = [list(rows[i][p:]) for i in idx]
+            T = max(len(t) for t in tails)
+            ids = torch.full((len(idx), T), pad, dtype=torch.long)
+            for j, t in enumerate(tails):   # right-padded: causal attention keeps pads out of real tokens
+                ids[j, :len(t)] = torch.tensor(t, dtype=torch.long)
+            cache = None
+            if p:
+                cache = copy.deepcopy(cache0)
+                if len(idx) > 1:
+                    cache.batch_repeat_interleave(len(idx))
+            pos = (p + torch.arange(T, device=dev))[None].expand(len(idx), T)
+            h = forward(ids.to(dev), pos, cache)
+            for j, i in enumerate(idx):
+                a, e = spans[i]
+                x = h[j, a - p:e - p]
+                yield i, (head(x) if head is not None else x).float()
+
     was_training = model.training
     model.eval()
     done = 0
     try:
         with torch.no_grad():
-            for p, members in shared + [(0, alone)]:
-                members = sorted(members, key=lambda i: (len(rows[i]), i))
-                if p:   # the group's common beginning, once
-                    ids = torch.tensor([list(rows[members[0]][:p])], dtype=torch.long, device=dev)
-                    cache0 = DynamicCache()
-                    forward(ids, torch.arange(p, device=dev)[None], cache0)
-                for b in range(0, len(members), batch_size):
-                    idx = members[b:b + batch_size]
-                    tails = [list(rows[i][p:]) for i in idx]
-                    T = max(len(t) for t in tails)
-                    ids = torch.full((len(idx), T), pad, dtype=torch.long)
-                    for j, t in enumerate(tails):   # right-padded: causal attention keeps pads out of real tokens
-                        ids[j, :len(t)] = torch.tensor(t, dtype=torch.long)
-                    cache = None
-                    if p:
-                        cache = copy.deepcopy(cache0)
-                        if len(idx) > 1:
-                            cache.batch_repeat_interleave(len(idx))
-                    pos = (p + torch.arange(T, device=dev))[None].expand(len(idx), T)
-                    h = forward(ids.to(dev), pos, cache)
-                    for j, i in enumerate(idx):
-                        a, e = spans[i]
-                        x = h[j, a - p:e - p]
-                        yield i, (head(x) if head is not None else x).float()
-                    done += len(idx)
-                    progress(min(1.0, done / len(todo)), f"{what} {done}/{len(todo)}")
+            for P, fine in plan:
+                top = None
+                if P:   # what the groups have in common, once
+                    top = DynamicCache()
+                    forward(torch.tensor([list(rows[fine[0][1][0]][:P])], dtype=torch.long, device=dev),
+                            torch.arange(P, device=dev)[None], top)
+                for p, members in fine:
+                    for out in group(p, sorted(members, key=lambda i: (len(rows[i]), i)), P, top):
+                        yield out
+                        done += 1
+                        if done % batch_size == 0 or done == len(todo):
+                            progress(min(1.0, done / len(todo)), f"{what} {done}/{len(todo)}")
     finally:
         model.train(was_training)
 
@@ -271,11 +314,11 @@ def mc_scores(lm, items: Sequence[Sequence[tuple[Record, str]]], *, template: st
 
 def loglik_scores(lm, records: Sequence[Record], *, template: str = "chat", max_length: int | None = None,
                   batch_size: int = 8, progress: Progress = no_progress,
-                  share_prefixes: bool = True) -> tuple[list[list[float]], int, list[int | None]]:
-    """Per-record NLLs (nats) of every response token, tokenised as for training (``encode_record``),
-    the number of records cut to fit ``max_length`` (``share_prefixes`` as in :func:`mc_scores`), and per record
-    how many of its scored tokens are the response's own text: the first ones, the rest being the template's
-    end-of-turn that survived the cut (:func:`~g2is_core.data.encoding.closing_length`; None where it cannot tell).
+                  share_prefixes: bool = True) -> tuple[list[list[float]], list[bool], list[int | None]]:
+    """Per record: the NLLs (nats) of every response token, tokenised as for training (``encode_record``); whether
+    it was cut to fit ``max_length`` (``share_prefixes`` as in :func:`mc_scores`); and how many of its scored
+    tokens are the response's own text: the first ones, the rest being the template's end-of-turn that survived
+    the cut (:func:`~g2is_core.data.encoding.closing_length`; None where it cannot tell).
     """
     limit = scored_length(lm, max_length)
     encs = [encode_record(lm.tokenizer, r, max_length=limit, template=template) for r in records]
@@ -285,4 +328,4 @@ def loglik_scores(lm, records: Sequence[Record], *, template: str = "chat", max_
     for r, e, lp in zip(records, encs, lps):  # counted from the end: the cut takes the end-of-turn first
         c = closing_length(lm.tokenizer, r, template=template)
         answer.append(None if c is None else max(0, len(lp) - max(0, c - e.cut_response)))
-    return [[-v for v in lp] for lp in lps], sum(1 for e in encs if e.cut_prompt or e.cut_response), answer
+    return [[-v for v in lp] for lp in lps], [bool(e.cut_prompt or e.cut_response) for e in encs], answer
