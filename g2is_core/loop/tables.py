@@ -141,7 +141,10 @@ def summary_table(rows: Iterable[dict[str, Any]], metric: str | None = None) -> 
     out["std"] = out["std"].fillna(0.0)
 
     def ref(row, method, same_ratio):
-        m = out[(out.experiment == row.experiment) & (out.target == row.target) & (out.method == method)]
+        # the same metric: rows that lack the asked one fall back to their primary metric (rows_frame), and a
+        # reference measured partly before a metric existed would otherwise subtract another metric's mean
+        m = out[(out.experiment == row.experiment) & (out.target == row.target) & (out.metric == row.metric)
+                & (out.method == method)]
         if same_ratio:
             m = m[m.ratio_key == row.ratio_key]
         return float(m["mean"].iloc[0]) if len(m) else float("nan")

@@ -26,6 +26,20 @@ def test_summary_table_means_spread_and_deltas():
     assert math.isclose(tab[tab.method == "random"].iloc[0]["vs_random"], 0.0)
 
 
+def test_summary_deltas_compare_the_same_metric_when_some_rows_lack_it():
+    """A reference measured partly before a metric existed: its seeds without it fall back to their primary metric
+    (another line of the table); the deltas subtract the reference's mean of the asked metric, never the other."""
+    def r(method, seed, metrics):
+        return {**_row("t", method, 0.05, seed, 0.0), "metrics": metrics}
+
+    rows = [r("random", 0, {"nll": 2.0, "nll_answer": 5.0}), r("random", 1, {"nll": 2.2}),
+            r("g2is", 0, {"nll": 1.8, "nll_answer": 4.0}), r("g2is", 1, {"nll": 1.9, "nll_answer": 4.5})]
+    tab = summary_table(rows, "nll_answer")
+    g = tab[(tab.method == "g2is") & (tab.metric == "nll_answer")].iloc[0]
+    assert math.isclose(g["vs_random"], 4.25 - 5.0)
+    assert math.isclose(tab[(tab.method == "random") & (tab.metric == "nll")].iloc[0]["vs_random"], 0.0)
+
+
 def test_paired_vs_random_matches_seeds_and_direction():
     rows = [_row("t", "random", 0.05, 0, 0.20), _row("t", "random", 0.05, 1, 0.30), _row("t", "random", 0.01, 0, 0.9),
             _row("t", "g2is", 0.05, 0, 0.25), _row("t", "g2is", 0.05, 1, 0.10), _row("t", "g2is", 0.05, 2, 0.99),
