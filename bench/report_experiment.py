@@ -211,16 +211,20 @@ def main(argv=None) -> int:
         "whole questions. Means over seeds, then the paired differences with intervals as above.\n\n"
         + results_section(rows, "gold_logprob") + "\n\n"
         + intervals_section(rows, scores, a.n_boot, metric="gold_logprob"),
-        "## Log-likelihood targets on the answer alone (nll_answer)\n\nThe NLL of the gold response's own tokens, "
-        "the template's end-of-turn (`<|im_end|>` and a newline) left out (the loglik protocol, "
-        "g2is_core/loop/evaluation/protocols.py). Where the gold answer is a word or two (the BBH tasks), `nll` is "
-        "mostly the model's confidence that it should stop after it; `nll_answer` is the answer. Rows measured "
-        "before the metric existed get it from `g2is bench remeasure SPEC` (the trained weights measured again). "
-        "Means over seeds, then the paired differences with intervals as above, and the ablation on it.\n\n"
-        + results_section(rows, "nll_answer") + "\n\n"
-        + intervals_section(rows, scores, a.n_boot, metric="nll_answer") + "\n\n"
-        + intervals_section(rows, scores, a.n_boot, ("g2is",), only=lambda m: str(m).startswith("g2is-"),
-                            metric="nll_answer"),
+        "## The answer alone: nll_answer, label_logprob, label_accuracy\n\nWhere the gold answer is a word or two "
+        "(the BBH tasks), `nll` is mostly the model's confidence that it should stop after it. Three readings of "
+        "the answer alone (the loglik protocol, g2is_core/loop/evaluation/protocols.py): `nll_answer`, the NLL of "
+        "the response's own tokens, the end-of-turn left out (lower is better); and, where the gold answers form "
+        "a closed set (True/False, yes/no, (A)-(C), the counts), every label scored as the whole response: "
+        "`label_logprob` = log p(gold | the labels) and `label_accuracy` (higher is better). Unlike the NLLs, "
+        "the labels' comparison does not reward a model for answering at once rather than reasoning first. Rows "
+        "measured before these metrics existed get them from `g2is bench remeasure SPEC` (the trained weights "
+        "measured again). Means over seeds, the paired differences with intervals as above, and the ablation.\n\n"
+        + "\n\n".join(f"### {m}\n\n" + results_section(rows, m) + "\n\n"
+                      + intervals_section(rows, scores, a.n_boot, metric=m) + "\n\n"
+                      + intervals_section(rows, scores, a.n_boot, ("g2is",), only=lambda x: str(x).startswith("g2is-"),
+                                          metric=m)
+                      for m in ("label_logprob", "label_accuracy", "nll_answer")),
         "## The G2IS ablation: each variant minus faithful G2IS\n\nThe paper's ablation read as differences to "
         "`g2is` (the same training seed, the same questions; intervals as above): `g2is-score` is the core-knowledge "
         "score alone (no graph, no walk), `g2is-noconflict` and `g2is-noconsistency` the walk without one of its "
