@@ -193,27 +193,27 @@ def paired_differences(rows: Iterable[dict[str, Any]], scores: Mapping[str, dict
         for (e, t, m, r) in keys:
             if m == ref:
                 continue
-            pairs, name = [], None
+            # pairs by the metric both cells report: seeds measured before the asked metric existed fall back to
+            # their primary one, and form a line of that metric apart (never one line mixing two metrics)
+            by_name: dict[str, list[tuple[int, _Cell, _Cell]]] = {}
             for (e2, t2, m2, r2, s), (nm, cell) in sorted(cells.items(), key=lambda kv: kv[0][4]):
                 if (e2, t2, m2, r2) != (e, t, m, r):
                     continue
                 other = cells.get((e, t, ref, r, s))
                 if other is None or other[0] != nm:
                     continue
-                pairs.append((s, cell, other[1]))
-                name = nm
-            if not pairs:
-                continue
-            pb = _pair_block(pairs, name)
-            basis = "questions x seeds" if pb is not None else "seeds"
-            D, W = pb if pb is not None else (np.array([[a.value - b.value] for _, a, b in pairs]), None)
-            est, lo, hi = bootstrap_diff([(D, W)], settings)
-            seeds = [s for s, _, _ in pairs]
-            out.append({"experiment": e, "target": t, "metric": name, "method": m, "ratio": r, "reference": ref,
-                        "n_targets": 1, "n_seeds": len(pairs), "n_questions": D.shape[1] if pb is not None else 0,
-                        "basis": basis, "mean_diff": est, "ci_low": lo, "ci_high": hi,
-                        "sig": significance(lo, hi, name)})
-            blocks.setdefault((e, name, m, r, ref), []).append((t, D, W, pb is not None, seeds, pairs))
+                by_name.setdefault(nm, []).append((s, cell, other[1]))
+            for name, pairs in sorted(by_name.items(), key=lambda kv: kv[0] != metric):
+                pb = _pair_block(pairs, name)
+                basis = "questions x seeds" if pb is not None else "seeds"
+                D, W = pb if pb is not None else (np.array([[a.value - b.value] for _, a, b in pairs]), None)
+                est, lo, hi = bootstrap_diff([(D, W)], settings)
+                seeds = [s for s, _, _ in pairs]
+                out.append({"experiment": e, "target": t, "metric": name, "method": m, "ratio": r, "reference": ref,
+                            "n_targets": 1, "n_seeds": len(pairs), "n_questions": D.shape[1] if pb is not None else 0,
+                            "basis": basis, "mean_diff": est, "ci_low": lo, "ci_high": hi,
+                            "sig": significance(lo, hi, name)})
+                blocks.setdefault((e, name, m, r, ref), []).append((t, D, W, pb is not None, seeds, pairs))
     if pooled:
         for (e, name, m, r, ref), parts in blocks.items():
             if len(parts) < 2:

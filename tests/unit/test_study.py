@@ -135,6 +135,21 @@ def test_paired_table_against_less_and_the_nll_direction():
     assert (t.iloc[0].mean_diff, t.iloc[0].sig, t.iloc[0].basis) == (-0.5, "better", "questions x seeds")
 
 
+def test_seeds_measured_before_a_metric_existed_form_their_own_line():
+    """Seed 1 lacks label_logprob (measured before it existed): it falls back to nll, and pairs as nll apart;
+    the asked metric's line keeps seed 0 (never one line mixing the two metrics, nor the asked one lost)."""
+    rows = [_row("t", "random", 0.01, 0, {"nll": 2.0, "label_logprob": -1.0}, "r0"),
+            _row("t", "m", 0.01, 0, {"nll": 1.5, "label_logprob": -0.5}, "m0"),
+            _row("t", "random", 0.01, 1, {"nll": 2.2}, "r1"), _row("t", "m", 0.01, 1, {"nll": 1.6}, "m1")]
+    scores = {"r0": {"ids": ["a", "b"], "values": {"nll": [2.0, 2.0], "label_logprob": [-1.0, -1.0]}, "weights": {}},
+              "m0": {"ids": ["a", "b"], "values": {"nll": [1.5, 1.5], "label_logprob": [-0.5, -0.5]}, "weights": {}},
+              "r1": _qs(["a", "b"], [2.2, 2.2], "nll"), "m1": _qs(["a", "b"], [1.6, 1.6], "nll")}
+    tab = paired_differences(rows, scores, metric="label_logprob", references=("random",), pooled=False)
+    assert list(tab.metric) == ["label_logprob", "nll"]
+    lab, nll = tab.iloc[0], tab.iloc[1]
+    assert (lab.n_seeds, lab.mean_diff) == (1, 0.5) and nll.n_seeds == 1 and nll.mean_diff == pytest.approx(-0.6)
+
+
 def test_without_per_question_scores_the_interval_is_over_seeds():
     rows, _ = study_rows()
     tab = paired_differences(rows, None, references=("random",), settings=BootstrapSettings(n_boot=300))
