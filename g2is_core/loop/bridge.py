@@ -358,10 +358,14 @@ def closed_loop(rows: Iterable[dict[str, Any]], target: str, metric: str | None 
             groups.setdefault(label(r), []).append(d)
     changes = {k: np.mean(v, axis=0) for k, v in groups.items()}
     points = []
-    used_metric = None
+    # One metric for every point: the asked one where any cell reports it, else the first cell's primary one. A
+    # cell without it (measured before the metric existed) is left out, never scored by another metric.
+    asked = metric if metric and any(metric in (r.get("metrics") or {}) for r in sel) else None
+    used_metric = asked or next((primary_metric(r.get("metrics"), metric)[0] for r in sel), None)
+    lacking = 0
     for r in sel:
-        name, score = primary_metric(r.get("metrics"), metric)
-        used_metric = used_metric or name
+        score = (r.get("metrics") or {}).get(used_metric) if used_metric else None
+        lacking += score is None
         d = deltas.get(r["config_hash"])
         hs = ((r.get("info") or {}).get(SIMILARITY) or {}).get("cosine")
         gs = ((r.get("info") or {}).get(GRADIENT) or {}).get("cosine")
@@ -382,6 +386,9 @@ def closed_loop(rows: Iterable[dict[str, Any]], target: str, metric: str | None 
               for m in CORRELATIONS}
     sel_tests = {x: {m: correlation_test(sels[x], sels["score"], m, n_perm=n_perm, seed=seed) for m in CORRELATIONS}
                  for x in (X_HEADS, X_GRAD)}
+    if lacking and used_metric:
+        notes.append(f"{lacking} of {len(sel)} trained cells do not report {used_metric} (measured before it existed; "
+                     "`g2is bench remeasure SPEC` adds it) and are left out.")
     if sel and pts[X_HEADS].isna().all():
         notes.append("No selection carries a head similarity: the spec's gradient stores have no head signatures "
                      "(it lists no gradient method), so only the change similarity is shown.")

@@ -183,6 +183,19 @@ def test_closed_loop_changes_points_and_correlations():
     assert hl.versus["pearson"].n == 1 and np.isnan(hl.versus["pearson"].d)   # bm25 alone has both x's
 
 
+def test_closed_loop_never_scores_a_cell_by_another_metric():
+    """A cell measured before the asked metric existed is left out (and said so), not scored by its nll."""
+    rows = [_row("base", None, 0, P, 0.1), _row("less", 0.1, 0, P + D, 0.8, hsim=0.9),
+            _row("random", 0.1, 0, P - D, 0.2, hsim=0.1), _row("bm25", 0.1, 0, P + D, 0.5, hsim=0.5)]
+    for r, v in zip(rows[1:3], (-0.4, -1.2)):
+        r["metrics"]["label_logprob"] = v
+    hl = closed_loop(rows, "t", "label_logprob", n_perm=9)
+    pts = hl.points.set_index("method")
+    assert hl.metric == "label_logprob" and pts.loc["less", "score"] == -0.4 and np.isnan(pts.loc["bm25", "score"])
+    assert hl.tests[X_HEADS]["pearson"].n == 2 and any("1 of 3 trained cells do not report" in n for n in hl.notes)
+    assert closed_loop(rows, "t", "nope", n_perm=9).metric == "accuracy"   # nobody reports it: the primary one
+
+
 def test_by_selection_merges_a_deterministic_methods_seeds():
     import pandas as pd
 
