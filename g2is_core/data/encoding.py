@@ -76,15 +76,24 @@ def _segments_plain(tok, rec: Record) -> list[tuple[str, bool]]:
     return [(system + PLAIN_TEMPLATE.format(prompt=rec.prompt), False), (rec.response + eos, True)]
 
 
+def _uses_chat(tok, template: str) -> bool:
+    """Whether ``template`` renders with the tokenizer's chat template (it has one), else the plain template."""
+    return template == "chat" and bool(getattr(tok, "chat_template", None))
+
+
+def _segments(tok, rec: Record, template: str) -> list[tuple[str, bool]]:
+    """(text, is_response) pieces of ``rec`` under ``template``: what :func:`encode_record` tokenises."""
+    return _segments_chat(tok, rec.messages) if _uses_chat(tok, template) else _segments_plain(tok, rec)
+
+
 def encode_record(tok, rec: Record, *, max_length: int = 512, template: str = "chat",
                   require_response: bool = True) -> Encoded:
     """Tokenise one record with response-only labels under the max-length policy (module doc)."""
     if require_response and not rec.has_response:
         raise DataError(f"record {rec.id!r} has no response to train on; remove it or give it an assistant answer")
-    use_chat = template == "chat" and getattr(tok, "chat_template", None)
     if template not in ("chat", "plain"):
         raise ValueError(f"template {template!r}: use 'chat' or 'plain'")
-    segs = _segments_chat(tok, rec.messages) if use_chat else _segments_plain(tok, rec)
+    segs = _segments(tok, rec, template)
     ids: list[int] = []
     is_resp: list[bool] = []
     for text, resp in segs:
@@ -109,8 +118,7 @@ def encode_record(tok, rec: Record, *, max_length: int = 512, template: str = "c
 def response_text(tok, rec: Record, *, template: str = "chat") -> str:
     """The rendered text of ``rec``'s last response turn as :func:`encode_record` tokenises it: the response and
     the template's end-of-turn after it (``5<|im_end|>\\n`` under ChatML), the turn's header excluded."""
-    use_chat = template == "chat" and getattr(tok, "chat_template", None)
-    bodies = [t for t, resp in (_segments_chat(tok, rec.messages) if use_chat else _segments_plain(tok, rec)) if resp]
+    bodies = [t for t, resp in _segments(tok, rec, template) if resp]
     if not bodies:
         raise DataError(f"record {rec.id!r} has no response turn")
     return bodies[-1]
@@ -121,8 +129,8 @@ def closing_length(tok, rec: Record, *, template: str = "chat") -> int | None:
     tokenised as :func:`encode_record` does: the end-of-turn (``<|im_end|>`` and a newline under ChatML, the eos
     token under the plain template). None where the rendered response does not carry the text verbatim (a template
     that rewrites it): then no count can be trusted."""
-    use_chat = template == "chat" and getattr(tok, "chat_template", None)
-    answers = [m["content"] for m in rec.messages if m["role"] == "assistant"] if use_chat else [rec.response]
+    answers = ([m["content"] for m in rec.messages if m["role"] == "assistant"] if _uses_chat(tok, template)
+               else [rec.response])
     if not answers or not answers[-1]:
         return None
     body, text = response_text(tok, rec, template=template), answers[-1]
@@ -140,7 +148,7 @@ def closing_length(tok, rec: Record, *, template: str = "chat") -> int | None:
 
 def encode_prompt(tok, rec: Record, *, template: str = "chat") -> list[int]:
     """Token ids of the prompt ready for generation (the assistant header appended)."""
-    if template == "chat" and getattr(tok, "chat_template", None):
+    if _uses_chat(tok, template):
         text = _render(tok, rec.prompt_messages, add_generation_prompt=True)
     else:
         text = _segments_plain(tok, rec)[0][0]

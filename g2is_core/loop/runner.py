@@ -150,6 +150,7 @@ def remeasure_experiment(spec: ExperimentSpec, workspace: Workspace | None = Non
     rows = {r["config_hash"]: r for r in reg.rows(spec.name)}
     cells = chosen_cells(spec, methods, targets, ratios, seeds)
     ev_precision = resolve_precision(spec.eval.dtype, what="evaluation")
+    model_key = load_model(spec.model, workspace=ws).key   # for the eval keys; a measured cell loads its own copy
     n = 0
     for i, (t, m, r, s) in enumerate(cells):
         key = hash_config(cell_config(spec, t, m, r, s, pool_hash))
@@ -158,13 +159,13 @@ def remeasure_experiment(spec: ExperimentSpec, workspace: Workspace | None = Non
         if row is None or row["status"] != "done":
             log(f"[{i + 1}/{len(cells)}] {label}: not finished, left to `g2is bench run`")
             continue
-        lm = load_model(spec.model, workspace=ws)
         train_dir = row["train_dir"]
-        ev_key = _eval_key(spec, t, lm.key, train_dir, ev_precision.bf16)
-        if Path((row["info"] or {}).get("eval_dir", "")).name == ev_key:
+        if Path((row["info"] or {}).get("eval_dir", "")).name == _eval_key(spec, t, model_key, train_dir,
+                                                                            ev_precision.bf16):
             log(f"[{i + 1}/{len(cells)}] {label}: measured with today's evaluation already, skipped")
             continue
         t0 = time.perf_counter()
+        lm = load_model(spec.model, workspace=ws)
         step = lambda f, msg, i=i, label=label: progress((i + f) / len(cells), f"{label}: {msg}")  # noqa: E731
         if train_dir:
             lm.model = (attach_lora(lm.model, replace(spec.train.lora, seed=s)) if not spec.train.full
@@ -174,8 +175,8 @@ def remeasure_experiment(spec: ExperimentSpec, workspace: Workspace | None = Non
         qs = kept["question_scores"]
         if qs:
             save_scores(reg, key, spec.name, qs)
-        info = {**(row["info"] or {}), "eval_dir": str(ev_dir), **_measurement_info(kept)}
-        info.pop("question_scores", None)
+        info = {**(row["info"] or {}), "eval_dir": str(ev_dir),
+                **{k: v for k, v in _measurement_info(kept).items() if k != "question_scores"}}  # saved just above
         timings = {**(row["timings"] or {}), "remeasure_s": time.perf_counter() - t0,
                    **({"remeasure_reused": 1.0} if ev_timings.get("eval_reused") else {})}
         metrics = {**kept["metrics"], "n_train": (row["metrics"] or {}).get("n_train", 0)}
