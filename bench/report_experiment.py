@@ -14,6 +14,8 @@ wall time from the first claim to the last finished row).
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from g2is_core.loop.scores import load_scores
-from g2is_core.loop.study import diagnostics_table, overlap_by_cell, paired_ci_table
-from g2is_core.loop.tables import overlap_matrix, paired_vs_random, summary_table
+from g2is_core.loop.study import ABSOLUTE, POOLED, diagnostics_table, overlap_by_cell, paired_ci_table, study_grid
+from g2is_core.loop.tables import LOWER_IS_BETTER, overlap_matrix, paired_vs_random, summary_table
 from g2is_core.loop.spec import load_spec
 from g2is_core.loop.registry import Registry
 
@@ -177,10 +179,112 @@ def timing_section(rows) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- tables inside a hand-written doc
+# A doc (docs/study.md) holds its reading by hand and its tables between markers; `--into DOC` regenerates every
+# table from the registry and leaves the prose alone. The opening marker says what the table is:
+#   <!-- study-grid ratio=0.01 rows=base,random,less,g2is cols=bbh-*:label_logprob:random,(pooled):label_logprob:random -->
+#   <!-- study-anchors ratio=0.01 cols=gsm8k:nll,arc_easy:accuracy -->
+#   ...generated...
+#   <!-- /study-table -->
+# grid cols: target:metric:reference, target a name or a glob over the spec's targets or "(pooled)", reference a
+# method or "-" (the metric itself); anchors: base, random, the best method at the ratio and full data per target.
+BLOCK = re.compile(r"<!-- (study-grid|study-anchors) (.*?) -->\n(.*?)<!-- /study-table -->", re.S)
+
+
+def _block_args(kind: str, text: str, line: int, targets: list[str]) -> dict:
+    where = f"line {line}: <!-- {kind} {text} -->"
+    args = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+    stray = [kv for kv in text.split() if "=" not in kv]
+    need = {"study-grid": {"ratio", "rows", "cols"}, "study-anchors": {"ratio", "cols"}}[kind]
+    if stray or need - set(args) or set(args) - need:
+        raise ValueError(f"{where}: give exactly {', '.join(sorted(need))} as key=value (got {text!r})")
+    try:
+        args["ratio"] = float(args["ratio"])
+    except ValueError:
+        raise ValueError(f"{where}: ratio must be a number, e.g. ratio=0.01") from None
+    cols = []
+    for item in args["cols"].split(","):
+        parts = item.split(":")
+        if len(parts) != (3 if kind == "study-grid" else 2):
+            raise ValueError(f"{where}: column {item!r} must be "
+                             + ("target:metric:reference" if kind == "study-grid" else "target:metric"))
+        hits = [parts[0]] if parts[0] == POOLED else fnmatch.filter(targets, parts[0])
+        if not hits:
+            raise ValueError(f"{where}: {parts[0]!r} matches none of the spec's targets ({', '.join(targets)})")
+        cols += [(t, *parts[1:]) for t in hits]
+    args["cols"] = cols
+    if "rows" in args:
+        args["rows"] = args["rows"].split(",")
+    return args
+
+
+def _grid_headers(cols) -> list[str]:
+    vary = [len({c[i] for c in cols}) > 1 for i in range(3)]
+    out = []
+    for t, m, ref in cols:
+        ref_txt = "mean ± sd" if ref == ABSOLUTE else f"minus {ref} [95%]"
+        parts = [t if vary[0] or not (vary[1] or vary[2]) else "", m if vary[1] else "", ref_txt if vary[2] else ""]
+        out.append(" ".join(p for p in parts if p))
+    return out
+
+
+def grid_block(rows, scores, args, n_boot=None) -> str:
+    cols, ratio = args["cols"], args["ratio"]
+    tab = study_grid(rows, scores, cols, args["rows"], ratio, n_boot)
+    metrics, refs = sorted({m for _, m, _ in cols}), sorted({r for _, _, r in cols} - {ABSOLUTE})
+    what = (f"ratio {ratio:.0%}; {', '.join(metrics)} ("
+            + ", ".join(f"{m}: {'lower' if m in LOWER_IS_BETTER else 'higher'} is better" for m in metrics) + "); "
+            + (f"each method minus {' / '.join(refs)} at the same seed, [95% bootstrap interval over questions and "
+               "seeds], `*` where it excludes zero; " if refs else "")
+            + "base and full data (one seed) and the reference: the metric itself, mean ± sd over seeds")
+    out = pd.DataFrame({"method": tab.index, **{h: tab[str(j)] for j, h in enumerate(_grid_headers(cols))}})
+    return f"({what})\n\n" + _md(out) + "\n"
+
+
+def anchors_block(rows, args) -> str:
+    recs, ratio = [], args["ratio"]
+    for target, metric in args["cols"]:
+        tab = summary_table([r for r in rows if r.get("target") == target], metric)
+        tab = tab[tab.metric == metric]
+        val = lambda meth, at: tab[(tab.method == meth) & (tab.ratio.map(  # noqa: E731
+            lambda x: (x is None or pd.isna(x)) if at is None else (x is not None and not pd.isna(x) and abs(x - at) < 1e-9)))]
+        cell = lambda df: "not run" if df.empty else f"{df['mean'].iloc[0]:.3f}"  # noqa: E731
+        trained = tab[tab.ratio.map(lambda x: x is not None and not pd.isna(x) and abs(x - ratio) < 1e-9)
+                      & ~tab.method.isin(["random"])]
+        if trained.empty:
+            best = "not run"
+        else:
+            b = trained.sort_values("mean", ascending=metric in LOWER_IS_BETTER).iloc[0]
+            best = f"{b.method} {b['mean']:.3f}" + (f" ({b.n_seeds} seeds)" if b.n_seeds < trained.n_seeds.max() else "")
+        recs.append({"target": target, "metric": metric, "base": cell(val("base", None)),
+                     f"random {ratio:.0%}": cell(val("random", ratio)), f"best {ratio:.0%}": best,
+                     "full data": cell(val("full", None))})
+    return ("(means over seeds; best: the trained method with the best mean at the ratio, random left out; "
+            + ", ".join(f"{m}: {'lower' if m in LOWER_IS_BETTER else 'higher'} is better"
+                        for m in sorted({m for _, m in args["cols"]})) + ")\n\n" + _md(pd.DataFrame(recs)) + "\n")
+
+
+def fill_doc(text: str, rows, scores, targets: list[str], n_boot=None) -> tuple[str, int]:
+    """``text`` with every marked table regenerated (module comment above); the number of tables filled."""
+    n = 0
+
+    def one(m: re.Match) -> str:
+        nonlocal n
+        kind, params = m.group(1), m.group(2)
+        args = _block_args(kind, params, text.count("\n", 0, m.start()) + 1, targets)
+        body = grid_block(rows, scores, args, n_boot) if kind == "study-grid" else anchors_block(rows, args)
+        n += 1
+        return f"<!-- {kind} {params} -->\n{body}<!-- /study-table -->"
+
+    return BLOCK.sub(one, text), n
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("spec", help="the experiment spec (its name selects the registry rows)")
     ap.add_argument("--out", help="write the report here instead of stdout")
+    ap.add_argument("--into", help="regenerate the marked tables of this hand-written doc (docs/study.md) in place; "
+                                   "with --out, the full report too")
     ap.add_argument("--seed", type=int, default=0, help="seed whose selections the composition tables show")
     ap.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates of the intervals (default: "
                                                              "loop.stats.BootstrapSettings, 2000)")
@@ -192,6 +296,17 @@ def main(argv=None) -> int:
         print(f"no registry rows for {spec.name!r}: run `g2is bench run {a.spec}` first", file=sys.stderr)
         return 1
     scores = load_scores(reg, spec.name)   # the per-question scores, read once for every interval table
+    if a.into:
+        doc = Path(a.into)
+        try:
+            filled, n = fill_doc(doc.read_text(encoding="utf-8"), rows, scores, [t.name for t in spec.targets], a.n_boot)
+        except ValueError as e:
+            print(f"{doc}: {e}", file=sys.stderr)
+            return 1
+        doc.write_text(filled, encoding="utf-8")
+        print(f"written {n} tables into {doc}")
+        if not a.out:
+            return 0
     text = "\n\n".join([
         f"<!-- generated by `python bench/report_experiment.py {a.spec}` on "
         f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; do not edit by hand -->",

@@ -10,8 +10,8 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from .stats import BootstrapSettings, latest_done, paired_differences
-from .tables import read_selection_ids
+from .stats import BASELINE_METHODS, POOLED, BootstrapSettings, latest_done, paired_differences
+from .tables import read_selection_ids, summary_table
 
 
 def paired_ci_table(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]] | None = None,
@@ -79,3 +79,67 @@ def diagnostics_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     out["n_seeds"] = g.size().to_numpy()
     out["top_source"] = g["top_source"].agg(lambda x: x.mode().iloc[0] if len(x.mode()) else "").to_numpy()
     return out[cols]
+
+
+ABSOLUTE = "-"        # a grid column's reference that shows the metric itself (mean ± sd over seeds)
+
+
+def _ratio_key(ratio: Any) -> float | None:
+    return None if ratio is None or pd.isna(ratio) else round(float(ratio), 9)
+
+
+def _fmt_cell(diff: float, low: float, high: float, sig: str) -> str:
+    return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]" + (f" * {sig}" if sig else "")
+
+
+def study_grid(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]] | None,
+               columns: Sequence[tuple[str, str, str]], methods: Sequence[str], ratio: float,
+               n_boot: int | None = None) -> pd.DataFrame:
+    """A methods x columns table of formatted cells, the layout of docs/study.md's tables.
+
+    ``columns``: (target, metric, reference). reference ``"-"`` shows the metric itself ("mean ± sd" over seeds);
+    otherwise the cell is the seed-paired difference method minus reference at ``ratio`` with its 95% bootstrap
+    interval and the mark ("+0.955 [+0.375, +1.559] * better", :func:`paired_ci_table`), and the reference's own
+    row shows its mean ± sd. Target ``"(pooled)"`` is the mean over the other columns' targets of the same metric
+    and reference (their questions resampled within each). ``base`` and ``full`` (no ratio, no seeds) show their
+    value in every column. A cell measured at fewer seeds than its column's most says how many ("(2 seeds)");
+    a cell with no finished row says "not run". Rows reporting another metric than the asked one (measured before
+    it existed) never fill its cells.
+    """
+    rows = list(rows)
+    means: dict[tuple, tuple[int, float, float]] = {}
+    for metric in {c[1] for c in columns}:
+        tab = summary_table(rows, metric)
+        for r in tab[tab.metric == metric].itertuples():
+            means[(r.target, metric, r.method, _ratio_key(r.ratio))] = (int(r.n_seeds), float(r.mean), float(r.std))
+    diffs: dict[tuple, Any] = {}
+    for metric, ref in {(c[1], c[2]) for c in columns if c[2] != ABSOLUTE}:
+        targets = {t for t, m, rf in columns if (m, rf) == (metric, ref) and t != POOLED}
+        if not targets:   # a pooled column alone: every target that reports the metric
+            targets = {t for (t, m, _meth, _r) in means if m == metric}
+        tab = paired_ci_table([r for r in rows if r.get("target") in targets], scores, metric, (ref,), n_boot)
+        for r in tab[(tab.metric == metric)].itertuples():
+            if _ratio_key(r.ratio) == _ratio_key(ratio):
+                diffs[(r.target, metric, ref, r.method)] = r
+    out: dict[str, list[str]] = {}
+    for j, (target, metric, ref) in enumerate(columns):
+        cells: list[tuple[str, int]] = []
+        for meth in methods:
+            if meth in BASELINE_METHODS or ref == ABSOLUTE or meth == ref:
+                if target == POOLED:
+                    cells.append(("", 0))
+                    continue
+                got = means.get((target, metric, meth, None if meth in BASELINE_METHODS else _ratio_key(ratio)))
+                if got is None:
+                    cells.append(("not run", 0))
+                else:
+                    n, mu, sd = got
+                    cells.append((f"{mu:.3f}" + (f" ± {sd:.3f}" if n > 1 else ""), n))
+            else:
+                d = diffs.get((target, metric, ref, meth))
+                cells.append(("not run", 0) if d is None else (_fmt_cell(d.mean_diff, d.ci_low, d.ci_high, d.sig),
+                                                               int(d.n_seeds)))
+        most = max((n for _, n in cells), default=0)
+        out[str(j)] = [txt + (f" ({n} seed{'s' if n > 1 else ''})" if 0 < n < most and m not in BASELINE_METHODS
+                              else "") for (txt, n), m in zip(cells, methods)]
+    return pd.DataFrame(out, index=list(methods))

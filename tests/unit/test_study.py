@@ -379,6 +379,50 @@ def test_bench_show_ci_and_the_report_read_the_intervals_from_the_registry(tmp_p
     assert "[+1.0000, +1.0000]" not in edited and "no paired cells yet" in edited
 
 
+def test_the_grid_of_the_study_doc_shows_means_paired_intervals_and_what_did_not_run():
+    from g2is_core.loop.study import study_grid
+
+    rows, scores = study_rows()
+    cols = [("t1", "accuracy", "-"), ("t1", "accuracy", "random"), ("t2", "accuracy", "random"),
+            ("(pooled)", "accuracy", "random")]
+    g = study_grid(rows, scores, cols, ["base", "random", "m", "less", "nobody"], 0.05, n_boot=200)
+    assert list(g.index) == ["base", "random", "m", "less", "nobody"]
+    # base: its value wherever it ran, nothing in a pooled column; the reference shows its own mean ± sd
+    assert list(g.loc["base"]) == ["0.000", "0.000", "not run", ""]
+    assert g.loc["random", "1"] == "0.000 ± 0.000" and g.loc["random", "3"] == ""   # the differences pair 2 seeds
+    # m ran 3 seeds on t1 (seed 2 unpaired: left out of the difference, kept in the mean)
+    assert list(g.loc["m"]) == ["1.000 ± 0.000", "+1.000 [+1.000, +1.000] * better", "+0.500 [+0.500, +0.500] * better",
+                                "+0.750 [+0.750, +0.750] * better"]
+    assert g.loc["less", "0"] == "0.250 ± 0.000 (2 seeds)" and g.loc["less", "1"].startswith("+0.250 [+0.000, +")
+    assert set(g.loc["nobody"]) == {"not run"}
+    # a metric the rows do not report never fills a cell from another metric
+    assert set(study_grid(rows, scores, [("t1", "nll", "random")], ["m"], 0.05, n_boot=50).loc["m"]) == {"not run"}
+
+
+def test_the_report_fills_the_marked_tables_of_a_doc_and_leaves_its_prose(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from report_experiment import fill_doc
+
+    rows, scores = study_rows()
+    doc = ("# Reading\n\nhand-written prose 1.234\n\n"
+           "<!-- study-grid ratio=0.05 rows=random,m cols=t*:accuracy:random -->\nstale | table\n<!-- /study-table -->\n"
+           "more prose\n<!-- study-anchors ratio=0.05 cols=t1:accuracy -->\n<!-- /study-table -->\n")
+    out, n = fill_doc(doc, rows, scores, ["t1", "t2"], n_boot=100)
+    assert n == 2 and "stale" not in out and out.startswith("# Reading\n\nhand-written prose 1.234\n\n")
+    assert "| m | +1.000 [+1.000, +1.000] * better | +0.500 [+0.500, +0.500] * better |" in out
+    assert "| method | t1 | t2 |" in out and "more prose" in out
+    assert "| t1 | accuracy | 0.000 | 0.000 | m 1.000 | not run |" in out   # base, random, best, full (none)
+    assert fill_doc(out, rows, scores, ["t1", "t2"], n_boot=100) == (out, 2)   # regenerating changes nothing
+    with pytest.raises(ValueError, match=r"line 3: .*'x\*' matches none of the spec's targets \(t1, t2\)"):
+        fill_doc("a\n\n<!-- study-grid ratio=0.05 rows=m cols=x*:accuracy:random -->\n<!-- /study-table -->",
+                 rows, scores, ["t1", "t2"])
+    with pytest.raises(ValueError, match="line 1: .*give exactly cols, ratio, rows"):
+        fill_doc("<!-- study-grid ratio=0.05 cols=t1:accuracy:random -->\n<!-- /study-table -->", rows, scores, ["t1"])
+
+
 def test_report_counts_picks_per_source_file():
     import sys
     from pathlib import Path
