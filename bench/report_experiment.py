@@ -236,7 +236,8 @@ def grid_block(rows, scores, args, n_boot=None) -> str:
             + ", ".join(f"{m}: {'lower' if m in LOWER_IS_BETTER else 'higher'} is better" for m in metrics) + "); "
             + (f"each method minus {' / '.join(refs)} at the same seed, [95% bootstrap interval over questions and "
                "seeds], `*` where it excludes zero; " if refs else "")
-            + "base and full data (one seed) and the reference: the metric itself, mean ± sd over seeds")
+            + "base and full data (one seed) and the reference: the metric itself, mean ± sd over seeds, in a "
+              "difference column only where the table has no mean column")
     out = pd.DataFrame({"method": tab.index, **{h: tab[str(j)] for j, h in enumerate(_grid_headers(cols))}})
     return f"({what})\n\n" + _md(out) + "\n"
 
@@ -255,7 +256,7 @@ def anchors_block(rows, args) -> str:
             best = "not run"
         else:
             b = trained.sort_values("mean", ascending=metric in LOWER_IS_BETTER).iloc[0]
-            best = f"{b.method} {b['mean']:.3f}" + (f" ({b.n_seeds} seeds)" if b.n_seeds < trained.n_seeds.max() else "")
+            best = f"{b.method} {b['mean']:.3f}" + (f" ({b.n_seeds} seed{'s' if b.n_seeds > 1 else ''})" if b.n_seeds < trained.n_seeds.max() else "")
         recs.append({"target": target, "metric": metric, "base": cell(val("base", None)),
                      f"random {ratio:.0%}": cell(val("random", ratio)), f"best {ratio:.0%}": best,
                      "full data": cell(val("full", None))})

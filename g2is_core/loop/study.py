@@ -101,8 +101,9 @@ def study_grid(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]]
     otherwise the cell is the seed-paired difference method minus reference at ``ratio`` with its 95% bootstrap
     interval and the mark ("+0.955 [+0.375, +1.559] * better", :func:`paired_ci_table`), and the reference's own
     row shows its mean ± sd. Target ``"(pooled)"`` is the mean over the other columns' targets of the same metric
-    and reference (their questions resampled within each). ``base`` and ``full`` (no ratio, no seeds) show their
-    value in every column. A cell measured at fewer seeds than its column's most says how many ("(2 seeds)");
+    and reference (their questions resampled within each); a method that lacks some of them says "(k of n targets)".
+    ``base``, ``full`` (no ratio, no seeds) and the reference show their value in a difference column only where
+    the table has no ``"-"`` column of that target and metric. A cell measured at fewer seeds than its column's most says how many ("(2 seeds)");
     a cell with no finished row says "not run". Rows reporting another metric than the asked one (measured before
     it existed) never fill its cells.
     """
@@ -121,12 +122,16 @@ def study_grid(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]]
         for r in tab[(tab.metric == metric)].itertuples():
             if _ratio_key(r.ratio) == _ratio_key(ratio):
                 diffs[(r.target, metric, ref, r.method)] = r
+    shown = {(t, m) for t, m, rf in columns if rf == ABSOLUTE}   # (target, metric) with a column of its own means
+    n_pooled = {(m, rf): len({t for t, m2, rf2 in columns if (m2, rf2) == (m, rf) and t != POOLED})
+                for _, m, rf in columns}
     out: dict[str, list[str]] = {}
     for j, (target, metric, ref) in enumerate(columns):
         cells: list[tuple[str, int]] = []
         for meth in methods:
             if meth in BASELINE_METHODS or ref == ABSOLUTE or meth == ref:
-                if target == POOLED:
+                # a value, not a difference: in a difference column only where the table has no mean column for it
+                if target == POOLED or (ref != ABSOLUTE and (target, metric) in shown):
                     cells.append(("", 0))
                     continue
                 got = means.get((target, metric, meth, None if meth in BASELINE_METHODS else _ratio_key(ratio)))
@@ -137,8 +142,14 @@ def study_grid(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]]
                     cells.append((f"{mu:.3f}" + (f" ± {sd:.3f}" if n > 1 else ""), n))
             else:
                 d = diffs.get((target, metric, ref, meth))
-                cells.append(("not run", 0) if d is None else (_fmt_cell(d.mean_diff, d.ci_low, d.ci_high, d.sig),
-                                                               int(d.n_seeds)))
+                if d is None:
+                    cells.append(("not run", 0))
+                    continue
+                txt = _fmt_cell(d.mean_diff, d.ci_low, d.ci_high, d.sig)
+                want = n_pooled[(metric, ref)]
+                if target == POOLED and want and int(d.n_targets) < want:   # never a silent mean over fewer targets
+                    txt += f" ({int(d.n_targets)} of {want} targets)"
+                cells.append((txt, int(d.n_seeds)))
         most = max((n for _, n in cells), default=0)
         out[str(j)] = [txt + (f" ({n} seed{'s' if n > 1 else ''})" if 0 < n < most and m not in BASELINE_METHODS
                               else "") for (txt, n), m in zip(cells, methods)]

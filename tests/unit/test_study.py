@@ -388,13 +388,21 @@ def test_the_grid_of_the_study_doc_shows_means_paired_intervals_and_what_did_not
     g = study_grid(rows, scores, cols, ["base", "random", "m", "less", "nobody"], 0.05, n_boot=200)
     assert list(g.index) == ["base", "random", "m", "less", "nobody"]
     # base: its value wherever it ran, nothing in a pooled column; the reference shows its own mean ± sd
-    assert list(g.loc["base"]) == ["0.000", "0.000", "not run", ""]
-    assert g.loc["random", "1"] == "0.000 ± 0.000" and g.loc["random", "3"] == ""   # the differences pair 2 seeds
+    # (in a difference column only where the table has no mean column of that target)
+    assert list(g.loc["base"]) == ["0.000", "", "not run", ""]
+    assert g.loc["random", "1"] == "" and g.loc["random", "2"] == "0.000 ± 0.000" and g.loc["random", "3"] == ""
     # m ran 3 seeds on t1 (seed 2 unpaired: left out of the difference, kept in the mean)
     assert list(g.loc["m"]) == ["1.000 ± 0.000", "+1.000 [+1.000, +1.000] * better", "+0.500 [+0.500, +0.500] * better",
                                 "+0.750 [+0.750, +0.750] * better"]
     assert g.loc["less", "0"] == "0.250 ± 0.000 (2 seeds)" and g.loc["less", "1"].startswith("+0.250 [+0.000, +")
     assert set(g.loc["nobody"]) == {"not run"}
+    # a method that ran on some of a pooled column's targets says over how many its mean is
+    t3 = [dict(r, target="t3", config_hash="3" + r["config_hash"]) for r in rows if r["target"] == "t2"]
+    scores3 = {**scores, **{"3" + k: v for k, v in scores.items() if k.startswith("t2")}}
+    part = [r for r in rows + t3 if not (r["target"] == "t2" and r["method"] == "less")]
+    g = study_grid(part, scores3, cols[1:3] + [("t3", "accuracy", "random"), cols[3]], ["m", "less"], 0.05, n_boot=50)
+    assert g.loc["less", "1"] == "not run" and g.loc["less", "3"].endswith("] (2 of 3 targets)")
+    assert g.loc["m", "3"] == "+0.667 [+0.667, +0.667] * better"   # (1 + 0.5 + 0.5) / 3
     # a metric the rows do not report never fills a cell from another metric
     assert set(study_grid(rows, scores, [("t1", "nll", "random")], ["m"], 0.05, n_boot=50).loc["m"]) == {"not run"}
 
