@@ -78,7 +78,8 @@ def intervals_section(rows, scores, n_boot: int | None = None, references=("rand
     parts = []
     for ref, part in tab.groupby("reference", sort=False):
         out = pd.DataFrame({
-            "target": part.target, "metric": part.metric, "method": part.method,
+            "target": [f"{t} ({n} targets)" if t == POOLED else t for t, n in zip(part.target, part.n_targets)],
+            "metric": part.metric, "method": part.method,
             "ratio": [f"{r:.0%}" for r in part.ratio], "seeds": part.n_seeds,
             "questions": [str(q) if q else "-" for q in part.n_questions],
             "diff": [_fmt(v, 4) for v in part.mean_diff],

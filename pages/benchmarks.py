@@ -98,7 +98,7 @@ if not ci.empty:
                 "reference at the same training seed and question, so their share of the noise cancels; the interval "
                 f"is a percentile bootstrap over questions and seeds, {BootstrapSettings().n_boot:,} replicates; `*` "
                 "marks an interval that excludes zero, *better* / *worse* in the metric's own direction; “(pooled)”: "
-                "the mean of the targets' differences on the same metric). The same table as "
+                "the mean of the targets' differences on the same metric, over the n_targets a method ran on). The same table as "
                 f"`g2is bench show {exp} --ci`.")
     notes = []
     if ((ci["n_seeds"] == 1) & (ci["basis"] == "questions x seeds")).any():
@@ -111,7 +111,7 @@ if not ci.empty:
         text = "; ".join(notes)
         st.caption(text[0].upper() + text[1:] + ".")
     for ref, part in ci.groupby("reference", sort=False):
-        shown = part.drop(columns=["experiment", "reference", "n_targets", "sig", "mark"]).assign(
+        shown = part.drop(columns=["experiment", "reference", "sig", "mark"]).assign(
             basis=[("questions (1 seed)" if b == "questions x seeds" and n == 1 else b)
                    for b, n in zip(part["basis"], part["n_seeds"])],
             excludes_zero=[f"{m} {s}".strip() for m, s in zip(part["mark"], part["sig"])])
