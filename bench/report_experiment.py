@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from g2is_core.loop.scores import load_scores
-from g2is_core.loop.study import ABSOLUTE, POOLED, diagnostics_table, overlap_by_cell, paired_ci_table, study_grid
+from g2is_core.loop.study import (ABSOLUTE, POOLED, diagnostics_table, overlap_by_cell, paired_ci_table, power_table,
+                                  study_grid)
 from g2is_core.loop.tables import LOWER_IS_BETTER, overlap_matrix, paired_vs_random, summary_table
 from g2is_core.loop.spec import load_spec
 from g2is_core.loop.registry import Registry
@@ -185,18 +186,20 @@ def timing_section(rows) -> str:
 # table from the registry and leaves the prose alone. The opening marker says what the table is:
 #   <!-- study-grid ratio=0.01 rows=base,random,less,g2is cols=bbh-*:label_logprob:random,(pooled):label_logprob:random -->
 #   <!-- study-anchors ratio=0.01 cols=gsm8k:nll,arc_easy:accuracy -->
+#   <!-- study-power ratio=0.01 cols=gsm8k:nll,arc_easy:accuracy -->
 #   ...generated...
 #   <!-- /study-table -->
 # grid cols: target:metric:reference, target a name or a glob over the spec's targets or "(pooled)", reference a
-# method or "-" (the metric itself); anchors: base, random, the best method at the ratio and full data per target.
-BLOCK = re.compile(r"<!-- (study-grid|study-anchors) (.*?) -->\n(.*?)<!-- /study-table -->", re.S)
+# method or "-" (the metric itself); anchors: base, random, the best method at the ratio and full data per target;
+# power: the half-widths of the intervals to random per target (what the study can tell apart).
+BLOCK = re.compile(r"<!-- (study-grid|study-anchors|study-power) (.*?) -->\n(.*?)<!-- /study-table -->", re.S)
 
 
 def _block_args(kind: str, text: str, line: int, targets: list[str]) -> dict:
     where = f"line {line}: <!-- {kind} {text} -->"
     args = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
     stray = [kv for kv in text.split() if "=" not in kv]
-    need = {"study-grid": {"ratio", "rows", "cols"}, "study-anchors": {"ratio", "cols"}}[kind]
+    need = {"study-grid": {"ratio", "rows", "cols"}}.get(kind, {"ratio", "cols"})
     if stray or need - set(args) or set(args) - need:
         raise ValueError(f"{where}: give exactly {', '.join(sorted(need))} as key=value (got {text!r})")
     try:
@@ -266,6 +269,21 @@ def anchors_block(rows, args) -> str:
                         for m in sorted({m for _, m in args["cols"]})) + ")\n\n" + _md(pd.DataFrame(recs)) + "\n")
 
 
+def power_block(rows, scores, args, n_boot=None) -> str:
+    tab = power_table(rows, scores, args["cols"], args["ratio"], n_boot=n_boot)
+    if tab.empty:
+        return "(no method paired with random at this ratio yet)\n"
+    out = pd.DataFrame({"target": tab.target, "metric": tab.metric, "methods": tab.n_methods, "seeds": tab.n_seeds,
+                        "questions": tab.n_questions,
+                        "interval half-width, median": [f"{v:.3f}" for v in tab.half_width_median],
+                        "widest": [f"{v:.3f}" for v in tab.half_width_max],
+                        "excluding zero": [f"{k} of {n}" for k, n in zip(tab.n_excluding_zero, tab.n_methods)],
+                        "random minus base": [_fmt(v) for v in tab.reference_minus_base]})
+    return (f"(ratio {args['ratio']:.0%}; each method minus random, its 95% interval's half-width: a difference "
+            "smaller than it cannot be told from zero; beside it, how far random's training moved the metric from "
+            "the base model, for scale)\n\n" + _md(out) + "\n")
+
+
 def fill_doc(text: str, rows, scores, targets: list[str], n_boot=None) -> tuple[str, int]:
     """``text`` with every marked table regenerated (module comment above); the number of tables filled."""
     n = 0
@@ -274,7 +292,8 @@ def fill_doc(text: str, rows, scores, targets: list[str], n_boot=None) -> tuple[
         nonlocal n
         kind, params = m.group(1), m.group(2)
         args = _block_args(kind, params, text.count("\n", 0, m.start()) + 1, targets)
-        body = grid_block(rows, scores, args, n_boot) if kind == "study-grid" else anchors_block(rows, args)
+        body = (grid_block(rows, scores, args, n_boot) if kind == "study-grid" else anchors_block(rows, args)
+                if kind == "study-anchors" else power_block(rows, scores, args, n_boot))
         n += 1
         return f"<!-- {kind} {params} -->\n{body}<!-- /study-table -->"
 

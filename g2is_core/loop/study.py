@@ -154,3 +154,35 @@ def study_grid(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]]
         out[str(j)] = [txt + (f" ({n} seed{'s' if n > 1 else ''})" if 0 < n < most and m not in BASELINE_METHODS
                               else "") for (txt, n), m in zip(cells, methods)]
     return pd.DataFrame(out, index=list(methods))
+
+
+def power_table(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]] | None,
+                cells: Sequence[tuple[str, str]], ratio: float, reference: str = "random",
+                n_boot: int | None = None) -> pd.DataFrame:
+    """What the study can tell apart, per (target, metric) at ``ratio``: over the methods paired with ``reference``,
+    the median and widest half-width of their 95% intervals (a difference smaller than the half-width cannot be
+    told from zero), how many of them exclude zero, and the scale of the metric's movement: the reference minus
+    the base model. Targets a (target, metric) pair lacks are left out."""
+    rows = list(rows)
+    out = []
+    for target, metric in cells:
+        sub = [r for r in rows if r.get("target") == target]
+        tab = paired_ci_table(sub, scores, metric, (reference,), n_boot)
+        tab = tab[(tab.metric == metric) & (tab.target == target)
+                  & tab.ratio.map(lambda x: _ratio_key(x) == _ratio_key(ratio))]
+        if tab.empty:
+            continue
+        half = (tab.ci_high - tab.ci_low) / 2
+        means = summary_table(sub, metric)
+        means = means[means.metric == metric]
+        ref = means[(means.method == reference) & means.ratio.map(lambda x: _ratio_key(x) == _ratio_key(ratio))]
+        base = means[means.method == "base"]
+        out.append({"target": target, "metric": metric, "ratio": ratio, "n_methods": len(tab),
+                    "n_seeds": int(tab.n_seeds.max()), "n_questions": int(tab.n_questions.max()),
+                    "half_width_median": float(half.median()), "half_width_max": float(half.max()),
+                    "n_excluding_zero": int((tab.sig != "").sum()),
+                    "reference_minus_base": (float(ref["mean"].iloc[0] - base["mean"].iloc[0])
+                                             if len(ref) and len(base) else float("nan"))})
+    cols = ["target", "metric", "ratio", "n_methods", "n_seeds", "n_questions", "half_width_median", "half_width_max",
+            "n_excluding_zero", "reference_minus_base"]
+    return pd.DataFrame(out, columns=cols)

@@ -407,6 +407,22 @@ def test_the_grid_of_the_study_doc_shows_means_paired_intervals_and_what_did_not
     assert set(study_grid(rows, scores, [("t1", "nll", "random")], ["m"], 0.05, n_boot=50).loc["m"]) == {"not run"}
 
 
+def test_power_table_reads_the_interval_half_widths_against_random():
+    from g2is_core.loop.study import paired_ci_table, power_table
+
+    rows, scores = study_rows()
+    tab = power_table(rows, scores, [("t1", "accuracy"), ("t2", "accuracy"), ("t1", "nll")], 0.05, n_boot=200)
+    assert list(tab.target) == ["t1", "t2"]          # no row reports nll: no line for it
+    ci = paired_ci_table(rows, scores, references=("random",), n_boot=200)
+    less = ci[(ci.target == "t1") & (ci.method == "less")].iloc[0]
+    t1 = tab.iloc[0]
+    # m's interval is [1, 1] (half-width 0), less's is [0, hi]: the median of the two half-widths
+    assert t1.n_methods == 2 and t1.half_width_median == pytest.approx((less.ci_high - less.ci_low) / 4)
+    assert t1.half_width_max == pytest.approx((less.ci_high - less.ci_low) / 2) and t1.n_excluding_zero == 1
+    assert t1.reference_minus_base == 0.0 and math.isnan(tab.iloc[1].reference_minus_base)   # t2 has no base row
+    assert (t1.n_seeds, t1.n_questions) == (2, 4)
+
+
 def test_the_report_fills_the_marked_tables_of_a_doc_and_leaves_its_prose(tmp_path):
     import sys
     from pathlib import Path
@@ -417,13 +433,15 @@ def test_the_report_fills_the_marked_tables_of_a_doc_and_leaves_its_prose(tmp_pa
     rows, scores = study_rows()
     doc = ("# Reading\n\nhand-written prose 1.234\n\n"
            "<!-- study-grid ratio=0.05 rows=random,m cols=t*:accuracy:random -->\nstale | table\n<!-- /study-table -->\n"
-           "more prose\n<!-- study-anchors ratio=0.05 cols=t1:accuracy -->\n<!-- /study-table -->\n")
+           "more prose\n<!-- study-anchors ratio=0.05 cols=t1:accuracy -->\n<!-- /study-table -->\n"
+           "<!-- study-power ratio=0.05 cols=t*:accuracy -->\n<!-- /study-table -->\n")
     out, n = fill_doc(doc, rows, scores, ["t1", "t2"], n_boot=100)
-    assert n == 2 and "stale" not in out and out.startswith("# Reading\n\nhand-written prose 1.234\n\n")
+    assert "| t2 | accuracy | 2 | 2 | 4 |" in out and "| 1 of 2 |  |" in out   # t2: no base, no scale
+    assert n == 3 and "stale" not in out and out.startswith("# Reading\n\nhand-written prose 1.234\n\n")
     assert "| m | +1.000 [+1.000, +1.000] * better | +0.500 [+0.500, +0.500] * better |" in out
     assert "| method | t1 | t2 |" in out and "more prose" in out
     assert "| t1 | accuracy | 0.000 | 0.000 | m 1.000 | not run |" in out   # base, random, best, full (none)
-    assert fill_doc(out, rows, scores, ["t1", "t2"], n_boot=100) == (out, 2)   # regenerating changes nothing
+    assert fill_doc(out, rows, scores, ["t1", "t2"], n_boot=100) == (out, 3)   # regenerating changes nothing
     with pytest.raises(ValueError, match=r"line 3: .*'x\*' matches none of the spec's targets \(t1, t2\)"):
         fill_doc("a\n\n<!-- study-grid ratio=0.05 rows=m cols=x*:accuracy:random -->\n<!-- /study-table -->",
                  rows, scores, ["t1", "t2"])
