@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from g2is_core.loop.scores import load_scores
-from g2is_core.loop.study import (ABSOLUTE, POOLED, diagnostics_table, overlap_by_cell, paired_ci_table, power_table,
-                                  study_grid)
+from g2is_core.loop.study import (ABSOLUTE, POOLED, anchors_table, diagnostics_table, overlap_by_cell, paired_ci_table,
+                                  power_table, study_grid)
 from g2is_core.loop.tables import LOWER_IS_BETTER, overlap_matrix, paired_vs_random, summary_table
 from g2is_core.loop.spec import load_spec
 from g2is_core.loop.registry import Registry
@@ -247,26 +247,18 @@ def grid_block(rows, scores, args, n_boot=None) -> str:
 
 
 def anchors_block(rows, args) -> str:
-    recs, ratio = [], args["ratio"]
-    for target, metric in args["cols"]:
-        tab = summary_table([r for r in rows if r.get("target") == target], metric)
-        tab = tab[tab.metric == metric]
-        val = lambda meth, at: tab[(tab.method == meth) & (tab.ratio.map(  # noqa: E731
-            lambda x: (x is None or pd.isna(x)) if at is None else (x is not None and not pd.isna(x) and abs(x - at) < 1e-9)))]
-        cell = lambda df: "not run" if df.empty else f"{df['mean'].iloc[0]:.3f}"  # noqa: E731
-        trained = tab[tab.ratio.map(lambda x: x is not None and not pd.isna(x) and abs(x - ratio) < 1e-9)
-                      & ~tab.method.isin(["random"])]
-        if trained.empty:
-            best = "not run"
-        else:
-            b = trained.sort_values("mean", ascending=metric in LOWER_IS_BETTER).iloc[0]
-            best = f"{b.method} {b['mean']:.3f}" + (f" ({b.n_seeds} seed{'s' if b.n_seeds > 1 else ''})" if b.n_seeds < trained.n_seeds.max() else "")
-        recs.append({"target": target, "metric": metric, "base": cell(val("base", None)),
-                     f"random {ratio:.0%}": cell(val("random", ratio)), f"best {ratio:.0%}": best,
-                     "full data": cell(val("full", None))})
+    ratio = args["ratio"]
+    tab = anchors_table(rows, args["cols"], ratio)
+    val = lambda v: "not run" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
+    out = pd.DataFrame({
+        "target": tab.target, "metric": tab.metric, "base": tab.base.map(val), f"random {ratio:.0%}": tab.random.map(val),
+        f"best {ratio:.0%}": ["not run" if m is None else f"{m} {v:.3f}" + (f" ({n} seed{'s' if n > 1 else ''})"
+                                                                         if n < most else "")
+                              for m, v, n, most in zip(tab.best_method, tab.best, tab.best_seeds, tab.most_seeds)],
+        "full data": tab.full.map(val)})
     return ("(means over seeds; best: the trained method with the best mean at the ratio, random left out; "
             + ", ".join(f"{m}: {'lower' if m in LOWER_IS_BETTER else 'higher'} is better"
-                        for m in sorted({m for _, m in args["cols"]})) + ")\n\n" + _md(pd.DataFrame(recs)) + "\n")
+                        for m in sorted({m for _, m in args["cols"]})) + ")\n\n" + _md(out) + "\n")
 
 
 def power_block(rows, scores, args, n_boot=None) -> str:
@@ -297,7 +289,15 @@ def fill_doc(text: str, rows, scores, targets: list[str], n_boot=None) -> tuple[
         n += 1
         return f"<!-- {kind} {params} -->\n{body}<!-- /study-table -->"
 
-    return BLOCK.sub(one, text), n
+    filled = BLOCK.sub(one, text)
+    opened = [m.start() for m in re.finditer(r"<!-- study-[\w-]+ ", text)]
+    if len(opened) != n:   # a marker with a typo or no closing line would leave a stale table in place
+        done = {m.start() for m in BLOCK.finditer(text)}
+        bad = next(i for i in opened if i not in done)
+        raise ValueError(f"line {text.count(chr(10), 0, bad) + 1}: {text[bad:text.find('-->', bad) + 3]!r} is not a "
+                         "table this report fills: the kinds are study-grid, study-anchors and study-power, each "
+                         "followed on the next line by its table and closed by <!-- /study-table -->")
+    return filled, n
 
 
 def main(argv=None) -> int:

@@ -186,3 +186,28 @@ def power_table(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]
     cols = ["target", "metric", "ratio", "n_methods", "n_seeds", "n_questions", "half_width_median", "half_width_max",
             "n_excluding_zero", "reference_minus_base"]
     return pd.DataFrame(out, columns=cols)
+
+
+def anchors_table(rows: Iterable[dict[str, Any]], cells: Sequence[tuple[str, str]], ratio: float) -> pd.DataFrame:
+    """Per (target, metric): the base model, random at ``ratio``, the trained method with the best mean at ``ratio``
+    (random left out; in the metric's own direction) and full data, means over seeds (NaN where not run)."""
+    from .tables import LOWER_IS_BETTER
+
+    rows = list(rows)
+    out = []
+    for target, metric in cells:
+        tab = summary_table([r for r in rows if r.get("target") == target], metric)
+        tab = tab[tab.metric == metric]
+        keys = tab.ratio.map(_ratio_key)
+        value = lambda meth, at: tab[(tab.method == meth) & (keys.isna() if at is None else keys == at)]["mean"]  # noqa: E731
+        first = lambda v: float(v.iloc[0]) if len(v) else float("nan")  # noqa: E731
+        trained = tab[(keys == _ratio_key(ratio)) & (tab.method != "random") & ~tab.method.isin(BASELINE_METHODS)]
+        best = trained.sort_values("mean", ascending=metric in LOWER_IS_BETTER).head(1)
+        out.append({"target": target, "metric": metric, "base": first(value("base", None)),
+                    "random": first(value("random", _ratio_key(ratio))),
+                    "best_method": best.method.iloc[0] if len(best) else None, "best": first(best["mean"]),
+                    "best_seeds": int(best.n_seeds.iloc[0]) if len(best) else 0,
+                    "most_seeds": int(trained.n_seeds.max()) if len(trained) else 0,
+                    "full": first(value("full", None))})
+    return pd.DataFrame(out, columns=["target", "metric", "base", "random", "best_method", "best", "best_seeds",
+                                      "most_seeds", "full"])

@@ -445,6 +445,10 @@ def test_the_report_fills_the_marked_tables_of_a_doc_and_leaves_its_prose(tmp_pa
     with pytest.raises(ValueError, match=r"line 3: .*'x\*' matches none of the spec's targets \(t1, t2\)"):
         fill_doc("a\n\n<!-- study-grid ratio=0.05 rows=m cols=x*:accuracy:random -->\n<!-- /study-table -->",
                  rows, scores, ["t1", "t2"])
+    with pytest.raises(ValueError, match="line 2: '<!-- study-grd ratio=0.05 -->' is not a table this report fills"):
+        fill_doc("x\n<!-- study-grd ratio=0.05 -->\n<!-- /study-table -->", rows, scores, ["t1"])
+    with pytest.raises(ValueError, match="line 1: .* closed by <!-- /study-table -->"):   # never closed: stale
+        fill_doc("<!-- study-power ratio=0.05 cols=t1:accuracy -->\n| old |\n", rows, scores, ["t1"])
     with pytest.raises(ValueError, match="line 1: .*give exactly cols, ratio, rows"):
         fill_doc("<!-- study-grid ratio=0.05 cols=t1:accuracy:random -->\n<!-- /study-table -->", rows, scores, ["t1"])
 
