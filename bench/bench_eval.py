@@ -2,13 +2,15 @@
 
     G2IS_THREADS=1 python bench/bench_eval.py [--limit 24] [--mmlu-limit 114] [--evals mmlu,bbh,arc_easy,gsm8k]
 
-For each of the study's evals (docs/study.md) it scores the same questions twice, ``share_prefixes`` off
-(every sequence run whole) and on (a few-shot prompt or a question before its options run once, the rest
-continuing from its key/value cache: g2is_core/loop/evaluation/scoring.py), and prints per row: seconds
+For each of the study's evals (docs/study.md) it scores the same questions up to three ways (``--paths``):
+``whole``, ``share_prefixes`` off (every sequence run whole); ``batched``, shared prefixes (a few-shot prompt or a
+question before its options run once) with the rows continuing a cache run as a padded batch, the cache copied
+per row (the path before packing); ``packed``, the default: those rows side by side in one sequence under a
+block-causal mask, the cache copied once (g2is_core/loop/evaluation/scoring.py). It prints per row: seconds
 per question, the tokens that went through the model (padding included, counted at the embedding),
 the achieved model GFLOP/s (2 x non-embedding parameters x tokens / s, the LM head at scored positions
 left out) against the machine's measured fp32 GEMM peak (bench/flops.py), the metric, and the largest
-per-question difference between the two paths (float rounding only, or the faster path is wrong).
+per-question difference to the first path (float rounding only, or the faster path is wrong) and the speed-up.
 bf16 weights are scored too where the native-bf16 probe says they are fast (g2is_core.runtime).
 
 MMLU's questions are drawn stratified by subject and share a prompt only within a subject (its 5 dev
@@ -25,10 +27,13 @@ from pathlib import Path
 
 EVALS = {   # name: (eval, protocol, metric, per-example field compared)
     "mmlu": ("mmlu", "mc", "gold_logprob", "gold_logprob"),
-    "bbh": ("bbh:object_counting", "loglik", "nll", "nll"),
+    "bbh": ("bbh:object_counting", "loglik", "label_logprob", "label_logprob"),   # its 14 labels: the rows that pack
     "arc_easy": ("arc_easy", "mc", "gold_logprob", "gold_logprob"),
     "gsm8k": ("gsm8k", "loglik", "nll", "nll"),
 }
+
+
+PATHS = ("whole", "batched", "packed")   # share_prefixes off; shared with rows batched; shared with rows packed
 
 
 def main(argv=None) -> None:
@@ -36,7 +41,12 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=24, help="questions per eval (default 24)")
     ap.add_argument("--mmlu-limit", type=int, default=114, help="MMLU questions (default 114: 2 per subject)")
     ap.add_argument("--evals", default=",".join(EVALS), help=f"comma-separated, of {', '.join(EVALS)}")
+    ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)} (the first is "
+                                                             "the reference of the difference and the speed-up)")
     a = ap.parse_args(argv)
+    paths = [x.strip() for x in a.paths.split(",") if x.strip()]
+    if not paths or any(x not in PATHS for x in paths):
+        sys.exit(f"--paths: choose from {', '.join(PATHS)}")
     names = [n.strip() for n in a.evals.split(",") if n.strip()]
     bad = [n for n in names if n not in EVALS]
     if bad:
@@ -48,6 +58,7 @@ def main(argv=None) -> None:
     from flops import gemm_peak
     from g2is_core import runtime
     from g2is_core.loop import evaluation as E
+    from g2is_core.loop.evaluation import scoring
     from g2is_core.models.lm_ops import hooks
     from g2is_core.models.loading import load_model
 
@@ -71,7 +82,9 @@ def main(argv=None) -> None:
         for name in names:
             ev, protocol, metric, field = EVALS[name]
             runs = {}
-            for share in (False, True):
+            for path in paths:
+                share = path != "whole"
+                scoring.PACK_CONTINUATIONS = path == "packed"
                 seen = []
                 emb = lm.model.get_input_embeddings()
                 t = time.perf_counter()
@@ -79,16 +92,17 @@ def main(argv=None) -> None:
                     res = E.evaluate(lm, ev, limit=a.mmlu_limit if name == "mmlu" else a.limit, seed=0,
                                      protocol=protocol, share_prefixes=share)
                 dt = time.perf_counter() - t
-                runs[share] = (res, dt, sum(seen))
-            whole = {p["id"]: p[field] for p in runs[False][0].per_example}
-            for share in (False, True):
-                res, dt, tokens = runs[share]
-                diff = max(abs(p[field] - whole[p["id"]]) for p in res.per_example)
+                runs[path] = (res, dt, sum(seen))
+            scoring.PACK_CONTINUATIONS = True
+            first = {p["id"]: p[field] for p in runs[paths[0]][0].per_example}
+            for path in paths:
+                res, dt, tokens = runs[path]
+                diff = max(abs(p[field] - first[p["id"]]) for p in res.per_example)
                 flops = 2 * n_layer * tokens / dt
                 label = f"{ev} {protocol}"
-                print(f"{label:<28} {dtype:<5} {'shared' if share else 'whole':<8} {dt / res.n:>10.3f} {tokens:>10,} "
+                print(f"{label:<28} {dtype:<5} {path:<8} {dt / res.n:>10.3f} {tokens:>10,} "
                       f"{flops / 1e9:>8.1f} {flops / peak:>7.1%}  {metric + f' {res.metrics[metric]:.4f}':<22} "
-                      f"{diff:>10.1e} {runs[False][1] / dt:>7.2f}x {os.getloadavg()[0]:>5.2f}", flush=True)
+                      f"{diff:>10.1e} {runs[paths[0]][1] / dt:>7.2f}x {os.getloadavg()[0]:>5.2f}", flush=True)
     print(f"\nload average at end {tuple(round(x, 2) for x in os.getloadavg())}")
 
 

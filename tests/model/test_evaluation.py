@@ -271,6 +271,47 @@ def test_two_level_sharing_keeps_every_sequence_s_numbers_also_a_group_with_noth
         assert lp == pytest.approx(_direct_logprobs(tiny, x, y), abs=1e-5)
 
 
+def test_rows_continuing_one_cache_are_packed_into_one_sequence_under_either_attention(tiny):
+    """Twelve answers after one prompt run as ONE packed sequence (a block-causal mask over the prompt's cache), in
+    packs of at most PACK_TOKENS tokens: the numbers are each sequence's own alone, under sdpa and under eager
+    attention (which adds the mask rather than passing it on), and equal to the padded batch's."""
+    import copy
+
+    from g2is_core.loop.evaluation import scoring
+    from g2is_core.models.lm_ops import hooks
+
+    prompt = list(range(100, 150))
+    rows = [prompt + [a] * (1 + a % 4) for a in range(3, 15)]
+    seqs = [(tuple(r), (-100,) * 50 + tuple(r[50:])) for r in rows]
+    calls = []
+    for impl in ("sdpa", "eager"):
+        lm = copy.copy(tiny)
+        lm.model = copy.deepcopy(tiny.model)
+        lm.model.set_attn_implementation(impl)
+        for budget in (256, 7):   # one pack; packs of a few rows
+            old = scoring.PACK_TOKENS
+            scoring.PACK_TOKENS = budget
+            seen = []
+            try:
+                with hooks(forward={lm.model.get_input_embeddings(): lambda m, a, o: seen.append(tuple(a[0].shape))}):
+                    got = E.sequence_logprobs(lm, seqs, batch_size=4, min_shared=8)
+            finally:
+                scoring.PACK_TOKENS = old
+            calls.append(seen)
+            for (x, y), lp in zip(seqs, got):
+                assert lp == pytest.approx(_direct_logprobs(lm, x, y), abs=1e-5)
+        scoring.PACK_CONTINUATIONS = False
+        try:
+            batched = E.sequence_logprobs(lm, seqs, batch_size=4, min_shared=8)
+        finally:
+            scoring.PACK_CONTINUATIONS = True
+        for a, b in zip(batched, got):
+            assert a == pytest.approx(b, abs=1e-5)
+    tails = sum(len(r) - 49 for r in rows)   # the prompt's last token gives the first answer token's logits: in each row
+    assert calls[0] == [(1, 49), (1, tails)]                       # the prompt once, then every answer in one row
+    assert len(calls[1]) > 3 and all(s[0] == 1 for s in calls[1])  # several packs, each one sequence
+
+
 def _direct_logprobs(lm, ids, labels):
     """log p(token_t | tokens_<t) at the labelled t >= 1 of one sequence: alone, unpadded, every logit."""
     import torch

@@ -147,15 +147,22 @@ def prefix_plan(rows: Sequence[Sequence[int]], limits: Sequence[int],
     return plan + ([(0, [(0, sorted(apart))])] if apart else [])
 
 
+# Rows continuing one cache run side by side in one sequence (``packed`` in :func:`_position_logits`); False runs
+# them as a padded batch with the cache copied per row, the path before it: kept for bench/bench_eval.py's side by side.
+PACK_CONTINUATIONS = True
+PACK_TOKENS = 256   # tokens per packed sequence: its attention spans every row of the pack (masked), so not unbounded
+
+
 def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int] | None], batch_size: int,
                      progress: Progress, what: str, min_shared: int | None):
     """Yield ``(i, logits [b - a, V] fp32)`` for each row i with a span ``(a, b)``: the logits at positions
     a .. b-1 of row i, as the model gives them for that row alone (no gradients, eval mode). Rows without a
     span are skipped.
 
-    How: rows are grouped by a common beginning (:func:`prefix_groups`); a group's prefix is run once and its
+    How: rows are grouped by a common beginning (:func:`prefix_plan`); a group's prefix is run once and its
     key/value cache is copied to each batch of the group's remainders, which continue at the prefix's
-    positions. Batches are right-padded with explicit positions, so padding never reaches a real token, and
+    positions side by side in one sequence under a block-causal mask (``packed``). Batches without a prefix are
+    right-padded with explicit positions, so padding never reaches a real token, and
     the vocabulary projection (V = 49,152 against a width of 576 for SmolLM2) runs only at the span positions.
     A model without decoder parts (:func:`~g2is_core.models.lm_ops.decoder_parts`) projects every position.
     """
@@ -188,6 +195,33 @@ def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[in
         out = run(input_ids=ids, position_ids=pos, **kw)
         return out.logits if backbone is None else out.last_hidden_state
 
+    def packed(p: int, idx: list[int], tails: list[list[int]], cache0):
+        """The span logits of rows that continue one cache: their remainders side by side in ONE sequence, each
+        attending to the cache and to its own earlier tokens only (a block-causal 4D mask), each at its own
+        positions (p, p + 1, ...). One batch row, so the cache is copied once, not once per row: with a long
+        prompt and short answers (BBH's labels, multiple-choice options) copying the cache for every row cost
+        more than the forward."""
+        starts = [0]
+        for t in tails:
+            starts.append(starts[-1] + len(t))
+        L = starts[-1]
+        ids = torch.tensor([sum(tails, [])], dtype=torch.long, device=dev)
+        pos = torch.cat([p + torch.arange(len(t), device=dev) for t in tails])[None]
+        allowed = torch.zeros((L, p + L), dtype=torch.bool, device=dev)
+        allowed[:, :p] = True
+        for a, e in zip(starts, starts[1:]):
+            allowed[a:e, p + a:p + e] = torch.ones((e - a, e - a), dtype=torch.bool, device=dev).tril()
+        dtype = next(run.parameters()).dtype
+        mask = torch.zeros((1, 1, L, p + L), dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
+        cache = copy.deepcopy(cache0)
+        kw = {cache_kw: cache, "use_cache": True}
+        out = run(input_ids=ids, position_ids=pos, attention_mask=mask, **kw)
+        h = out.logits if backbone is None else out.last_hidden_state
+        for k, i in enumerate(idx):
+            a, e = spans[i]
+            x = h[0, starts[k] + a - p:starts[k] + e - p]
+            yield i, (head(x) if head is not None else x).float()
+
     def group(p: int, members: list[int], P: int, top):
         """Yield the span logits of a group of rows equal on their first ``p`` tokens, the first ``P`` of which
         are in ``top`` (a cache, or None with P = 0): its own common tokens once, then batches of the rest."""
@@ -196,6 +230,15 @@ def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[in
             cache0 = copy.deepcopy(top) if top is not None else DynamicCache()
             forward(torch.tensor([list(rows[members[0]][P:p])], dtype=torch.long, device=dev),
                     torch.arange(P, p, device=dev)[None], cache0)
+        if p and len(members) > 1 and PACK_CONTINUATIONS:
+            pack: list[int] = []
+            for i in members + [None]:   # packs of up to PACK_TOKENS tokens (a longer row alone)
+                if pack and (i is None or sum(len(rows[j]) - p for j in pack + [i]) > PACK_TOKENS):
+                    yield from packed(p, pack, [list(rows[j][p:]) for j in pack], cache0)
+                    pack = []
+                if i is not None:
+                    pack.append(i)
+            return
         for b in range(0, len(members), batch_size):
             idx = members[b:b + batch_size]
             tails = [list(rows[i][p:]) for i in idx]
