@@ -4,6 +4,7 @@ permutation p-values (the numbers the Benchmarks page's "Heads: what training ch
 
     python bench/bridge_report.py                              # the shipped demo pack, experiment "demo"
     python bench/bridge_report.py --workspace cache --experiment real-data --metric nll
+    python bench/bridge_report.py --workspace W --experiment study --metric nll --ratio 0.01   # one budget's cells
 """
 from __future__ import annotations
 
@@ -24,12 +25,15 @@ def main() -> None:
     ap.add_argument("--workspace", help="workspace folder (default: the shipped demo pack)")
     ap.add_argument("--experiment", default="demo")
     ap.add_argument("--metric", action="append", help="score(s) to correlate with (default: accuracy and nll)")
+    ap.add_argument("--ratio", type=float, help="only the cells of this budget (base and full data kept); default: all")
     a = ap.parse_args()
     ws = Workspace(a.workspace, read_only=True) if a.workspace else find_pack().workspace()
     reg = readers.registry(ws)
     if reg is None:
         sys.exit(f"{ws.root}: no run registry")
     rows = reg.current_rows(a.experiment)  # its latest version only (as the tables)
+    if a.ratio is not None:
+        rows = [r for r in rows if r.get("ratio") is None or abs(float(r["ratio"]) - a.ratio) < 1e-9]
     for target in readers.head_loop_targets(rows):
         for metric in a.metric or ["accuracy", "nll"]:
             loop = readers.head_loop(rows, target, metric)
