@@ -73,7 +73,8 @@ class EvalSettings:
     """How an eval is scored (what is scored, and by which rule, is the :class:`EvalSpec`'s)."""
 
     batch_size: int = _opt(8, "sequences per forward pass (the numbers do not depend on it: batches are "
-                              "left-padded with explicit positions)")
+                              "padded with explicit positions); sequences that continue one shared prompt (a "
+                              "question's options or labels) run packed, up to 256 tokens a pass, instead")
     template: str = _opt("chat", "prompt template: chat (the model's chat template, as in training) or plain "
                                  "(the Alpaca template)")
     max_length: int | None = _opt(None, "longest scored sequence for loglik / mc (None: the model's context, "
