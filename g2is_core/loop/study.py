@@ -101,7 +101,8 @@ def study_grid(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]]
     otherwise the cell is the seed-paired difference method minus reference at ``ratio`` with its 95% bootstrap
     interval and the mark ("+0.955 [+0.375, +1.559] * better", :func:`paired_ci_table`), and the reference's own
     row shows its mean ± sd. Target ``"(pooled)"`` is the mean over the other columns' targets of the same metric
-    and reference (their questions resampled within each); a method that lacks some of them says "(k of n targets)".
+    and reference (their questions resampled within each) at the seeds they all have; a method that lacks some of
+    them says "(k of n targets)", and one pooled over fewer seeds than its targets' columns show says "(n seeds)".
     ``base``, ``full`` (no ratio, no seeds) and the reference show their value in a difference column only where
     the table has no ``"-"`` column of that target and metric. A cell measured at fewer seeds than its column's most says how many ("(2 seeds)");
     a cell with no finished row says "not run". Rows reporting another metric than the asked one (measured before
@@ -125,9 +126,10 @@ def study_grid(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]]
     shown = {(t, m) for t, m, rf in columns if rf == ABSOLUTE}   # (target, metric) with a column of its own means
     n_pooled = {(m, rf): len({t for t, m2, rf2 in columns if (m2, rf2) == (m, rf) and t != POOLED})
                 for _, m, rf in columns}
-    out: dict[str, list[str]] = {}
+    table: list[list[tuple[str, int]]] = []
     for j, (target, metric, ref) in enumerate(columns):
         cells: list[tuple[str, int]] = []
+        table.append(cells)
         for meth in methods:
             if meth in BASELINE_METHODS or ref == ABSOLUTE or meth == ref:
                 # a value, not a difference: in a difference column only where the table has no mean column for it
@@ -150,9 +152,13 @@ def study_grid(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]]
                 if target == POOLED and want and int(d.n_targets) < want:   # never a silent mean over fewer targets
                     txt += f" ({int(d.n_targets)} of {want} targets)"
                 cells.append((txt, int(d.n_seeds)))
-        most = max((n for _, n in cells), default=0)
+    out: dict[str, list[str]] = {}
+    for j, (target, metric, ref) in enumerate(columns):
+        # a pooled cell pairs only the seeds every pooled target has: compared with its targets' columns too
+        peers = [k for k, c in enumerate(columns) if (c[1], c[2]) == (metric, ref)] if target == POOLED else [j]
+        most = max((n for k in peers for _, n in table[k]), default=0)
         out[str(j)] = [txt + (f" ({n} seed{'s' if n > 1 else ''})" if 0 < n < most and m not in BASELINE_METHODS
-                              else "") for (txt, n), m in zip(cells, methods)]
+                              else "") for (txt, n), m in zip(table[j], methods)]
     return pd.DataFrame(out, index=list(methods))
 
 

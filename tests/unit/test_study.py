@@ -403,6 +403,11 @@ def test_the_grid_of_the_study_doc_shows_means_paired_intervals_and_what_did_not
     g = study_grid(part, scores3, cols[1:3] + [("t3", "accuracy", "random"), cols[3]], ["m", "less"], 0.05, n_boot=50)
     assert g.loc["less", "1"] == "not run" and g.loc["less", "3"].endswith("] (2 of 3 targets)")
     assert g.loc["m", "3"] == "+0.667 [+0.667, +0.667] * better"   # (1 + 0.5 + 0.5) / 3
+    # a pooled cell pairs the seeds all its targets have: t3 at seed 0 only pools m at one seed, and says so
+    one = [r for r in rows + t3 if not (r["target"] == "t3" and r["seed"] == 1)]
+    g = study_grid(one, scores3, cols[1:3] + [("t3", "accuracy", "random"), cols[3]], ["m"], 0.05, n_boot=50)
+    assert g.loc["m", "0"] == "+1.000 [+1.000, +1.000] * better" and g.loc["m", "2"] == "+0.500 [+0.500, +0.500] * better"
+    assert g.loc["m", "3"] == "+0.667 [+0.667, +0.667] * better (1 seed)"
     # a metric the rows do not report never fills a cell from another metric
     assert set(study_grid(rows, scores, [("t1", "nll", "random")], ["m"], 0.05, n_boot=50).loc["m"]) == {"not run"}
 
