@@ -232,12 +232,16 @@ def _grid_headers(cols) -> list[str]:
     return out
 
 
+def _directions(metrics) -> str:
+    return ", ".join(f"{m}: {'lower' if m in LOWER_IS_BETTER else 'higher'} is better" for m in metrics)
+
+
 def grid_block(rows, scores, args, n_boot=None) -> str:
     cols, ratio = args["cols"], args["ratio"]
     tab = study_grid(rows, scores, cols, args["rows"], ratio, n_boot)
     metrics, refs = sorted({m for _, m, _ in cols}), sorted({r for _, _, r in cols} - {ABSOLUTE})
     what = (f"ratio {ratio:.0%}; {', '.join(metrics)} ("
-            + ", ".join(f"{m}: {'lower' if m in LOWER_IS_BETTER else 'higher'} is better" for m in metrics) + "); "
+            + _directions(metrics) + "); "
             + (f"each method minus {' / '.join(refs)} at the same seed, [95% bootstrap interval over questions and "
                "seeds], `*` where it excludes zero; " if refs else "")
             + "base and full data (one seed) and the reference: the metric itself, mean ± sd over seeds, in a "
@@ -257,8 +261,7 @@ def anchors_block(rows, args) -> str:
                               for m, v, n, most in zip(tab.best_method, tab.best, tab.best_seeds, tab.most_seeds)],
         "full data": tab.full.map(val)})
     return ("(means over seeds; best: the trained method with the best mean at the ratio, random left out; "
-            + ", ".join(f"{m}: {'lower' if m in LOWER_IS_BETTER else 'higher'} is better"
-                        for m in sorted({m for _, m in args["cols"]})) + ")\n\n" + _md(out) + "\n")
+            + _directions(sorted({m for _, m in args["cols"]})) + ")\n\n" + _md(out) + "\n")
 
 
 def power_block(rows, scores, args, n_boot=None) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from .stats import BASELINE_METHODS, POOLED, BootstrapSettings, latest_done, paired_differences
-from .tables import read_selection_ids, summary_table
+from .tables import LOWER_IS_BETTER, read_selection_ids, summary_table
 
 
 def paired_ci_table(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]] | None = None,
@@ -86,6 +86,20 @@ ABSOLUTE = "-"        # a grid column's reference that shows the metric itself (
 
 def _ratio_key(ratio: Any) -> float | None:
     return None if ratio is None or pd.isna(ratio) else round(float(ratio), 9)
+
+
+def _target_means(rows: list[dict[str, Any]], target: str, metric: str) -> pd.DataFrame:
+    """:func:`summary_table` of one target on ``metric`` (rows that fell back to another metric left out), with a
+    ``key`` column: the ratio as :func:`_ratio_key` gives it (None for base and full data)."""
+    tab = summary_table([r for r in rows if r.get("target") == target], metric)
+    tab = tab[tab.metric == metric]
+    return tab.assign(key=tab.ratio.map(_ratio_key))
+
+
+def _mean_of(tab: pd.DataFrame, method: str, key: float | None) -> float:
+    """The mean of ``method`` at ratio ``key`` in a :func:`_target_means` table (NaN where it did not run)."""
+    hit = tab[(tab.method == method) & (tab.key.isna() if key is None else tab.key == key)]["mean"]
+    return float(hit.iloc[0]) if len(hit) else float("nan")
 
 
 def _fmt_cell(diff: float, low: float, high: float, sig: str) -> str:
@@ -172,23 +186,18 @@ def power_table(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]
     rows = list(rows)
     out = []
     for target, metric in cells:
-        sub = [r for r in rows if r.get("target") == target]
-        tab = paired_ci_table(sub, scores, metric, (reference,), n_boot)
+        tab = paired_ci_table([r for r in rows if r.get("target") == target], scores, metric, (reference,), n_boot)
         tab = tab[(tab.metric == metric) & (tab.target == target)
                   & tab.ratio.map(lambda x: _ratio_key(x) == _ratio_key(ratio))]
         if tab.empty:
             continue
         half = (tab.ci_high - tab.ci_low) / 2
-        means = summary_table(sub, metric)
-        means = means[means.metric == metric]
-        ref = means[(means.method == reference) & means.ratio.map(lambda x: _ratio_key(x) == _ratio_key(ratio))]
-        base = means[means.method == "base"]
+        means = _target_means(rows, target, metric)
         out.append({"target": target, "metric": metric, "ratio": ratio, "n_methods": len(tab),
                     "n_seeds": int(tab.n_seeds.max()), "n_questions": int(tab.n_questions.max()),
                     "half_width_median": float(half.median()), "half_width_max": float(half.max()),
                     "n_excluding_zero": int((tab.sig != "").sum()),
-                    "reference_minus_base": (float(ref["mean"].iloc[0] - base["mean"].iloc[0])
-                                             if len(ref) and len(base) else float("nan"))})
+                    "reference_minus_base": _mean_of(means, reference, _ratio_key(ratio)) - _mean_of(means, "base", None)})
     cols = ["target", "metric", "ratio", "n_methods", "n_seeds", "n_questions", "half_width_median", "half_width_max",
             "n_excluding_zero", "reference_minus_base"]
     return pd.DataFrame(out, columns=cols)
@@ -197,23 +206,18 @@ def power_table(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]
 def anchors_table(rows: Iterable[dict[str, Any]], cells: Sequence[tuple[str, str]], ratio: float) -> pd.DataFrame:
     """Per (target, metric): the base model, random at ``ratio``, the trained method with the best mean at ``ratio``
     (random left out; in the metric's own direction) and full data, means over seeds (NaN where not run)."""
-    from .tables import LOWER_IS_BETTER
-
     rows = list(rows)
     out = []
     for target, metric in cells:
-        tab = summary_table([r for r in rows if r.get("target") == target], metric)
-        tab = tab[tab.metric == metric]
-        keys = tab.ratio.map(_ratio_key)
-        value = lambda meth, at: tab[(tab.method == meth) & (keys.isna() if at is None else keys == at)]["mean"]  # noqa: E731
-        first = lambda v: float(v.iloc[0]) if len(v) else float("nan")  # noqa: E731
-        trained = tab[(keys == _ratio_key(ratio)) & (tab.method != "random") & ~tab.method.isin(BASELINE_METHODS)]
+        tab = _target_means(rows, target, metric)
+        trained = tab[(tab.key == _ratio_key(ratio)) & (tab.method != "random") & ~tab.method.isin(BASELINE_METHODS)]
         best = trained.sort_values("mean", ascending=metric in LOWER_IS_BETTER).head(1)
-        out.append({"target": target, "metric": metric, "base": first(value("base", None)),
-                    "random": first(value("random", _ratio_key(ratio))),
-                    "best_method": best.method.iloc[0] if len(best) else None, "best": first(best["mean"]),
+        out.append({"target": target, "metric": metric, "base": _mean_of(tab, "base", None),
+                    "random": _mean_of(tab, "random", _ratio_key(ratio)),
+                    "best_method": best.method.iloc[0] if len(best) else None,
+                    "best": float(best["mean"].iloc[0]) if len(best) else float("nan"),
                     "best_seeds": int(best.n_seeds.iloc[0]) if len(best) else 0,
                     "most_seeds": int(trained.n_seeds.max()) if len(trained) else 0,
-                    "full": first(value("full", None))})
+                    "full": _mean_of(tab, "full", None)})
     return pd.DataFrame(out, columns=["target", "metric", "base", "random", "best_method", "best", "best_seeds",
                                       "most_seeds", "full"])

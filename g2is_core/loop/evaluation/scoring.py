@@ -168,6 +168,7 @@ def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[in
     """
     import copy
     import inspect
+    import itertools
 
     import torch
     from transformers import DynamicCache
@@ -189,9 +190,12 @@ def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[in
     # the cache argument is ``cache`` in recent transformers (5.2x), ``past_key_values`` in earlier ones
     cache_kw = "cache" if "cache" in inspect.signature(run.forward).parameters else "past_key_values"
 
-    def forward(ids, pos, cache):
-        """Hidden states [B, T, hidden] (logits where the model has no decoder parts); ``cache`` grows in place."""
+    def forward(ids, pos, cache, mask=None):
+        """Hidden states [B, T, hidden] (logits where the model has no decoder parts); ``cache`` grows in place;
+        ``mask``: a 4D additive attention mask, or None for the causal one."""
         kw = {cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
+        if mask is not None:
+            kw["attention_mask"] = mask
         out = run(input_ids=ids, position_ids=pos, **kw)
         return out.logits if backbone is None else out.last_hidden_state
 
@@ -205,7 +209,7 @@ def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[in
         for t in tails:
             starts.append(starts[-1] + len(t))
         L = starts[-1]
-        ids = torch.tensor([sum(tails, [])], dtype=torch.long, device=dev)
+        ids = torch.tensor([list(itertools.chain.from_iterable(tails))], dtype=torch.long, device=dev)
         pos = torch.cat([p + torch.arange(len(t), device=dev) for t in tails])[None]
         allowed = torch.zeros((L, p + L), dtype=torch.bool, device=dev)
         allowed[:, :p] = True
@@ -213,10 +217,7 @@ def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[in
             allowed[a:e, p + a:p + e] = torch.ones((e - a, e - a), dtype=torch.bool, device=dev).tril()
         dtype = next(run.parameters()).dtype
         mask = torch.zeros((1, 1, L, p + L), dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
-        cache = copy.deepcopy(cache0)
-        kw = {cache_kw: cache, "use_cache": True}
-        out = run(input_ids=ids, position_ids=pos, attention_mask=mask, **kw)
-        h = out.logits if backbone is None else out.last_hidden_state
+        h = forward(ids, pos, copy.deepcopy(cache0), mask)
         for k, i in enumerate(idx):
             a, e = spans[i]
             x = h[0, starts[k] + a - p:starts[k] + e - p]
@@ -232,12 +233,15 @@ def _position_logits(lm, rows: Sequence[Sequence[int]], spans: Sequence[tuple[in
                     torch.arange(P, p, device=dev)[None], cache0)
         if p and len(members) > 1 and PACK_CONTINUATIONS:
             pack: list[int] = []
+            size = 0
             for i in members + [None]:   # packs of up to PACK_TOKENS tokens (a longer row alone)
-                if pack and (i is None or sum(len(rows[j]) - p for j in pack + [i]) > PACK_TOKENS):
+                n = 0 if i is None else len(rows[i]) - p
+                if pack and (i is None or size + n > PACK_TOKENS):
                     yield from packed(p, pack, [list(rows[j][p:]) for j in pack], cache0)
-                    pack = []
+                    pack, size = [], 0
                 if i is not None:
                     pack.append(i)
+                    size += n
             return
         for b in range(0, len(members), batch_size):
             idx = members[b:b + batch_size]
