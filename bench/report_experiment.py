@@ -9,7 +9,8 @@ random, seed-paired differences to random and to LESS with 95% bootstrap interva
 gold_logprob (continuous, beside their accuracy), the G2IS ablation (each variant minus g2is), selection
 diagnostics (top source, walk fill, hub share of the kNN graph), what each method picked (composition by source at each ratio, seed 0), overlap between
 methods (seed 0, and averaged over seeds), and where the time went (sums of the per-row timings, and the
-wall time from the first claim to the last finished row).
+wall time from the first claim to the last finished row), and what is left (the missing cells' process-hours at
+the measured rates, `g2is bench plan`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from g2is_core.loop.plan import plan, plan_table
 from g2is_core.loop.scores import load_scores
 from g2is_core.loop.study import (ABSOLUTE, POOLED, anchors_table, diagnostics_table, overlap_by_cell, paired_ci_table,
                                   power_table, study_grid)
@@ -187,21 +189,28 @@ def timing_section(rows) -> str:
 #   <!-- study-grid ratio=0.01 rows=base,random,less,g2is cols=bbh-*:label_logprob:random,(pooled):label_logprob:random -->
 #   <!-- study-anchors ratio=0.01 cols=gsm8k:nll,arc_easy:accuracy -->
 #   <!-- study-power ratio=0.01 cols=gsm8k:nll,arc_easy:accuracy -->
+#   <!-- study-plan processes=2 -->
 #   ...generated...
 #   <!-- /study-table -->
 # grid cols: target:metric:reference, target a name or a glob over the spec's targets or "(pooled)", reference a
 # method or "-" (the metric itself); anchors: base, random, the best method at the ratio and full data per target;
-# power: the half-widths of the intervals to random per target (what the study can tell apart).
-BLOCK = re.compile(r"<!-- (study-grid|study-anchors|study-power) (.*?) -->\n(.*?)<!-- /study-table -->", re.S)
+# power: the half-widths of the intervals to random per target (what the study can tell apart); plan: the spec's
+# missing cells and their process-hours at the measured rates (g2is bench plan), wall-clock at `processes`.
+BLOCK = re.compile(r"<!-- (study-grid|study-anchors|study-power|study-plan) (.*?) -->\n(.*?)<!-- /study-table -->",
+                   re.S)
 
 
 def _block_args(kind: str, text: str, line: int, targets: list[str]) -> dict:
     where = f"line {line}: <!-- {kind} {text} -->"
     args = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
     stray = [kv for kv in text.split() if "=" not in kv]
-    need = {"study-grid": {"ratio", "rows", "cols"}}.get(kind, {"ratio", "cols"})
+    need = {"study-grid": {"ratio", "rows", "cols"}, "study-plan": {"processes"}}.get(kind, {"ratio", "cols"})
     if stray or need - set(args) or set(args) - need:
         raise ValueError(f"{where}: give exactly {', '.join(sorted(need))} as key=value (got {text!r})")
+    if kind == "study-plan":
+        if not args["processes"].isdigit() or int(args["processes"]) < 1:
+            raise ValueError(f"{where}: processes must be a whole number of processes, e.g. processes=2")
+        return {"processes": int(args["processes"])}
     try:
         args["ratio"] = float(args["ratio"])
     except ValueError:
@@ -279,16 +288,32 @@ def power_block(rows, scores, args, n_boot=None) -> str:
             "the base model, for scale)\n\n" + _md(out) + "\n")
 
 
-def fill_doc(text: str, rows, scores, targets: list[str], n_boot=None) -> tuple[str, int]:
-    """``text`` with every marked table regenerated (module comment above); the number of tables filled."""
+def plan_block(plan, processes: int) -> str:
+    if not plan.missing:
+        return f"(every one of the spec's {plan.n_cells} cells has finished)\n"
+    tab = plan_table(plan, processes)
+    tab[["train_h", "eval_h", "other_h", "total_h"]] = tab[["train_h", "eval_h", "other_h", "total_h"]].map(
+        lambda v: f"{v:.1f}")
+    running = f", {len(plan.running)} running" if plan.running else ""
+    return (f"({plan.n_done} of the spec's {plan.n_cells} cells finished{running}; the missing ones in "
+            "process-hours at the rates the finished cells measured, from `g2is bench plan SPEC`: "
+            + "; ".join(plan.notes) + ")\n\n" + _md(tab) + "\n")
+
+
+def fill_doc(text: str, rows, scores, targets: list[str], n_boot=None, plan=None) -> tuple[str, int]:
+    """``text`` with every marked table regenerated (module comment above); the number of tables filled.
+    ``plan``: the spec's :class:`g2is_core.loop.plan.Plan`, for study-plan tables."""
     n = 0
 
     def one(m: re.Match) -> str:
         nonlocal n
         kind, params = m.group(1), m.group(2)
         args = _block_args(kind, params, text.count("\n", 0, m.start()) + 1, targets)
+        if kind == "study-plan" and plan is None:
+            raise ValueError(f"line {text.count(chr(10), 0, m.start()) + 1}: a study-plan table needs the spec's plan")
         body = (grid_block(rows, scores, args, n_boot) if kind == "study-grid" else anchors_block(rows, args)
-                if kind == "study-anchors" else power_block(rows, scores, args, n_boot))
+                if kind == "study-anchors" else plan_block(plan, args["processes"]) if kind == "study-plan"
+                else power_block(rows, scores, args, n_boot))
         n += 1
         return f"<!-- {kind} {params} -->\n{body}<!-- /study-table -->"
 
@@ -298,7 +323,7 @@ def fill_doc(text: str, rows, scores, targets: list[str], n_boot=None) -> tuple[
         done = {m.start() for m in BLOCK.finditer(text)}
         bad = next(i for i in opened if i not in done)
         raise ValueError(f"line {text.count(chr(10), 0, bad) + 1}: {text[bad:text.find('-->', bad) + 3]!r} is not a "
-                         "table this report fills: the kinds are study-grid, study-anchors and study-power, each "
+                         "table this report fills: the kinds are study-grid, study-anchors, study-power and study-plan, each "
                          "followed on the next line by its table and closed by <!-- /study-table -->")
     return filled, n
 
@@ -323,7 +348,8 @@ def main(argv=None) -> int:
     if a.into:
         doc = Path(a.into)
         try:
-            filled, n = fill_doc(doc.read_text(encoding="utf-8"), rows, scores, [t.name for t in spec.targets], a.n_boot)
+            filled, n = fill_doc(doc.read_text(encoding="utf-8"), rows, scores, [t.name for t in spec.targets], a.n_boot,
+                                 plan(spec, reg))
         except ValueError as e:
             print(f"{doc}: {e}", file=sys.stderr)
             return 1
@@ -382,7 +408,8 @@ def main(argv=None) -> int:
         "## What each method picked\n\n" + composition_section(rows, a.seed),
         "## Overlap between methods\n\n" + overlap_section(rows, a.seed),
         "## Overlap between methods, averaged over seeds\n\n" + mean_overlap_section(rows),
-        "## Where the time went\n\n" + timing_section(rows)]) + "\n"
+        "## Where the time went\n\n" + timing_section(rows),
+        "## What is left\n\n" + plan_block(plan(spec, reg), 2)]) + "\n"
     if a.out:
         Path(a.out).write_text(text, encoding="utf-8")
         print(f"written {a.out}")

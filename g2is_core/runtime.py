@@ -105,6 +105,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def machine_info() -> dict[str, Any]:
+    """Where a timing was measured: the device, the CPU model, the torch threads and the 1-minute load average now
+    (a cell stores it at its start and end, so a rate read later says what machine and load it came from)."""
+    import torch
+
+    dev = pick_device()
+    return {"device": torch.cuda.get_device_name(0) if dev.startswith("cuda") else "cpu", "cpu": cpu_model(),
+            "cores": os.cpu_count(), "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2)}
+
+
 FORCE_BF16_ENV = "G2IS_FORCE_BF16"
 _warned: set[str] = set()  # fallback lines already printed by this process (one per device)
 

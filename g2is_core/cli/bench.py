@@ -31,6 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "up front (cached; resumes after a kill)")
     f.add_argument("spec", help="experiment spec file (.yaml/.toml), the one `g2is bench run` takes")
     f.set_defaults(func=_features)
+    pl = bsub.add_parser("plan", help="what is left of a spec and what it costs: its missing cells with process-hours "
+                                      "estimated from the rates its finished cells measured (nothing runs)")
+    pl.add_argument("spec", help="experiment spec file (.yaml/.toml), the one `g2is bench run` takes")
+    pl.add_argument("--methods", help="comma-separated subset of the cells to plan; default all")
+    _cell_filters(pl)
+    pl.add_argument("--processes", type=int, default=1,
+                    help="how many `bench run` processes will share the work (the wall-clock line); default 1")
+    pl.set_defaults(func=_plan)
     s = bsub.add_parser("show", help="print an experiment's results table")
     s.add_argument("experiment", nargs="?", help="experiment name (default: all)")
     s.add_argument("--csv", type=out_file, help="also write the table to this CSV file")
@@ -96,6 +104,28 @@ def _remeasure(args) -> int:
         n = remeasure_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), **chosen)
     print(f"{n} finished cells of {spec.name} measured again")
     _print_table(Registry.open().current_rows(spec.name))
+    return 0
+
+
+def _plan(args) -> int:
+    if args.processes < 1:
+        raise ValueError(f"--processes: {args.processes} is not a process count; give 1 or more")
+    spec, chosen = _cells(args)
+    from ..loop.plan import plan, plan_table
+    from ..loop.registry import Registry
+    from ..loop.runner import chosen_cells
+
+    p = plan(spec, Registry.open(), chosen_cells(spec, **chosen))
+    print(f"{spec.name}: {p.n_done} of {p.n_cells} cells finished, {len(p.running)} running now, "
+          f"{len(p.missing)} missing")
+    if p.missing:
+        with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
+            print(plan_table(p, args.processes).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    for note in p.notes:
+        print(f"note: {note}")
+    if p.unmeasured:
+        print(f"note: {len(p.unmeasured)} cell(s) have a part no finished cell measured (a target, or training, "
+              "never run): left out of the hours; run one such cell first")
     return 0
 
 

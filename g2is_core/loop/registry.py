@@ -86,6 +86,11 @@ def _alive(owner: str | None) -> bool:
     return True
 
 
+def row_is_live(row: dict[str, Any]) -> bool:
+    """Whether a "running" row's claimant is still alive (a row of a killed process is not: the next run redoes it)."""
+    return row.get("status") == "running" and _alive(row.get("owner"))
+
+
 @dataclass
 class Registry:
     path: Path

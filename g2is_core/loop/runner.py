@@ -18,7 +18,7 @@ from typing import Any
 
 from ..data.records import Record
 from ..progress import Progress, no_progress
-from ..runtime import resolve_bf16, resolve_precision
+from ..runtime import machine_info, resolve_bf16, resolve_precision
 from ..workspace import LockBusy, Workspace, hash_config, provenance, read_json, write_json
 from . import bridge
 from .experiment import load_pool, load_target
@@ -197,6 +197,7 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     from ..models.training import train
 
     timings: dict[str, float] = {}
+    machine = {"start": machine_info()}  # where the timings were measured, and under what load (registry "info")
     precision: dict[str, Any] = {}  # what each bf16 switch resolved to here (registry "info", not the key)
     sel_dir = None
     train_dir = None
@@ -265,7 +266,8 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
     kept, ev_dir, ev_timings = _measured(spec, target, lm, train_dir, ws, key, ev_precision.bf16, progress)
     timings.update(ev_timings)
     metrics = {**kept["metrics"], "n_train": len(chosen)}
-    info: dict[str, Any] = {"precision": precision, "eval_dir": str(ev_dir)}
+    machine["end"] = machine_info()
+    info: dict[str, Any] = {"precision": precision, "eval_dir": str(ev_dir), "machine": machine}
     if diagnostics is not None:
         info["diagnostics"] = diagnostics
     info.update(similarity)

@@ -64,3 +64,17 @@ def test_bench_run_two_seeds_gives_the_benchmarks_interval_table(tmp_path, monke
     assert cli.main(["bench", "show", "tiny-study", "--ci", "--metric", "nll"]) == 0
     out = capsys.readouterr().out
     assert "(pooled)" in out and f"{pooled.mean_diff:+.4f}" in out and f"{pooled.ci_low:+.4f}" in out
+
+    # `bench plan` finds every cell by the runner's own keys: none missing; a third seed adds its cells, priced
+    total = len(rows)
+    capsys.readouterr()
+    assert cli.main(["bench", "plan", str(spec)]) == 0
+    assert f"tiny-study: {total} of {total} cells finished, 0 running now, 0 missing" in capsys.readouterr().out
+    spec.write_text(yaml.safe_dump({**SPEC, "seeds": [0, 1, 2]}))
+    assert cli.main(["bench", "plan", str(spec), "--processes", "2"]) == 0
+    out = capsys.readouterr().out
+    # seed 2: random and bm25 on both targets, and the full-data model (its seeds are the spec's) on both
+    assert f"tiny-study: {total} of {total + 6} cells finished, 0 running now, 6 missing" in out
+    assert "wall at 2 processes" in out and "unmeasured" in out and f"rates from {total} cell(s) on " in out
+    assert cli.main(["bench", "plan", str(spec), "--seeds", "2", "--methods", "bm25"]) == 0
+    assert "0 of 2 cells finished, 0 running now, 2 missing" in capsys.readouterr().out

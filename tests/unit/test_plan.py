@@ -1,0 +1,141 @@
+"""`g2is bench plan` (loop/plan.py) on a hand-made registry: which cells are missing, and what they cost at the
+medians of the finished cells' timings (the known answers are computed by hand beside each assertion)."""
+import sqlite3
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from g2is_core.loop.plan import LATEST, plan, plan_table
+from g2is_core.loop.registry import Registry
+from g2is_core.loop.runner import all_cells, cell_config
+from g2is_core.loop.spec import spec_from_dict
+from g2is_core.workspace import hash_config
+
+POOL = {"builtin": {"seed": 0, "per_task": 4, "distractors": 8}}
+RAW = {"name": "p", "model": "tiny", "pool": POOL, "methods": ["bm25"], "ratios": [0.1, 0.5], "seeds": [0, 1],
+       "targets": [{"name": "add_reverse", "n_select": 2}, {"name": "sort_desc", "n_select": 2}]}
+POOL_HASH = "poolhash"
+
+
+def _finish(reg, spec, target, method, ratio, seed, timings, n_train, train_dir="t"):
+    t = next(x for x in spec.targets if x.name == target)
+    cfg = cell_config(spec, t, method, ratio, seed, POOL_HASH)
+    key = hash_config(cfg)
+    assert reg.claim(key, spec.name, target, method, ratio, seed, cfg)
+    reg.finish(key, metrics={"nll": 1.0, "n_train": n_train}, timings=timings,
+               train_dir=train_dir if method != "base" else None)
+    return key
+
+
+@pytest.fixture
+def study(workspace):
+    spec = spec_from_dict(RAW, "spec.yaml")
+    reg = Registry.open(workspace)
+    keys = [hash_config(cell_config(spec, *c, POOL_HASH)) for c in all_cells(spec)]
+    reg.record_version(spec.name, hash_config(spec.to_dict()), spec.to_dict(), keys)
+    # add_reverse: base, and random / bm25 at ratio 0.1, seed 0 (pool of 40 -> 4 records)
+    _finish(reg, spec, "add_reverse", "base", None, 0, {"select_s": 0.0, "eval_s": 10.0, "head_pattern_s": 1.0}, 0)
+    _finish(reg, spec, "add_reverse", "random", 0.1, 0,
+            {"select_s": 0.5, "train_s": 8.0, "eval_s": 12.0, "head_pattern_s": 2.0}, 4)
+    _finish(reg, spec, "add_reverse", "bm25", 0.1, 0,
+            {"select_s": 1.5, "train_s": 12.0, "eval_s": 14.0, "head_pattern_s": 3.0}, 4)
+    # the full-data model (40 records: the pool's size), measured on sort_desc; a reused evaluation is no rate
+    _finish(reg, spec, "sort_desc", "full", None, 0,
+            {"select_s": 0.0, "train_s": 100.0, "eval_s": 30.0, "head_pattern_s": 4.0}, 40)
+    _finish(reg, spec, "sort_desc", "random", 0.1, 0,
+            {"select_s": 0.5, "train_s": 0.1, "eval_s": 0.01, "eval_reused": 1.0, "head_pattern_s": 2.0}, 4)
+    return spec, reg
+
+
+def test_missing_cells_and_their_costs_are_the_medians_of_what_finished(study):
+    spec, reg = study
+    p = plan(spec, reg)
+    # 2 targets x (base 1 + full 2 seeds + random/bm25 x 2 ratios x 2 seeds) = 2 x 11 = 22 cells, 5 finished
+    assert p.n_cells == 22 and p.n_done == 5 and not p.running and len(p.missing) == 17
+    assert not p.unmeasured
+    per_record = statistics.median([8.0 / 4, 12.0 / 4, 100.0 / 40])   # 0.1 s trainings read a finished dir
+    by = {(c.target, c.method, c.ratio, c.seed): c for c in p.missing}
+    c = by[("add_reverse", "bm25", 0.5, 1)]
+    assert c.train_s == pytest.approx(per_record * 20)                # round(0.5 x 40) records
+    assert c.eval_s == pytest.approx(statistics.median([10.0, 12.0, 14.0]))
+    assert c.rest_s == pytest.approx(2.0) and c.select_s == pytest.approx(1.5)
+    s = by[("sort_desc", "bm25", 0.1, 1)]
+    assert s.eval_s == pytest.approx(30.0)                            # the reused evaluation left out
+    assert s.rest_s == pytest.approx(statistics.median([4.0, 2.0]))
+    assert by[("sort_desc", "full", None, 1)].train_s == pytest.approx(per_record * 40)
+    assert ("add_reverse", "base", None, 0) not in by and by[("sort_desc", "base", None, 0)].train_s == 0.0
+    # random: one draw per (ratio, seed) trains once for every target (the first target's cell, in run order)
+    assert by[("add_reverse", "random", 0.1, 1)].train_s > 0 and by[("sort_desc", "random", 0.1, 1)].train_s == 0.0
+    assert by[("add_reverse", "random", 0.5, 0)].train_s == pytest.approx(per_record * 20)
+    assert by[("sort_desc", "random", 0.5, 0)].train_s == 0.0
+    # 0.1/0 trained already (add_reverse): the other target's cell at that draw trains nothing (not missing here)
+    assert ("sort_desc", "random", 0.1, 0) not in by
+
+
+def test_the_table_sums_the_cells_and_divides_the_wall_by_the_processes(study):
+    spec, reg = study
+    p = plan(spec, reg)
+    tab = plan_table(p, processes=2)
+    total = tab.iloc[-1]
+    assert total.ratio == "all" and total.cells == 17 == tab.cells.iloc[:-1].sum()
+    assert total.total_h == pytest.approx(sum(c.total_s for c in p.missing) / 3600)
+    assert total.total_h == pytest.approx(total.train_h + total.eval_h + total.other_h)
+    assert f"{total.total_h / 2:.1f} h" in total.method
+    assert list(tab.ratio.iloc[:2]) == ["-", "-"] and set(tab.method.iloc[:2]) == {"base", "full"}
+
+
+def test_running_cells_of_live_processes_are_apart_and_stale_ones_are_missing(study):
+    spec, reg = study
+    t = spec.targets[1]
+    live = cell_config(spec, t, "bm25", 0.1, 0, POOL_HASH)
+    assert reg.claim(hash_config(live), spec.name, t.name, "bm25", 0.1, 0, live)   # this process: alive
+    dead = cell_config(spec, t, "bm25", 0.5, 0, POOL_HASH)
+    assert reg.claim(hash_config(dead), spec.name, t.name, "bm25", 0.5, 0, dead)
+    with sqlite3.connect(reg.path) as c:   # a killed process's claim: no such pid on this host
+        c.execute("UPDATE runs SET owner=? WHERE config_hash=?", (f"{__import__('socket').gethostname()}:999999999",
+                                                                  hash_config(dead)))
+    p = plan(spec, reg)
+    assert p.running == [("sort_desc", "bm25", 0.1, 0)]
+    assert ("sort_desc", "bm25", 0.5, 0) in {(c.target, c.method, c.ratio, c.seed) for c in p.missing}
+    assert p.n_done + len(p.running) + len(p.missing) == p.n_cells
+
+
+def test_an_edited_pool_has_every_cell_missing_and_an_unmeasured_target_says_so(study):
+    spec, reg = study
+    edited = spec_from_dict({**RAW, "pool": {"builtin": {"seed": 1, "per_task": 4, "distractors": 8}}}, "spec.yaml")
+    p = plan(edited, reg)
+    assert p.n_done == 0 and len(p.missing) == p.n_cells and "every cell is missing" in " ".join(p.notes)
+    more = spec_from_dict({**RAW, "targets": RAW["targets"] + [{"name": "first_last", "n_select": 2}]}, "spec.yaml")
+    p = plan(more, reg)
+    assert p.n_done == 5   # the same pool: the finished cells are found by their keys
+    new = [c for c in p.missing if c.target == "first_last"]
+    assert new and all(c.eval_s is None and c.total_s is None for c in new) and p.unmeasured == new
+    assert plan_table(p).iloc[-1].unmeasured == len(new)
+
+
+def test_latest_cells_set_the_evaluation_rate(workspace):
+    spec = spec_from_dict({**RAW, "seeds": list(range(LATEST + 2)), "ratios": [0.1]}, "spec.yaml")
+    reg = Registry.open(workspace)
+    reg.record_version(spec.name, "v", spec.to_dict(), [hash_config(cell_config(spec, *c, POOL_HASH))
+                                                        for c in all_cells(spec)])
+    # seeds 0-1 measured with old, slow code (100 s); the latest LATEST at 10 s: the rate follows the code as it is
+    for s in range(LATEST + 2):
+        _finish(reg, spec, "add_reverse", "bm25", 0.1, s, {"select_s": 1.0, "train_s": 4.0,
+                                                           "eval_s": 100.0 if s < 2 else 10.0}, 4)
+    p = plan(spec, reg)
+    assert {c.eval_s for c in p.missing if c.target == "add_reverse"} == {10.0}
+
+
+def test_the_report_fills_a_plan_table_and_refuses_a_bad_process_count(study):
+    spec, reg = study
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from report_experiment import fill_doc
+
+    doc = "Left:\n\n<!-- study-plan processes=2 -->\nold\n<!-- /study-table -->\n"
+    out, n = fill_doc(doc, [], {}, ["add_reverse", "sort_desc"], plan=plan(spec, reg))
+    assert n == 1 and "old" not in out and "5 of the spec's 22 cells finished" in out
+    assert "| all " in out and "wall at 2 processes" in out
+    with pytest.raises(ValueError, match="processes must be a whole number"):
+        fill_doc(doc.replace("processes=2", "processes=two"), [], {}, ["add_reverse"], plan=plan(spec, reg))
