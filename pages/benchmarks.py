@@ -7,6 +7,7 @@ import streamlit as st
 
 from g2is_core.app import kit as appkit
 from g2is_core.app import readers
+from g2is_core.loop import plan as study_plan
 from g2is_core.loop import study
 from g2is_core.loop import tables as benchmarks
 from g2is_core.loop.stats import BootstrapSettings
@@ -63,6 +64,28 @@ c1, c2, c3 = st.columns(3)
 c1.metric("finished rows", int((pd.Series([r["status"] for r in rows]) == "done").sum()))
 c2.metric("running", n_run)
 c3.metric("failed", n_fail)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _plan(path: str, experiment: str, read_only: bool):
+    p, why = readers.benchmark_plan(path, experiment, read_only)
+    return (None if p is None else (p.n_done, p.n_cells, len(p.running), len(p.missing), study_plan.plan_table(p, 2),
+                                    p.notes)), why
+
+
+left, why_no_plan = _plan(str(reg.path), exp, reg.read_only)
+if left is not None and left[3]:
+    n_done, n_cells, n_running, n_missing, left_tab, left_notes = left
+    with st.expander(f"What is left: {n_missing} of the spec's {n_cells} cells, about "
+                     f"{left_tab.total_h.iloc[-1]:.1f} process-hours at the measured rates"):
+        st.caption(f"{n_done} cells finished, {n_running} running now. Process-hours per ratio and method at the "
+                   "rates the finished cells measured (the table `g2is bench plan SPEC --processes 2` prints): "
+                   + "; ".join(left_notes) + ". Start the rest from the Runs page (“Benchmark: run an experiment "
+                   "spec”), or narrow it with --methods/--targets/--ratios/--seeds.")
+        st.dataframe(left_tab, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(format="%.2f") for c in ("train_h", "eval_h", "other_h", "total_h")})
+elif why_no_plan:
+    st.caption(f"What is left cannot be priced: {why_no_plan}.")
 if table.empty:
     _ui.empty_state("No finished rows in this experiment yet.")
     st.stop()

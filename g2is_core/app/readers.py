@@ -287,6 +287,21 @@ def benchmark_version(registry_path: str | Path, experiment: str, read_only: boo
     return Registry(Path(registry_path), read_only=read_only).version_summary(experiment)
 
 
+def benchmark_plan(registry_path: str | Path, experiment: str, read_only: bool = False):
+    """What is left of the spec ``experiment`` last ran, in process-hours at its measured rates
+    (:func:`g2is_core.loop.plan.recorded_plan`; the table `g2is bench plan SPEC` prints): (plan or None, the
+    sentence why there is none, or None: no spec version recorded, nothing to say)."""
+    from ..data.records import DataError
+    from ..loop.plan import recorded_plan
+    from ..loop.registry import Registry
+
+    try:
+        p = recorded_plan(Registry(Path(registry_path), read_only=read_only), experiment)
+    except DataError as exc:
+        return None, f"the spec this experiment last ran does not read on this machine: {exc}"
+    return p, None
+
+
 def benchmark_intervals(registry_path: str | Path, experiment: str, read_only: bool = False,
                         metric: str | None = None):
     """The seed-paired differences to random and to LESS with 95% bootstrap intervals, per target and pooled

@@ -29,7 +29,7 @@ import pandas as pd
 from ..workspace import hash_config
 from .registry import Registry, row_is_live
 from .runner import all_cells, cell_config
-from .spec import BASE, ExperimentSpec
+from .spec import BASE, ExperimentSpec, spec_from_dict
 
 #: How many of a target's latest measured cells its evaluation rate is the median of.
 LATEST = 6
@@ -202,6 +202,16 @@ def plan(spec: ExperimentSpec, reg: Registry, cells: Sequence[tuple] | None = No
                      f"the records of the cell's ratio (pool of {rates.pool_size})")
     notes.append(f"rates from {rates.machines}")
     return Plan(spec.name, len(cells), n_done, running, missing, notes)
+
+
+def recorded_plan(reg: Registry, experiment: str) -> Plan | None:
+    """:func:`plan` of the spec an experiment last ran (its latest recorded version: what the Benchmarks page
+    shows, with no spec file at hand); None when none is recorded. A recorded spec that no longer reads here (a
+    target file by path that this machine lacks) raises the spec reader's error, which names the field."""
+    vs = reg.versions(experiment)
+    if not vs:
+        return None
+    return plan(spec_from_dict(vs[-1]["spec"], f"{reg.path} (the spec experiment {experiment!r} last ran)"), reg)
 
 
 def plan_table(p: Plan, processes: int = 1) -> pd.DataFrame:

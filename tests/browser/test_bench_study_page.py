@@ -134,3 +134,40 @@ def test_benchmarks_page_shows_the_bootstrap_intervals_and_diagnostics(page, app
     assert page.locator('[data-testid="stException"]').count() == 0
     page.get_by_role("heading", name="Diagnostics").first.scroll_into_view_if_needed()
     page.screenshot(path="/tmp/g2is_benchmarks_study.png")
+
+
+def test_benchmarks_page_says_what_is_left_of_a_partly_run_spec(page, app_url, app_workspace):
+    from g2is_core.loop.plan import plan, plan_table
+    from g2is_core.loop.runner import all_cells, cell_config
+    from g2is_core.loop.spec import spec_from_dict
+    from g2is_core.workspace import hash_config
+
+    spec = spec_from_dict({"name": "plan-page", "model": "tiny", "methods": ["bm25"], "ratios": [0.1], "seeds": [0, 1],
+                           "pool": {"builtin": {"seed": 0}}, "targets": [{"name": "add_reverse"}, {"name": "sort_desc"}]},
+                          "plan-page.yaml")
+    reg = Registry.open(Workspace(app_workspace))
+    cells = all_cells(spec)
+    reg.record_version(spec.name, "v1", spec.to_dict(), [hash_config(cell_config(spec, *c, "ph")) for c in cells])
+    for t, m, r, s in cells[:3]:   # add_reverse: base, random seeds 0-1 finished
+        cfg = cell_config(spec, t, m, r, s, "ph")
+        assert reg.claim(hash_config(cfg), spec.name, t.name, m, r, s, cfg)
+        reg.finish(hash_config(cfg), metrics={"nll": 1.0, "n_train": 0 if m == "base" else 4},
+                   timings={"select_s": 1.0, "eval_s": 60.0, **({"train_s": 40.0} if m != "base" else {})},
+                   train_dir=None if m == "base" else "t")
+    want = plan_table(plan(spec, reg), 2)
+
+    page.goto(f"{app_url}/benchmarks")
+    page.get_by_role("heading", name="Benchmarks").first.wait_for(timeout=TIMEOUT_MS)
+    wait_idle(page)
+    _choose(page, "Experiment", "plan-page")
+    title = f"What is left: {want.cells.iloc[-1]} of the spec's {len(cells)} cells"
+    page.get_by_text(title).first.click()
+    wait_idle(page)
+    page.locator('[role="columnheader"]').filter(has_text="total_h").first.wait_for(state="attached", timeout=TIMEOUT_MS)
+    got = _tables(page, "total_h")
+    assert len(got) == 1 and len(got[0]) == len(want)
+    for g, (_, e) in zip(got[0], want.iterrows()):
+        assert (g["method"], int(g["cells"])) == (e.method, e.cells)
+        assert math.isclose(float(g["total_h"]), e.total_h, abs_tol=5e-3)
+    assert "3 cells finished, 0 running now" in page.inner_text("body")
+    assert page.locator('[data-testid="stException"]').count() == 0
