@@ -85,8 +85,18 @@ def _run(args) -> int:
     from ..progress import cli_progress
 
     spec, chosen = _cells(args)
-    from ..loop.runner import run_experiment
+    from ..loop.plan import plan
+    from ..loop.registry import Registry
+    from ..loop.runner import chosen_cells, run_experiment
 
+    p = plan(spec, Registry.open(), chosen_cells(spec, **chosen))
+    if p.missing:   # what this run is in for, before the first cell starts (`g2is bench plan` prints the table)
+        n_priced = len(p.missing) - len(p.unmeasured)
+        cost = (f"about {p.hours():.1f} process-hours at the measured rates" if n_priced else "")
+        cost += (", " if cost else "") + (f"{len(p.unmeasured)} not priced (no finished cell measured them yet)"
+                                          if p.unmeasured else "")
+        print(f"{len(p.missing)} cell(s) to run of {p.n_cells} chosen ({p.n_done} finished, {len(p.running)} running "
+              f"elsewhere): {cost}", file=sys.stderr)
     with cli_progress(f"bench {spec.name}") as cb:
         rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), **chosen)
     _print_table(rows)
