@@ -6,6 +6,7 @@ metric rules (``primary_metric``, ``LOWER_IS_BETTER``), and a module pair must n
 """
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
@@ -176,30 +177,49 @@ def study_grid(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]]
     return pd.DataFrame(out, index=list(methods))
 
 
+#: An effect of (z_0.975 + z_0.8) standard errors is found (its 95% interval excludes zero) 80% of the time; in
+#: units of a 95% interval's half-width (z_0.975 standard errors): 2.80 / 1.96 = 1.43.
+POWER_80 = (NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(0.8)) / NormalDist().inv_cdf(0.975)
+
+
 def power_table(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]] | None,
                 cells: Sequence[tuple[str, str]], ratio: float, reference: str = "random",
                 n_boot: int | None = None) -> pd.DataFrame:
-    """What the study can tell apart, per (target, metric) at ``ratio``: over the methods paired with ``reference``,
-    the median and widest half-width of their 95% intervals (a difference smaller than the half-width cannot be
-    told from zero), how many of them exclude zero, and the scale of the metric's movement: the reference minus
-    the base model. Targets a (target, metric) pair lacks are left out."""
+    """What the study can tell apart, per (target, metric) of ``cells`` at ``ratio``: :func:`power_from_intervals`
+    of the intervals to ``reference``. Targets a (target, metric) pair lacks are left out."""
     rows = list(rows)
-    out = []
+    parts = []
     for target, metric in cells:
         tab = paired_ci_table([r for r in rows if r.get("target") == target], scores, metric, (reference,), n_boot)
-        tab = tab[(tab.metric == metric) & (tab.target == target)
-                  & tab.ratio.map(lambda x: _ratio_key(x) == _ratio_key(ratio))]
-        if tab.empty:
-            continue
+        parts.append(tab[(tab.metric == metric) & (tab.target == target)
+                         & tab.ratio.map(lambda x: _ratio_key(x) == _ratio_key(ratio))])
+    return power_from_intervals(pd.concat(parts) if parts else pd.DataFrame(), rows, reference)
+
+
+def power_from_intervals(ci: pd.DataFrame, rows: Iterable[dict[str, Any]], reference: str = "random") -> pd.DataFrame:
+    """Per (target, metric, ratio) of an interval table (:func:`paired_ci_table`; its lines against ``reference``,
+    pooled lines left out): over the methods, the median and widest half-width of their 95% intervals (a
+    difference smaller than the half-width cannot be told from zero), the effect a method needs for its interval
+    to exclude zero 80% of the time at the median width (``detectable_80``: (z_0.975 + z_0.8) standard errors, the
+    standard error read from the half-width as half / z_0.975; a normal approximation), how many exclude zero, and
+    the scale of the metric's movement: the reference minus the base model."""
+    rows = list(rows)
+    cols = ["target", "metric", "ratio", "n_methods", "n_seeds", "n_questions", "half_width_median", "half_width_max",
+            "detectable_80", "n_excluding_zero", "reference_minus_base"]
+    if ci.empty:
+        return pd.DataFrame(columns=cols)
+    ci = ci[(ci.reference == reference) & (ci.target != POOLED)]
+    out = []
+    for (target, metric, key), tab in ci.groupby([ci.target, ci.metric, ci.ratio.map(_ratio_key)], sort=False):
         half = (tab.ci_high - tab.ci_low) / 2
         means = _target_means(rows, target, metric)
-        out.append({"target": target, "metric": metric, "ratio": ratio, "n_methods": len(tab),
-                    "n_seeds": int(tab.n_seeds.max()), "n_questions": int(tab.n_questions.max()),
+        out.append({"target": target, "metric": metric, "ratio": tab.ratio.iloc[0], "n_methods": len(tab),
+                    "n_seeds": int(tab.n_seeds.max()),
+                    "n_questions": int(tab.n_questions.max()) if tab.n_questions.notna().any() else 0,
                     "half_width_median": float(half.median()), "half_width_max": float(half.max()),
+                    "detectable_80": float(half.median()) * POWER_80,
                     "n_excluding_zero": int((tab.sig != "").sum()),
-                    "reference_minus_base": _mean_of(means, reference, _ratio_key(ratio)) - _mean_of(means, "base", None)})
-    cols = ["target", "metric", "ratio", "n_methods", "n_seeds", "n_questions", "half_width_median", "half_width_max",
-            "n_excluding_zero", "reference_minus_base"]
+                    "reference_minus_base": _mean_of(means, reference, key) - _mean_of(means, "base", None)})
     return pd.DataFrame(out, columns=cols)
 
 

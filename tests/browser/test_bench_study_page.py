@@ -110,6 +110,15 @@ def test_benchmarks_page_shows_the_bootstrap_intervals_and_diagnostics(page, app
                 assert math.isclose(float(g[col]), e[col], abs_tol=5e-5), (ref, e.target, e.method, col, g[col])
             assert g["excludes_zero"] == (f"* {e.sig}" if e.mark else "")
     assert (want.mark == "*").any() and (want.mark == "").any()  # the data exercise both marks
+    # what the experiment can tell apart: the half-widths of the intervals to random just shown
+    power = _tables(page, "detectable_80")
+    assert len(power) == 1 and [g["target"] for g in power[0]] == list(TARGETS)
+    for g in power[0]:
+        lines = want[(want.reference == "random") & (want.target == g["target"])]
+        half = ((lines.ci_high - lines.ci_low) / 2).median()
+        assert math.isclose(float(g["half_width_median"]), half, abs_tol=5e-5)
+        assert math.isclose(float(g["detectable_80"]), half * 2.801585 / 1.959964, abs_tol=5e-4)
+        assert int(g["n_excluding_zero"]) == (lines.mark == "*").sum()
 
     # diagnostics: the stored per-cell numbers, averaged over seeds, and the overlap between methods
     page.get_by_role("heading", name="Diagnostics").first.wait_for(timeout=TIMEOUT_MS)

@@ -424,6 +424,8 @@ def test_power_table_reads_the_interval_half_widths_against_random():
     # m's interval is [1, 1] (half-width 0), less's is [0, hi]: the median of the two half-widths
     assert t1.n_methods == 2 and t1.half_width_median == pytest.approx((less.ci_high - less.ci_low) / 4)
     assert t1.half_width_max == pytest.approx((less.ci_high - less.ci_low) / 2) and t1.n_excluding_zero == 1
+    # 80% power at the median width: (1.960 + 0.842) standard errors, a standard error being half-width / 1.960
+    assert t1.detectable_80 == pytest.approx(t1.half_width_median * (1.959964 + 0.841621) / 1.959964, rel=1e-6)
     assert t1.reference_minus_base == 0.0 and math.isnan(tab.iloc[1].reference_minus_base)   # t2 has no base row
     assert (t1.n_seeds, t1.n_questions) == (2, 4)
 
