@@ -100,8 +100,7 @@ class Rates:
             if n and r["method"] == "full":
                 pool_sizes.append(int(n))
         self.train_per_record = statistics.median(per_record) if per_record else None
-        self.pool_size = max(pool_sizes) if pool_sizes else self._pool_size_from_ratios(done)
-        self.trained_random = {(r["ratio"], r["seed"]) for r in done if r["method"] == "random" and r.get("train_dir")}
+        self.pool_size = pool_sizes[-1] if pool_sizes else self._pool_size_from_ratios(done)   # the latest full
         self.machines = _machines(done)
 
     @staticmethod
@@ -182,7 +181,10 @@ def plan(spec: ExperimentSpec, reg: Registry, cells: Sequence[tuple] | None = No
     if pool_hash is None:
         notes.append("no cell of this pool has run under this experiment's name: every cell is missing")
     n_done, running, missing = 0, [], []
-    random_trained = set(rates.trained_random)
+    # a random draw is the same records for every target: trained once per (ratio, seed) of this pool and training
+    random_trained = {(r["ratio"], r["seed"]) for r in rows if r["method"] == "random" and r["status"] == "done"
+                      and r.get("train_dir") and (r.get("config") or {}).get("pool_hash") == pool_hash
+                      and r["config"].get("train") == spec.train.as_written()}
     for t, m, r, s in cells:
         row = by_key.get(hash_config(cell_config(spec, t, m, r, s, pool_hash))) if pool_hash else None
         if row is not None and row["status"] == "done":

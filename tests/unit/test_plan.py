@@ -107,6 +107,8 @@ def test_an_edited_pool_has_every_cell_missing_and_an_unmeasured_target_says_so(
     edited = spec_from_dict({**RAW, "pool": {"builtin": {"seed": 1, "per_task": 4, "distractors": 8}}}, "spec.yaml")
     p = plan(edited, reg)
     assert p.n_done == 0 and len(p.missing) == p.n_cells and "every cell is missing" in " ".join(p.notes)
+    # another pool draws other records: the random draw 0.1/0 trained on the old pool is trained again
+    assert [c.train_s > 0 for c in p.missing if (c.method, c.ratio, c.seed) == ("random", 0.1, 0)] == [True, False]
     more = spec_from_dict({**RAW, "targets": RAW["targets"] + [{"name": "first_last", "n_select": 2}]}, "spec.yaml")
     p = plan(more, reg)
     assert p.n_done == 5   # the same pool: the finished cells are found by their keys
