@@ -10,6 +10,7 @@ from g2is_core.app import readers
 from g2is_core.loop import plan as study_plan
 from g2is_core.loop import study
 from g2is_core.loop import tables as benchmarks
+from g2is_core.loop.registry import row_is_live
 from g2is_core.loop.stats import BootstrapSettings
 from pages import _ui
 
@@ -60,9 +61,11 @@ metric = st.selectbox("Metric", metrics, index=metrics.index(first) if first in 
 table = benchmarks.summary_table(rows, metric)
 n_fail = sum(r["status"] == "failed" for r in rows)
 n_run = sum(r["status"] == "running" for r in rows)
+n_live = sum(row_is_live(r) for r in rows)
 c1, c2, c3 = st.columns(3)
 c1.metric("finished rows", int((pd.Series([r["status"] for r in rows]) == "done").sum()))
-c2.metric("running", n_run)
+c2.metric("running", n_live, help=f"{n_run - n_live} more row(s) were claimed by a process that is gone (killed): "
+                                  "the next `g2is bench run` of the spec redoes them" if n_run > n_live else None)
 c3.metric("failed", n_fail)
 
 
