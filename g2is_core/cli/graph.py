@@ -89,8 +89,11 @@ def _select(args: argparse.Namespace) -> int:
     pool, pool_desc, targets, target_desc = p.records, p.description, t.records, t.description
     train, target = _open_stores(args.train_store), _open_stores(args.target_store)
     apply_thread_policy()
-    sel = select(args.method, pool, targets, ratio=None if args.count is not None else args.ratio, count=args.count,
-                 train_stores=train, target_stores=target, **opts)
+    from ..progress import cli_progress
+
+    with cli_progress(f"select {args.method}") as cb:
+        sel = select(args.method, pool, targets, ratio=None if args.count is not None else args.ratio,
+                     count=args.count, train_stores=train, target_stores=target, progress=cb, **opts)
     sel.inputs.update({"pool": pool_desc, "targets": target_desc})
     run = SelectionRun.save(sel, pool, out_dir=args.out, name=args.name or "")
     short = "" if len(sel) == sel.budget else f" (budget {sel.budget}: the walk stopped short)"

@@ -221,7 +221,8 @@ def _run_cell(spec: ExperimentSpec, target: TargetSpec, method: str, ratio: floa
             stores = gradient_stores(spec, pool, targets, ws, lambda f, m: progress(0.25 * f, f"features: {m}"))
         if method == "random":
             opts.setdefault("seed", seed)
-        sel = select(method, pool, targets, ratio=ratio, workspace=ws, **stores, **opts)
+        sel = select(method, pool, targets, ratio=ratio, workspace=ws, **stores, **opts,
+                     progress=lambda f, m: progress(0.25 * f, f"select: {m}"))
         run = SelectionRun.save(sel, pool, workspace=ws, name=f"{spec.name}/{target.name}/{name}/{ratio}/{seed}")
         from ..selection.diagnostics import selection_diagnostics
 

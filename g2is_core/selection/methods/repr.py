@@ -68,8 +68,9 @@ def repr_method(ctx: Context, budget: int, o: ReprOptions) -> Scored:
         # the cache key needs the model's identity; for the default model it is known without loading
         ident = {"model": _model_ident(o.model, get_model), "pooling": o.pooling, "max_length": o.max_length,
                  "data_hash": data_hash(recs)}
-        return cached_matrix(ctx.ws, "representations", ident,
-                             lambda: hidden_representations(get_model(), recs, o.pooling, o.max_length, o.batch_tokens))
+        return cached_matrix(ctx.ws, "representations", ident, len(recs),
+                             lambda a, b: hidden_representations(get_model(), recs[a:b], o.pooling, o.max_length,
+                                                                 o.batch_tokens), progress=ctx.progress)
 
     p, t = rep(ctx.pool), rep(ctx.targets)
     s = reduce_targets(p @ t.T, o.reduce).astype(np.float64)
