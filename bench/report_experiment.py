@@ -299,7 +299,7 @@ def plan_block(plan, processes: int) -> str:
     running = f", {len(plan.running)} running" if plan.running else ""
     return (f"({plan.n_done} of the spec's {plan.n_cells} cells finished{running}; the missing ones in "
             "process-hours at the rates the finished cells measured, from `g2is bench plan SPEC`: "
-            + "; ".join(plan.notes) + ")\n\n" + _md(tab) + "\n")
+            + "; ".join(plan.notes + ([plan.unmeasured_note()] if plan.unmeasured else [])) + ")\n\n" + _md(tab) + "\n")
 
 
 def fill_doc(text: str, rows, scores, targets: list[str], n_boot=None, plan=None) -> tuple[str, int]:

@@ -134,8 +134,7 @@ def _plan(args) -> int:
     for note in p.notes:
         print(f"note: {note}")
     if p.unmeasured:
-        print(f"note: {len(p.unmeasured)} cell(s) have a part no finished cell measured (a target, or training, "
-              "never run): left out of the hours; run one such cell first")
+        print(f"note: {p.unmeasured_note()}")
     return 0
 
 

@@ -11,7 +11,7 @@ with no model, no pool and no data read:
 - **cost** of a missing cell = selection + training + evaluation + the rest (head patterns), each a median of
   measured cells (:class:`Rates`): evaluation and the rest per target, over its latest measured cells (they follow
   the evaluation code as it is now); training per record, over every real training (the pool's size times the
-  ratio); selection per method (its base method, else every selection). Training a random cell is free once its
+  ratio); selection per method (a variant: its base method's; a method never run is not priced). Training a random cell is free once its
   ratio and seed trained (one draw for every target), as :func:`.runner._run_cell` reuses it. Two methods that pick
   the same records train and evaluate once: a plan cannot know that before selecting, so its figure is an upper
   bound there.
@@ -76,6 +76,15 @@ class Plan:
     def unmeasured(self) -> list[CellCost]:
         return [c for c in self.missing if c.total_s is None]
 
+    def unmeasured_note(self) -> str | None:
+        """The sentence on the cells left out of the hours (None: every missing cell is priced)."""
+        cs = self.unmeasured
+        if not cs:
+            return None
+        methods = sorted({c.method for c in cs})
+        return (f"{len(cs)} cell(s) have a part no finished cell measured (a target, a method or a training that has "
+                f"not run: {', '.join(methods)}), left out of the hours; run one such cell to price them")
+
 
 class Rates:
     """Per-part rates from an experiment's finished rows (see the module docstring for the rules)."""
@@ -124,8 +133,9 @@ class Rates:
     def select_s(self, method: str) -> float | None:
         if method in (BASE, "full"):
             return 0.0
-        for vals in (self._select.get(method), self._select.get(self.spec.base_method(method)),
-                     [v for vs in self._select.values() for v in vs]):
+        # a method never run is not priced from the others: its first selection may compute what they never do
+        # (repr: the pool's representations, the better part of an hour on one thread)
+        for vals in (self._select.get(method), self._select.get(self.spec.base_method(method))):
             if vals:
                 return statistics.median(vals)
         return None

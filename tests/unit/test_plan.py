@@ -115,6 +115,11 @@ def test_an_edited_pool_has_every_cell_missing_and_an_unmeasured_target_says_so(
     new = [c for c in p.missing if c.target == "first_last"]
     assert new and all(c.eval_s is None and c.total_s is None for c in new) and p.unmeasured == new
     assert plan_table(p).iloc[-1].unmeasured == len(new)
+    # a method no cell has run is not priced from the others' selections (its first may compute much more)
+    p = plan(spec_from_dict({**RAW, "methods": ["bm25", "repr", {"name": "bm25-x", "method": "bm25",
+                                                                  "options": {"k1": 1.2}}]}, "spec.yaml"), reg)
+    assert {c.select_s for c in p.missing if c.method == "repr"} == {None}
+    assert {c.select_s for c in p.missing if c.method == "bm25-x"} == {1.5}   # a variant: its method's rate
 
 
 def test_latest_cells_set_the_evaluation_rate(workspace):
