@@ -185,6 +185,11 @@ def _bench_argv(v: dict[str, Any]) -> list[str]:
     return argv
 
 
+def _plan_argv(v: dict[str, Any]) -> list[str]:
+    """``bench plan`` with the run form's spec and cell filters (``bench run SPEC ...`` -> ``bench plan SPEC ...``)."""
+    return ["bench", "plan", *_bench_argv(v)[2:], "--processes", str(int(v.get("processes") or 1))]
+
+
 def _features_argv(v: dict[str, Any]) -> list[str]:
     spec = str(v.get("spec") or "").strip()
     if not spec:
@@ -330,6 +335,18 @@ def job_templates() -> list[JobTemplate]:
                     Field("targets", "Only these targets", "text", "", help="comma-separated target names"),
                     Field("ratios", "Only these ratios", "text", "", help="comma-separated, e.g. 0.01"),
                     Field("seeds", "Only these seeds", "text", "", help="comma-separated, e.g. 0 (then 1,2)"))),
+        JobTemplate(
+            key="bench-plan", label="Benchmark: what is left of a spec, priced",
+            description="The spec's missing cells and their process-hours at the rates its finished cells "
+                        "measured, per ratio and method, and the wall-clock at N processes (nothing runs; "
+                        "answers in seconds). The Benchmarks page shows the same for the spec an experiment last ran.",
+            build=_plan_argv,
+            fields=(Field("spec", "Experiment spec", "path", str(DEMO_SPEC), confine="path"),
+                    Field("methods", "Only these methods", "text", "", help="comma-separated; empty = every cell"),
+                    Field("targets", "Only these targets", "text", "", help="comma-separated target names"),
+                    Field("ratios", "Only these ratios", "text", "", help="comma-separated, e.g. 0.05"),
+                    Field("seeds", "Only these seeds", "text", "", help="comma-separated, e.g. 2"),
+                    Field("processes", "Processes that will share the work", "int", 2, min=1, max=64))),
         JobTemplate(
             key="bench-features", label="Benchmark: gradient features of a spec, up front",
             description="LESS warmup and the pool/target gradient stores that the spec's g2is and less cells "

@@ -261,6 +261,7 @@ def test_runs_page_refuses_paths_outside_with_the_data_pages_sentence(workspace,
     ts = {t.key: t for t in forms.job_templates()}
     cases = [("warmup", {"data": str(secret)}), ("grads", {"data": str(secret), "warmup": "w"}),
              ("bench", {"spec": str(secret)}), ("bench-features", {"spec": str(secret)}),
+             ("bench-plan", {"spec": str(secret)}),
              ("model-fetch", {"wheel": str(secret)}), ("head-study", {"model": str(secret)}),
              ("impact-study", {"corpora": f"x={secret}"})]
     for key, typed in cases:

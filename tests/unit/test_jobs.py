@@ -153,6 +153,9 @@ def test_templates_build_argv():
     assert bench.build({"spec": "s.yaml", "targets": "gsm8k", "ratios": "0.01", "seeds": " 0 "}) == [
         "bench", "run", "s.yaml", "--targets", "gsm8k", "--ratios", "0.01", "--seeds", "0"]
     assert feats.build({"spec": "s.yaml"}) == ["bench", "features", "s.yaml"]
+    assert ts["bench-plan"].build({"spec": "s.yaml", "seeds": "2", "processes": 3}) == [
+        "bench", "plan", "s.yaml", "--seeds", "2", "--processes", "3"]
+    build_parser().parse_args(ts["bench-plan"].build({"spec": "s.yaml", "methods": "bm25", "processes": 2}))
     for argv in (bench.build({"spec": "s.yaml", "methods": "base"}), feats.build({"spec": "s.yaml"})):
         build_parser().parse_args(argv)
     with pytest.raises(ValueError, match="spec"):
