@@ -294,12 +294,12 @@ def plan_block(plan, processes: int) -> str:
     if not plan.missing:
         return f"(every one of the spec's {plan.n_cells} cells has finished)\n"
     tab = plan_table(plan, processes)
-    tab[["train_h", "eval_h", "other_h", "total_h"]] = tab[["train_h", "eval_h", "other_h", "total_h"]].map(
-        lambda v: f"{v:.1f}")
+    for col in ("train_h", "eval_h", "other_h", "total_h"):
+        tab[col] = tab[col].map(lambda v: f"{v:.1f}")
     running = f", {len(plan.running)} running" if plan.running else ""
     return (f"({plan.n_done} of the spec's {plan.n_cells} cells finished{running}; the missing ones in "
             "process-hours at the rates the finished cells measured, from `g2is bench plan SPEC`: "
-            + "; ".join(plan.notes + ([plan.unmeasured_note()] if plan.unmeasured else [])) + ")\n\n" + _md(tab) + "\n")
+            + "; ".join(plan.all_notes()) + ")\n\n" + _md(tab) + "\n")
 
 
 def fill_doc(text: str, rows, scores, targets: list[str], n_boot=None, plan=None) -> tuple[str, int]:

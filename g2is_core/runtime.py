@@ -111,8 +111,12 @@ def machine_info() -> dict[str, Any]:
     import torch
 
     dev = pick_device()
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):   # no load average on this OS (Windows): say so rather than fail the cell
+        load = None
     return {"device": torch.cuda.get_device_name(0) if dev.startswith("cuda") else "cpu", "cpu": cpu_model(),
-            "cores": os.cpu_count(), "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2)}
+            "cores": os.cpu_count(), "threads": torch.get_num_threads(), "load": load}
 
 
 FORCE_BF16_ENV = "G2IS_FORCE_BF16"

@@ -89,8 +89,13 @@ def _run(args) -> int:
     from ..loop.registry import Registry
     from ..loop.runner import chosen_cells, run_experiment
 
-    p = plan(spec, Registry.open(), chosen_cells(spec, **chosen))
-    if p.missing:   # what this run is in for, before the first cell starts (`g2is bench plan` prints the table)
+    try:
+        p = plan(spec, Registry.open(), chosen_cells(spec, **chosen))
+    except Exception as exc:  # noqa: BLE001 - the price is a courtesy: a fault in it must not stop the run
+        print(f"warning: could not price the cells to run ({type(exc).__name__}: {exc}); running them anyway",
+              file=sys.stderr)
+        p = None
+    if p is not None and p.missing:   # what this run is in for, before the first cell starts (`bench plan`: the table)
         n_priced = len(p.missing) - len(p.unmeasured)
         cost = (f"about {p.hours():.1f} process-hours at the measured rates" if n_priced else "")
         cost += (", " if cost else "") + (f"{len(p.unmeasured)} not priced (no finished cell measured them yet)"
@@ -131,10 +136,8 @@ def _plan(args) -> int:
     if p.missing:
         with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
             print(plan_table(p, args.processes).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    for note in p.notes:
+    for note in p.all_notes():
         print(f"note: {note}")
-    if p.unmeasured:
-        print(f"note: {p.unmeasured_note()}")
     return 0
 
 

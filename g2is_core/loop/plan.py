@@ -11,10 +11,10 @@ with no model, no pool and no data read:
 - **cost** of a missing cell = selection + training + evaluation + the rest (head patterns), each a median of
   measured cells (:class:`Rates`): evaluation and the rest per target, over its latest measured cells (they follow
   the evaluation code as it is now); training per record, over every real training (the pool's size times the
-  ratio); selection per method (a variant: its base method's; a method never run is not priced). Training a random cell is free once its
-  ratio and seed trained (one draw for every target), as :func:`.runner._run_cell` reuses it. Two methods that pick
-  the same records train and evaluate once: a plan cannot know that before selecting, so its figure is an upper
-  bound there.
+  ratio); selection per method (a variant: its base method's; a method never run is not priced). Training a random
+  or full-data cell is free once its ratio and seed trained (one draw, or the whole pool, for every target), as
+  :func:`.runner._run_cell` reuses it. Two methods that pick the same records train and evaluate once: a plan
+  cannot know that before selecting, so its figure is an upper bound there.
 
 The figures are this machine's rates at the load the cells ran under: say the CPU and load beside them.
 """
@@ -35,9 +35,12 @@ from .spec import BASE, ExperimentSpec, spec_from_dict
 LATEST = 6
 #: A training shorter than this (seconds) read a finished training directory: not a rate.
 MIN_TRAIN_S = 1.0
-#: Timings that are not the "rest" of a cell (the rest: head patterns, selection similarity, ...).
-_PARTS = ("select_s", "train_s", "eval_s")
-_FLAGS = ("eval_reused",)
+#: Timings that are not the "rest" of a cell (the rest: head patterns, selection similarity, ...); and those of a
+#: later ``bench remeasure`` (``remeasure_*``), which are no part of running the cell.
+_PARTS = ("select_s", "train_s", "eval_s", "eval_reused")
+_LATER = "remeasure"
+#: The baselines whose training is one per seed and data, whatever the target: random (one draw per ratio) and full.
+_SHARED_TRAINING = ("random", "full")
 
 
 @dataclass
@@ -76,6 +79,10 @@ class Plan:
     def unmeasured(self) -> list[CellCost]:
         return [c for c in self.missing if c.total_s is None]
 
+    def all_notes(self) -> list[str]:
+        """What the figures rest on (:attr:`notes`), and the sentence on unpriced cells where there are some."""
+        return self.notes + ([self.unmeasured_note()] if self.unmeasured else [])
+
     def unmeasured_note(self) -> str | None:
         """The sentence on the cells left out of the hours (None: every missing cell is priced)."""
         cs = self.unmeasured
@@ -100,11 +107,14 @@ class Rates:
         for r in done:
             if r["method"] not in (BASE, "full") and "select_s" in r["timings"]:
                 self._select.setdefault(r["method"], []).append(float(r["timings"]["select_s"]))
-        per_record, pool_sizes = [], []
+        per_record, pool_sizes, trained_dirs = [], [], set()
         for r in done:
             n = (r.get("metrics") or {}).get("n_train")
             t = r["timings"].get("train_s")
-            if n and t is not None and t >= MIN_TRAIN_S:
+            # one rate per training: the first row of a training dir trained it; the later ones read it
+            first = r.get("train_dir") not in trained_dirs
+            trained_dirs.add(r.get("train_dir"))
+            if n and t is not None and t >= MIN_TRAIN_S and first:
                 per_record.append(float(t) / n)
             if n and r["method"] == "full":
                 pool_sizes.append(int(n))
@@ -127,8 +137,9 @@ class Rates:
         return self._latest(target, lambda r: None if r["timings"].get("eval_reused") else r["timings"].get("eval_s"))
 
     def rest_s(self, target: str) -> float | None:
-        return self._latest(target, lambda r: sum(float(v) for k, v in r["timings"].items()
-                                                  if k not in _PARTS and k not in _FLAGS))
+        # a cell that read another's evaluation ran no head pattern either: no rate for the rest
+        return self._latest(target, lambda r: None if r["timings"].get("eval_reused") else sum(
+            float(v) for k, v in r["timings"].items() if k not in _PARTS and not k.startswith(_LATER)))
 
     def select_s(self, method: str) -> float | None:
         if method in (BASE, "full"):
@@ -162,7 +173,8 @@ def _machines(done: Sequence[dict[str, Any]]) -> str:
         name = f"{at['cpu'] if at.get('device', 'cpu') == 'cpu' else at['device']}, {at.get('cores')} cores, " \
                f"{at.get('threads')} thread(s)"
         n, loads = seen.get(name, (0, []))
-        seen[name] = (n + 1, loads + [x["load"] for x in (m.get("start"), m.get("end")) if x and "load" in x])
+        seen[name] = (n + 1, loads + [x["load"] for x in (m.get("start"), m.get("end"))
+                                      if x and x.get("load") is not None])
     parts = [f"{n} cell(s) on {k}" + (f" at load {min(v):.1f}-{max(v):.1f}" if v else "") for k, (n, v) in seen.items()]
     if unknown:
         parts.append(f"{unknown} cell(s) run before cells recorded their machine")
@@ -172,10 +184,14 @@ def _machines(done: Sequence[dict[str, Any]]) -> str:
 def spec_pool_hash(reg: Registry, spec: ExperimentSpec) -> str | None:
     """The pool content hash of the experiment's recorded versions whose pool section is the spec's (None: none)."""
     pool = spec.to_dict()["pool"]
-    keys = {k for v in reg.versions(spec.name) if v["spec"].get("pool") == pool for k in v["cells"]}
-    for r in reg.rows(spec.name):
-        if r["config_hash"] in keys and (r.get("config") or {}).get("pool_hash"):
-            return r["config"]["pool_hash"]
+    by_key = {r["config_hash"]: r for r in reg.rows(spec.name)}
+    for v in reversed(reg.versions(spec.name)):   # the newest version first: the pool's content as it last ran
+        if v["spec"].get("pool") != pool:
+            continue
+        for k in v["cells"]:
+            h = (by_key.get(k, {}).get("config") or {}).get("pool_hash")
+            if h:
+                return h
     return None
 
 
@@ -191,10 +207,12 @@ def plan(spec: ExperimentSpec, reg: Registry, cells: Sequence[tuple] | None = No
     if pool_hash is None:
         notes.append("no cell of this pool has run under this experiment's name: every cell is missing")
     n_done, running, missing = 0, [], []
-    # a random draw is the same records for every target: trained once per (ratio, seed) of this pool and training
-    random_trained = {(r["ratio"], r["seed"]) for r in rows if r["method"] == "random" and r["status"] == "done"
-                      and r.get("train_dir") and (r.get("config") or {}).get("pool_hash") == pool_hash
-                      and r["config"].get("train") == spec.train.as_written()}
+    # a random draw (the same records for every target) and the full pool train once per (method, ratio, seed) of
+    # this model, pool and training settings: what the runner's training dir is keyed by
+    trained = {(r["method"], r["ratio"], r["seed"]) for r in rows
+               if r["method"] in _SHARED_TRAINING and r["status"] == "done" and r.get("train_dir")
+               and (r.get("config") or {}).get("pool_hash") == pool_hash and r["config"].get("model") == spec.model
+               and r["config"].get("train") == spec.train.as_written()}
     for t, m, r, s in cells:
         row = by_key.get(hash_config(cell_config(spec, t, m, r, s, pool_hash))) if pool_hash else None
         if row is not None and row["status"] == "done":
@@ -204,10 +222,10 @@ def plan(spec: ExperimentSpec, reg: Registry, cells: Sequence[tuple] | None = No
             running.append((t.name, m, r, s))
             continue
         train = rates.train_s(m, r)
-        if m == "random":
-            if (r, s) in random_trained:
+        if m in _SHARED_TRAINING:
+            if (m, r, s) in trained:
                 train = 0.0
-            random_trained.add((r, s))
+            trained.add((m, r, s))
         missing.append(CellCost(t.name, m, r, s, rates.select_s(m), train, rates.eval_s(t.name), rates.rest_s(t.name)))
     if rates.train_per_record is not None:
         notes.append(f"training: {rates.train_per_record:.2f} s per record (median of the finished trainings) x "

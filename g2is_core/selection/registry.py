@@ -208,6 +208,8 @@ def cached_matrix(ws: Workspace, kind: str, ident: dict, n: int, compute: Callab
     removed once the matrix is written) as it finishes, so a killed computation (the pool's representations take the better part of an hour on one CPU
     thread) resumes at its first missing part; ``progress(fraction, message)`` after each. A process that finds
     another computing the same matrix waits for it (a file lock) and reads its result."""
+    if n == 0:   # nothing to keep (and compute(0, 0) knows the width)
+        return np.asarray(compute(0, 0), dtype=np.float32)
     d = ws.root / kind / hash_config(ident)
     f = d / "matrix.npy"
     if ws.is_complete(d) and f.exists():
@@ -230,7 +232,7 @@ def cached_matrix(ws: Workspace, kind: str, ident: dict, n: int, compute: Callab
                 ws_mod.write_npy(pf, block)
             blocks.append(block)
             progress(b / n, f"{kind}: {b}/{n} records")
-        m = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
+        m = np.concatenate(blocks)
         ws_mod.write_npy(f, m)
         ws_mod.write_sidecar(d, kind, ident, extra={"shape": list(m.shape)})
         shutil.rmtree(parts, ignore_errors=True)

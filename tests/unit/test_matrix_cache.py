@@ -46,3 +46,8 @@ def test_a_killed_computation_resumes_at_its_first_missing_part(workspace):
 def test_a_part_of_the_wrong_size_is_a_bug_said_with_its_rows(workspace):
     with pytest.raises(AssertionError, match=r"compute\(0, 4\) gave 3 rows, not 4"):
         cached_matrix(workspace, "reps", {"k": 3}, 8, lambda a, b: FULL[a:b - 1], part_rows=4)
+
+
+def test_an_empty_set_of_records_is_computed_not_cached(workspace):
+    m = cached_matrix(workspace, "reps", {"k": 4}, 0, lambda a, b: np.zeros((b - a, 7)))
+    assert m.shape == (0, 7) and not (workspace.root / "reps").exists()
