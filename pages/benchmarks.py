@@ -73,16 +73,13 @@ c3.metric("failed", n_fail)
 def _plan(path: str, experiment: str, read_only: bool):
     p, why = readers.benchmark_plan(path, experiment, read_only)
     return (None if p is None else (p.n_done, p.n_cells, len(p.running), len(p.missing), study_plan.plan_table(p, 2),
-                                    p.all_notes(), len(p.unmeasured))), why
+                                    p.all_notes(), p.cost_phrase())), why
 
 
 left, why_no_plan = _plan(str(reg.path), exp, reg.read_only)
 if left is not None and left[3]:
-    n_done, n_cells, n_running, n_missing, left_tab, left_notes, n_unpriced = left
-    priced = (f"about {left_tab.total_h.iloc[-1]:.1f} process-hours at the measured rates" if n_unpriced < n_missing
-              else "not priced yet")
-    with st.expander(f"What is left: {n_missing} of the spec's {n_cells} cells, {priced}"
-                     + (f" ({n_unpriced} not priced)" if 0 < n_unpriced < n_missing else "")):
+    n_done, n_cells, n_running, n_missing, left_tab, left_notes, priced = left
+    with st.expander(f"What is left: {n_missing} of the spec's {n_cells} cells, {priced}"):
         st.caption(f"{n_done} cells finished, {n_running} running now. Process-hours per ratio and method at the "
                    "rates the finished cells measured (the table `g2is bench plan SPEC --processes 2` prints): "
                    + "; ".join(left_notes) + ". Start the rest from the Runs page (“Benchmark: run an experiment "

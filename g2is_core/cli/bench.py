@@ -96,12 +96,8 @@ def _run(args) -> int:
               file=sys.stderr)
         p = None
     if p is not None and p.missing:   # what this run is in for, before the first cell starts (`bench plan`: the table)
-        n_priced = len(p.missing) - len(p.unmeasured)
-        cost = (f"about {p.hours():.1f} process-hours at the measured rates" if n_priced else "")
-        cost += (", " if cost else "") + (f"{len(p.unmeasured)} not priced (no finished cell measured them yet)"
-                                          if p.unmeasured else "")
         print(f"{len(p.missing)} cell(s) to run of {p.n_cells} chosen ({p.n_done} finished, {len(p.running)} running "
-              f"elsewhere): {cost}", file=sys.stderr)
+              f"elsewhere): {p.cost_phrase()}", file=sys.stderr)
     with cli_progress(f"bench {spec.name}") as cb:
         rows = run_experiment(spec, progress=cb, log=lambda m: print(m, file=sys.stderr), **chosen)
     _print_table(rows)

@@ -79,6 +79,13 @@ class Plan:
     def unmeasured(self) -> list[CellCost]:
         return [c for c in self.missing if c.total_s is None]
 
+    def cost_phrase(self) -> str:
+        """The missing cells' price in a phrase: "about X process-hours at the measured rates[, N not priced]"."""
+        n = len(self.unmeasured)
+        if n == len(self.missing):
+            return "not priced yet (no finished cell measured them)"
+        return f"about {self.hours():.1f} process-hours at the measured rates" + (f", {n} not priced" if n else "")
+
     def all_notes(self) -> list[str]:
         """What the figures rest on (:attr:`notes`), and the sentence on unpriced cells where there are some."""
         return self.notes + ([self.unmeasured_note()] if self.unmeasured else [])

@@ -36,8 +36,8 @@ def test_bench_run_two_seeds_gives_the_benchmarks_interval_table(tmp_path, monke
     spec.write_text(yaml.safe_dump(SPEC))
     assert cli.main(["bench", "run", str(spec)]) == 0
     # before its first cell, the run says what it is in for: nothing measured yet, so nothing priced
-    assert "14 cell(s) to run of 14 chosen (0 finished, 0 running elsewhere): 14 not priced (no finished cell " \
-           "measured them yet)" in capsys.readouterr().err
+    assert "14 cell(s) to run of 14 chosen (0 finished, 0 running elsewhere): not priced yet (no finished cell " \
+           "measured them)" in capsys.readouterr().err
     reg = Registry.open()
     rows = reg.current_rows("tiny-study")
     assert {r["method"] for r in rows} == {"base", "full", "random", "bm25"} and all(r["status"] == "done" for r in rows)
