@@ -41,6 +41,16 @@ def example_flops(config: Any, n_params: int, dim: int, T: int, n_labels: float,
             "total": float(base + attn + head + lora + proj)}
 
 
+def forward_flops(config: Any, T: int, n_labels: float) -> float:
+    """Matmul FLOPs of one forward pass over T tokens with the vocabulary projection at ``n_labels`` positions only
+    (the scoring path: :func:`g2is_core.loop.evaluation.scoring.sequence_logprobs`); the terms of
+    :func:`example_flops` without the backward."""
+    H, L, I = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    kv = H // config.num_attention_heads * (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    n_layer = L * (2 * H * H + 2 * H * kv + 3 * H * I)
+    return float(2 * n_layer * T + 2 * T * T * H * L + 2 * H * config.vocab_size * n_labels)
+
+
 def n_labels_of(labels: Sequence[int]) -> int:
     """Label positions the loss sees: labels[1:] that are not -100 (position t predicts token t+1)."""
     return sum(1 for x in list(labels)[1:] if x != IGNORE)

