@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ def section_e(ctx) -> None:
     score_flops = sum(forward_flops(mcfg, len(x), s.score_labels) for x, _ in seqs)
     lm = LoadedModel(base_dev, ctx.tok, {})
     for p in precs:
-        ctxm = torch.autocast(device_type=dev.split(":")[0], dtype=torch.bfloat16) if p == "bf16" else _null()
+        ctxm = torch.autocast(device_type=dev.split(":")[0], dtype=torch.bfloat16) if p == "bf16" else nullcontext()
         with ctxm:
             sequence_logprobs(lm, seqs[:8])
             sync(dev)
@@ -175,14 +176,6 @@ def section_e(ctx) -> None:
 
     # e3: the whole loop through the CLI
     loop(ctx, study)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def loop(ctx, study) -> None:
