@@ -19,10 +19,10 @@ the default model's when the workspace holds it (cache/models/.../tokenizer.json
 """
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -156,21 +156,26 @@ def section_e(ctx) -> None:
                 "`g2is bench plan`'s training note")
         del m
     score_flops = sum(forward_flops(mcfg, len(x), s.score_labels) for x, _ in seqs)
-    lm = LoadedModel(base_dev, ctx.tok, {})
     for p in precs:
-        ctxm = torch.autocast(device_type=dev.split(":")[0], dtype=torch.bfloat16) if p == "bf16" else nullcontext()
-        with ctxm:
-            sequence_logprobs(lm, seqs[:8])
-            sync(dev)
-            t = time.perf_counter()
-            sequence_logprobs(lm, seqs)
-            sync(dev)
+        # bf16 as the runner scores in it: the weights cast to bf16 (loop/runner.py), not an autocast
+        lm = LoadedModel(base_dev if p == "fp32" else copy.deepcopy(base_dev).to(torch.bfloat16), ctx.tok, {})
+        if p == "bf16":
+            low = sequence_logprobs(lm, seqs[:s.n_score_equal])
+            rep.add("e", f"log-probs bf16 on {dev} vs fp32 on the CPU: max |diff|",
+                    max(abs(a - b) for r, g in zip(ref, low) for a, b in zip(r, g)), "nats", "",
+                    "the weights in bf16, as `eval: {dtype: auto}` scores where bf16 is native; for scale, not a check")
+        sequence_logprobs(lm, seqs[:8])
+        sync(dev)
+        t = time.perf_counter()
+        sequence_logprobs(lm, seqs)
+        sync(dev)
         el = time.perf_counter() - t
         share = 100 * score_flops / el / peak[p]
         rep.add("e", f"score {p} on {dev}", len(seqs) * s.score_len / el, "tokens/s", "",
                 f"{share:.2f}% of the {p} roofline; {len(seqs)} sequences of {s.score_len} tokens ({s.score_labels} "
-                f"scored), batch 8, {el:.2f} s")
-    del base_dev, lm
+                f"scored), batch 8, {el:.2f} s" + ("; weights cast to bf16 as the runner does" if p == "bf16" else ""))
+        del lm
+    del base_dev
     if dev.startswith("cuda"):
         torch.cuda.empty_cache()
 
