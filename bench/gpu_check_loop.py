@@ -54,6 +54,11 @@ def lora_state(model) -> dict[str, Any]:
     return {n: p.detach().float().cpu().clone() for n, p in lora_parameters(model)}
 
 
+def max_abs_diff(a: list[list[float]], b: list[list[float]]) -> float:
+    """Largest |difference| of two per-sequence lists of log-probs (as ``sequence_logprobs`` returns them)."""
+    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+
+
 def tokenizer_dir(dest: Path, vocab_size: int) -> str:
     """Save a tokenizer into ``dest``: the default model's (its files copied) when the workspace has them and the
     model's vocabulary holds it, else the tiny byte tokenizer. Returns a description."""
@@ -89,10 +94,10 @@ def section_e(ctx) -> None:
     steps = s.n_train_equal // study.train.batch_size
     cfg = study.train.train_config(0, bf16=False)
     states, curves = {}, {}
-    for where in ("reference", "device"):
-        m = lora_model(ctx.fields, lora, "cpu" if where == "reference" else dev)
+    for where, device in (("reference", "cpu"), ("device", dev)):
+        m = lora_model(ctx.fields, lora, device)
         t = time.perf_counter()
-        res = train(m, enc, cfg, pad_id=ctx.pad_id, device="cpu" if where == "reference" else dev)
+        res = train(m, enc, cfg, pad_id=ctx.pad_id, device=device)
         sync(dev)
         states[where], curves[where] = lora_state(m), [x["loss"] for x in res.losses]
         if where == "reference":
@@ -118,7 +123,7 @@ def section_e(ctx) -> None:
     base_cpu, base_dev = build_model(ctx.fields), build_model(ctx.fields).to(dev)
     ref = sequence_logprobs(LoadedModel(base_cpu, ctx.tok, {}), seqs[:s.n_score_equal])
     got = sequence_logprobs(LoadedModel(base_dev, ctx.tok, {}), seqs[:s.n_score_equal])
-    diff = max(abs(a - b) for r, g in zip(ref, got) for a, b in zip(r, g))
+    diff = max_abs_diff(got, ref)
     rep.add("e", f"log-probs fp32 on {dev} vs CPU: max |diff|", diff, "nats", "PASS" if diff <= LOGP_ABS_TOL else "FAIL",
             f"{s.n_score_equal} sequences of {s.score_len} tokens, {s.score_labels} scored each; <= {LOGP_ABS_TOL:g}")
     del base_cpu
@@ -162,7 +167,7 @@ def section_e(ctx) -> None:
         if p == "bf16":
             low = sequence_logprobs(lm, seqs[:s.n_score_equal])
             rep.add("e", f"log-probs bf16 on {dev} vs fp32 on the CPU: max |diff|",
-                    max(abs(a - b) for r, g in zip(ref, low) for a, b in zip(r, g)), "nats", "",
+                    max_abs_diff(low, ref), "nats", "",
                     "the weights in bf16, as `eval: {dtype: auto}` scores where bf16 is native; for scale, not a check")
         sequence_logprobs(lm, seqs[:8])
         sync(dev)
@@ -186,6 +191,7 @@ def section_e(ctx) -> None:
 def loop(ctx, study) -> None:
     import os
 
+    import torch
     import yaml
 
     from g2is_core import cli
@@ -200,12 +206,12 @@ def loop(ctx, study) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     build_model(ctx.fields).save_pretrained(str(model_dir))
     tok_note = tokenizer_dir(model_dir, int(ctx.fields["vocab_size"]))
-    raw = yaml.safe_load(STUDY_SPEC.read_text())
     spec = {"name": "gpu-check-loop", "model": str(model_dir),
             "pool": {"builtin": {"seed": 0, "per_task": s.loop_per_task, "distractors": s.loop_distractors}},
             "targets": [{"name": "add_reverse", "eval_limit": s.loop_eval, "n_select": 4}],
             "methods": list(LOOP_METHODS), "ratios": [0.05], "seeds": [0],
-            "train": raw["train"], "selection": raw["selection"], "eval": raw["eval"]}
+            "train": study.train.as_written(), "selection": study.selection.as_written(),
+            "eval": study.eval.as_written()}
     path = ctx.tmp / "gpu-check-loop.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     ws = ctx.tmp / "loop-ws"
@@ -223,16 +229,13 @@ def loop(ctx, study) -> None:
     el = time.perf_counter() - t
     rows = Registry.open(Workspace(ws)).current_rows("gpu-check-loop")
     done = [r for r in rows if r["status"] == "done"]
-    want = dev if not dev.startswith("cuda") else None
-    import torch
-
     name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else "cpu"
     where = {((r["info"] or {}).get("machine") or {}).get("start", {}).get("device") for r in done}
     ok = code == 0 and len(done) == len(rows) and rows and where == {name}
     rep.add("e", "g2is bench run on the device: wall", el, "s", "PASS" if ok else "FAIL",
             f"exit {code}; {len(done)} of {len(rows)} cells done; devices recorded {sorted(map(str, where))} "
             f"(want {name!r}); pool {s.loop_per_task} x 9 tasks + {s.loop_distractors} distractors; {tok_note}"
-            + ("" if want is None else "; on the CPU (smoke)"))
+            + ("" if dev.startswith("cuda") else "; on the CPU (smoke)"))
     in_cells = 0.0
     for r in sorted(done, key=lambda r: (r["ratio"] is None, r["method"])):
         tm = {k: v for k, v in (r["timings"] or {}).items() if k.endswith("_s") and isinstance(v, (int, float))}
