@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from g2is_core.loop.plan import plan, plan_table
+from g2is_core.loop.plan import HOUR_COLUMNS, plan, plan_table
 from g2is_core.loop.scores import load_scores
 from g2is_core.loop.study import (ABSOLUTE, POOLED, anchors_table, diagnostics_table, overlap_by_cell, paired_ci_table,
                                   power_table, study_grid)
@@ -294,7 +294,7 @@ def plan_block(plan, processes: int) -> str:
     if not plan.missing:
         return f"(every one of the spec's {plan.n_cells} cells has finished)\n"
     tab = plan_table(plan, processes)
-    for col in ("train_h", "eval_h", "other_h", "total_h"):
+    for col in HOUR_COLUMNS:
         tab[col] = tab[col].map(lambda v: f"{v:.1f}")
     running = f", {len(plan.running)} running" if plan.running else ""
     return (f"({plan.n_done} of the spec's {plan.n_cells} cells finished{running}; the missing ones in "

@@ -85,7 +85,7 @@ if left is not None and left[3]:
                    + "; ".join(left_notes) + ". Start the rest from the Runs page (“Benchmark: run an experiment "
                    "spec”), or narrow it with --methods/--targets/--ratios/--seeds.")
         st.dataframe(left_tab, hide_index=True, column_config={
-            c: st.column_config.NumberColumn(format="%.2f") for c in ("train_h", "eval_h", "other_h", "total_h")})
+            c: st.column_config.NumberColumn(format="%.2f") for c in study_plan.HOUR_COLUMNS})
 elif why_no_plan:
     st.caption(f"What is left cannot be priced: {why_no_plan}.")
 if table.empty:

@@ -14,7 +14,11 @@ with no model, no pool and no data read:
   ratio); selection per method (a variant: its base method's; a method never run is not priced). Training a random
   or full-data cell is free once its ratio and seed trained (one draw, or the whole pool, for every target), as
   :func:`.runner._run_cell` reuses it. Two methods that pick the same records train and evaluate once: a plan
-  cannot know that before selecting, so its figure is an upper bound there.
+  cannot know that before selecting, so ``total`` is an upper bound there.
+- **likely** cost = selection + (1 - reuse share) x the rest, where the reuse share is the fraction of the method's
+  finished cells at that ratio (at any ratio when none ran at it; 0 when none ran at all) that read another cell's
+  training and evaluation (``eval_reused``): ``g2is-noconflict`` picks what ``g2is`` picks on most cells, and
+  its price is mostly its selection. A share measured on few cells is a rough guide; the upper bound stays beside it.
 
 The figures are this machine's rates at the load the cells ran under: say the CPU and load beside them.
 """
@@ -41,6 +45,8 @@ _PARTS = ("select_s", "train_s", "eval_s", "eval_reused")
 _LATER = "remeasure"
 #: The baselines whose training is one per seed and data, whatever the target: random (one draw per ratio) and full.
 _SHARED_TRAINING = ("random", "full")
+#: The process-hour columns of :func:`plan_table` (the report and the Benchmarks page format these).
+HOUR_COLUMNS = ("train_h", "eval_h", "other_h", "total_h", "likely_h")
 
 
 @dataclass
@@ -54,11 +60,17 @@ class CellCost:
     train_s: float | None
     eval_s: float | None
     rest_s: float | None
+    reuse: float = 0.0   # the method's measured share of cells that read another's weights (module docstring)
 
     @property
     def total_s(self) -> float | None:
         parts = (self.select_s, self.train_s, self.eval_s, self.rest_s)
         return None if any(p is None for p in parts) else sum(parts)
+
+    @property
+    def likely_s(self) -> float | None:
+        total = self.total_s
+        return None if total is None else self.select_s + (1.0 - self.reuse) * (total - self.select_s)
 
 
 @dataclass
@@ -80,11 +92,13 @@ class Plan:
         return [c for c in self.missing if c.total_s is None]
 
     def cost_phrase(self) -> str:
-        """The missing cells' price in a phrase: "about X process-hours at the measured rates[, N not priced]"."""
+        """The missing cells' price in a phrase: "about X process-hours at the measured rates (likely Y)[, N not
+        priced]"."""
         n = len(self.unmeasured)
         if n == len(self.missing):
             return "not priced yet (no finished cell measured them)"
-        return f"about {self.hours():.1f} process-hours at the measured rates" + (f", {n} not priced" if n else "")
+        return (f"about {self.hours():.1f} process-hours at the measured rates (likely {self.hours('likely_s'):.1f})"
+                + (f", {n} not priced" if n else ""))
 
     def all_notes(self) -> list[str]:
         """What the figures rest on (:attr:`notes`), and the sentence on unpriced cells where there are some."""
@@ -111,9 +125,12 @@ class Rates:
         for r in done:
             self._by_target.setdefault(r["target"], []).append(r)
         self._select: dict[str, list[float]] = {}
+        self._reused: dict[str, dict[float | None, list[bool]]] = {}   # method -> ratio -> read another's weights
         for r in done:
             if r["method"] not in (BASE, "full") and "select_s" in r["timings"]:
                 self._select.setdefault(r["method"], []).append(float(r["timings"]["select_s"]))
+                self._reused.setdefault(r["method"], {}).setdefault(r.get("ratio"), []).append(
+                    bool(r["timings"].get("eval_reused")))
         per_record, pool_sizes, trained_dirs = [], [], set()
         for r in done:
             n = (r.get("metrics") or {}).get("n_train")
@@ -157,6 +174,24 @@ class Rates:
             if vals:
                 return statistics.median(vals)
         return None
+
+    def reuse(self, method: str, ratio: float | None) -> float:
+        """The share of the method's finished cells at ``ratio`` (at any ratio when none ran at it; 0 when none
+        ran) that read another cell's training and evaluation."""
+        by_ratio = self._reused.get(method, {})
+        vals = by_ratio.get(ratio) or [v for vs in by_ratio.values() for v in vs]
+        return sum(vals) / len(vals) if vals else 0.0
+
+    def reuse_note(self) -> str | None:
+        """The methods whose finished cells read others' weights, with their shares (None: none did)."""
+        shares = []
+        for m, by_ratio in sorted(self._reused.items()):
+            parts = [f"{sum(v)} of {len(v)} at {'-' if r is None else f'{r:g}'}" for r, v in sorted(
+                by_ratio.items(), key=lambda kv: kv[0] or 0) if any(v)]
+            if parts:
+                shares.append(f"{m} {', '.join(parts)}")
+        return None if not shares else ("likely_h: the hours less the share of each method's finished cells that "
+                                        "read another's weights (" + "; ".join(shares) + ")")
 
     def train_s(self, method: str, ratio: float | None) -> float | None:
         if method == BASE:
@@ -233,11 +268,14 @@ def plan(spec: ExperimentSpec, reg: Registry, cells: Sequence[tuple] | None = No
             if (m, r, s) in trained:
                 train = 0.0
             trained.add((m, r, s))
-        missing.append(CellCost(t.name, m, r, s, rates.select_s(m), train, rates.eval_s(t.name), rates.rest_s(t.name)))
+        missing.append(CellCost(t.name, m, r, s, rates.select_s(m), train, rates.eval_s(t.name), rates.rest_s(t.name),
+                                rates.reuse(m, r)))
     if rates.train_per_record is not None:
         notes.append(f"training: {rates.train_per_record:.2f} s per record (median of the finished trainings) x "
                      f"the records of the cell's ratio (pool of {rates.pool_size})")
     notes.append(f"rates from {rates.machines}")
+    if rates.reuse_note():
+        notes.append(rates.reuse_note())
     return Plan(spec.name, len(cells), n_done, running, missing, notes)
 
 
@@ -254,25 +292,27 @@ def recorded_plan(reg: Registry, experiment: str) -> Plan | None:
 def plan_table(p: Plan, processes: int = 1) -> pd.DataFrame:
     """The missing cells grouped by (ratio, method): cells, targets, process-hours per part and in all; a last
     line ``all`` with the totals and the wall-clock hours at ``processes`` processes (a lower bound: cells are
-    claimed whole). Cells with an unmeasured part are counted in ``unmeasured`` and left out of the hours."""
-    cols = ["ratio", "method", "cells", "targets", "unmeasured", "train_h", "eval_h", "other_h", "total_h"]
+    claimed whole). ``total_h`` is the upper bound, ``likely_h`` less the measured reuse (module docstring). Cells
+    with an unmeasured part are counted in ``unmeasured`` and left out of the hours."""
+    cols = ["ratio", "method", "cells", "targets", "unmeasured", *HOUR_COLUMNS]
     recs = []
     groups: dict[tuple, list[CellCost]] = {}
     for c in p.missing:
         groups.setdefault((c.ratio, c.method), []).append(c)
     for (r, m), cs in sorted(groups.items(), key=lambda kv: (kv[0][0] is not None, kv[0][0] or 0, kv[0][1])):
         recs.append(_line("-" if r is None else f"{r:g}", m, cs))
+    n = max(processes, 1)
     total = _line("all", f"wall at {processes} process{'es' if processes > 1 else ''}: "
-                         f"{p.hours() / max(processes, 1):.1f} h", p.missing)
+                         f"{p.hours() / n:.1f} h (likely {p.hours('likely_s') / n:.1f} h)", p.missing)
     return pd.DataFrame(recs + [total], columns=cols)
 
 
 def _hours(cs: Sequence[CellCost], part: str = "total_s") -> float:
-    return sum(getattr(c, part) for c in cs if c.total_s is not None) / 3600
+    return sum(float(getattr(c, part)) for c in cs if c.total_s is not None) / 3600
 
 
 def _line(ratio: str, method: str, cs: Sequence[CellCost]) -> dict[str, Any]:
     return {"ratio": ratio, "method": method, "cells": len(cs), "targets": len({c.target for c in cs}),
             "unmeasured": sum(c.total_s is None for c in cs), "train_h": _hours(cs, "train_s"),
             "eval_h": _hours(cs, "eval_s"), "other_h": _hours(cs, "select_s") + _hours(cs, "rest_s"),
-            "total_h": _hours(cs)}
+            "total_h": _hours(cs), "likely_h": _hours(cs, "likely_s")}

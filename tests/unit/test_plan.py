@@ -158,3 +158,33 @@ def test_the_report_fills_a_plan_table_and_refuses_a_bad_process_count(study):
     assert "| all " in out and "wall at 2 processes" in out
     with pytest.raises(ValueError, match="processes must be a whole number"):
         fill_doc(doc.replace("processes=2", "processes=two"), [], {}, ["add_reverse"], plan=plan(spec, reg))
+
+
+def test_likely_hours_discount_the_measured_share_of_cells_that_read_another_methods_weights(workspace):
+    # bm25-b picks what bm25 picks on 3 of its 4 finished cells at 0.1 (the runner then reads bm25's training and
+    # evaluation: eval_reused), none at 0.5 has run: its 0.5 cells take the share over every ratio, 3/4
+    raw = {**RAW, "methods": ["bm25", {"name": "bm25-b", "method": "bm25", "options": {"k1": 1.2}}],
+           "seeds": [0, 1, 2, 3]}
+    spec = spec_from_dict(raw, "spec.yaml")
+    reg = Registry.open(workspace)
+    reg.record_version(spec.name, "v", spec.to_dict(), [hash_config(cell_config(spec, *c, POOL_HASH))
+                                                        for c in all_cells(spec)])
+    for s in range(4):
+        _finish(reg, spec, "add_reverse", "bm25", 0.1, s, {"select_s": 2.0, "train_s": 8.0, "eval_s": 10.0}, 4)
+        reused = {"train_s": 0.5, "eval_s": 0.01, "eval_reused": 1.0} if s < 3 else {"train_s": 8.0, "eval_s": 10.0}
+        _finish(reg, spec, "add_reverse", "bm25-b", 0.1, s, {"select_s": 2.0, **reused}, 4)
+    p = plan(spec, reg)
+    by = {(c.target, c.method, c.ratio, c.seed): c for c in p.missing}
+    c = by[("add_reverse", "bm25-b", 0.5, 0)]
+    assert c.reuse == pytest.approx(0.75) and by[("add_reverse", "bm25", 0.5, 0)].reuse == 0.0
+    # select 2 s, then a quarter of (train 2 s/record x 20 records + eval 10 s + rest 0 s)
+    assert c.total_s == pytest.approx(2.0 + 40.0 + 10.0) and c.likely_s == pytest.approx(2.0 + 0.25 * 50.0)
+    assert by[("add_reverse", "bm25", 0.5, 0)].likely_s == pytest.approx(by[("add_reverse", "bm25", 0.5, 0)].total_s)
+    tab = plan_table(p)
+    line = tab[(tab.method == "bm25-b") & (tab.ratio == "0.5")].iloc[0]
+    assert line.likely_h == pytest.approx(sum(x.likely_s for x in p.missing if (x.method, x.ratio) == ("bm25-b", 0.5)
+                                                             and x.total_s is not None)
+                                          / 3600)
+    assert line.likely_h < line.total_h
+    assert "likely" in tab.iloc[-1].method and "bm25-b 3 of 4 at 0.1" in " ".join(p.all_notes())
+    assert "(likely " in p.cost_phrase()
