@@ -274,8 +274,9 @@ def plan(spec: ExperimentSpec, reg: Registry, cells: Sequence[tuple] | None = No
         notes.append(f"training: {rates.train_per_record:.2f} s per record (median of the finished trainings) x "
                      f"the records of the cell's ratio (pool of {rates.pool_size})")
     notes.append(f"rates from {rates.machines}")
-    if rates.reuse_note():
-        notes.append(rates.reuse_note())
+    reuse = rates.reuse_note()
+    if reuse:
+        notes.append(reuse)
     return Plan(spec.name, len(cells), n_done, running, missing, notes)
 
 
@@ -308,7 +309,7 @@ def plan_table(p: Plan, processes: int = 1) -> pd.DataFrame:
 
 
 def _hours(cs: Sequence[CellCost], part: str = "total_s") -> float:
-    return sum(float(getattr(c, part)) for c in cs if c.total_s is not None) / 3600
+    return sum(getattr(c, part) for c in cs if c.total_s is not None) / 3600
 
 
 def _line(ratio: str, method: str, cs: Sequence[CellCost]) -> dict[str, Any]:
