@@ -1,4 +1,5 @@
-"""``g2is bench run SPEC`` (resumable), ``g2is bench show`` (results table / CSV), ``g2is demo``."""
+"""``g2is bench run SPEC`` (resumable), ``g2is bench show`` (results table / CSV), ``bench archive`` / ``restore``
+(finished cells as files to commit, and back), ``g2is demo``."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--processes", type=int, default=1,
                     help="how many `bench run` processes will share the work (the wall-clock line); default 1")
     pl.set_defaults(func=_plan)
+    a = bsub.add_parser("archive", help="write an experiment's finished cells to a folder to commit (one small file per "
+                                        "cell: its row, per-question scores, selected ids), so its results outlive "
+                                        "the workspace")
+    a.add_argument("experiment", help="experiment name (the spec's `name`), e.g. study")
+    a.add_argument("folder", help="where the cell files go, e.g. bench/results/study (unchanged cells keep their bytes)")
+    a.set_defaults(func=_archive)
+    rs = bsub.add_parser("restore", help="put an archive folder's cells into this workspace's registry: `bench run` "
+                                         "then skips them and the report shows them")
+    rs.add_argument("folder", help="a folder `g2is bench archive` wrote, e.g. bench/results/study")
+    rs.set_defaults(func=_restore)
     s = bsub.add_parser("show", help="print an experiment's results table")
     s.add_argument("experiment", nargs="?", help="experiment name (default: all)")
     s.add_argument("--csv", type=out_file, help="also write the table to this CSV file")
@@ -134,6 +145,23 @@ def _plan(args) -> int:
             print(plan_table(p, args.processes).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     for note in p.all_notes():
         print(f"note: {note}")
+    return 0
+
+
+def _archive(args) -> int:
+    from ..loop.archive import export_cells
+    from ..loop.registry import Registry
+
+    print(export_cells(Registry.open(), args.experiment, args.folder).sentence("written", args.folder))
+    return 0
+
+
+def _restore(args) -> int:
+    from ..loop.archive import import_cells
+    from ..loop.registry import Registry
+
+    reg = Registry.open()
+    print(import_cells(reg, args.folder).sentence("imported", reg.path))
     return 0
 
 

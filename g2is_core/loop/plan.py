@@ -136,8 +136,9 @@ class Rates:
             n = (r.get("metrics") or {}).get("n_train")
             t = r["timings"].get("train_s")
             # one rate per training: the first row of a training dir trained it; the later ones read it
-            first = r.get("train_dir") not in trained_dirs
-            trained_dirs.add(r.get("train_dir"))
+            tdir = r.get("train_dir") or (r.get("info") or {}).get("train_dir_key")   # the key of an archived row
+            first = tdir not in trained_dirs
+            trained_dirs.add(tdir)
             if n and t is not None and t >= MIN_TRAIN_S and first:
                 per_record.append(float(t) / n)
             if n and r["method"] == "full":

@@ -160,6 +160,10 @@ def remeasure_experiment(spec: ExperimentSpec, workspace: Workspace | None = Non
             log(f"[{i + 1}/{len(cells)}] {label}: not finished, left to `g2is bench run`")
             continue
         train_dir = row["train_dir"]
+        if not train_dir and m != BASE:   # a cell imported from an archive (loop/archive.py): its weights stayed behind
+            log(f"[{i + 1}/{len(cells)}] {label}: its trained weights are not on this machine (the row was imported "
+                "from an archive), left as it is; to measure it again, run the cell here")
+            continue
         if Path((row["info"] or {}).get("eval_dir", "")).name == _eval_key(spec, t, model_key, train_dir,
                                                                             ev_precision.bf16):
             log(f"[{i + 1}/{len(cells)}] {label}: measured with today's evaluation already, skipped")

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from .stats import BASELINE_METHODS, POOLED, BootstrapSettings, latest_done, paired_differences
-from .tables import LOWER_IS_BETTER, read_selection_ids, summary_table
+from .tables import LOWER_IS_BETTER, selection_ids, summary_table
 
 
 def paired_ci_table(rows: Iterable[dict[str, Any]], scores: dict[str, dict[str, Any]] | None = None,
@@ -33,7 +33,7 @@ def overlap_by_cell(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     seeds: one line per (experiment, target, ratio, method_a, method_b) with ``jaccard`` and ``n_seeds``."""
     by_cell: dict[tuple, dict[str, set[str]]] = {}
     for (e, t, m, r, s), row in latest_done(rows).items():
-        ids = read_selection_ids(row.get("selection"))
+        ids = selection_ids(row)
         if ids:
             by_cell.setdefault((e, t, r, s), {})[m] = set(ids)
     acc: dict[tuple, list[float]] = {}

@@ -208,6 +208,13 @@ def read_selection_ids(selection_dir: str | Path | None) -> list[str]:
     return [str(i) for i in ids]
 
 
+def selection_ids(row: dict[str, Any]) -> list[str]:
+    """The selected record ids of a registry row: from its selection folder, or, for a row imported from an
+    archive (:mod:`.archive`: no folder on this machine), from the ids it carried (``info["selected_ids"]``)."""
+    ids = read_selection_ids(row.get("selection"))
+    return ids or [str(i) for i in ((row.get("info") or {}).get("selected_ids") or [])]
+
+
 def overlap_matrix(selections: dict[str, Sequence[str]]) -> pd.DataFrame:
     """Jaccard overlap between named selections (1 on the diagonal; 0 when either is empty)."""
     names = list(selections)
