@@ -11,11 +11,12 @@ The folder::
     versions.json                 the experiment's recorded spec versions (spec text and cell keys), oldest first
     cells/<config_hash>.json.gz   one finished cell: its registry row, per-question scores and selected ids
 
-A cell file holds ``{"format": FORMAT, "row": {...}, "scores": {...} | null, "selected_ids": [...] | null, "digest"}``:
+A cell file holds ``{"format", "row", "scores", "selected_ids", "selected_sources", "digest"}``:
 the row's config, metrics, timings and info as the registry has them, its timestamps and status. Workspace paths
 (``selection``, ``train_dir``) are left out: they name folders of the machine that ran the cell; their folder names
-(content keys) travel in ``info["train_dir_key"]`` / ``info["selection_key"]``, and the selected ids in
-``info["selected_ids"]`` of the imported row, so overlaps between methods survive. An imported cell has no weights
+(content keys) travel in ``info["train_dir_key"]`` / ``info["selection_key"]``, and the selected ids and their
+sources in ``info["selected_ids"]`` / ``info["selected_sources"]`` of the imported row, so overlaps between methods
+and the picks per source survive. An imported cell has no weights
 on the new machine: ``g2is bench remeasure`` says so and leaves it.
 
 Files are written byte-stable (canonical JSON, gzip without a timestamp): exporting an unchanged cell again writes
@@ -69,17 +70,34 @@ def _gz_bytes(obj: Any) -> bytes:
 def cell_record(row: dict[str, Any], scores: dict[str, Any] | None) -> dict[str, Any]:
     """The file content of one finished registry row."""
     ids = selection_ids(row)
+    sources = _selected_sources(row, ids)
     info = dict(row.get("info") or {})
     # the trained weights' folder name is their content key (the same on every machine): the plan prices shared
     # trainings by it; the folder itself stays behind
     for k in ("train_dir", "selection"):
         if row.get(k):
             info[f"{k}_key"] = Path(row[k]).name
-    info.pop("archived", None)
-    info.pop("selected_ids", None)
+    for k in ("archived", "selected_ids", "selected_sources"):   # carried beside the row, not in it
+        info.pop(k, None)
     rec = {"format": FORMAT, "row": {**{k: row.get(k) for k in ROW_KEYS}, "info": info}, "scores": scores,
-           "selected_ids": ids or None}
+           "selected_ids": ids or None, "selected_sources": sources}
     return {**rec, "digest": _digest(rec)}
+
+
+def _selected_sources(row: dict[str, Any], ids: list[str]) -> list[str] | None:
+    """Each selected record's pool source, in the order of ``ids`` (the report counts picks per source file):
+    from the selection folder's scores table, or what an imported row carried; None when neither has them."""
+    carried = (row.get("info") or {}).get("selected_sources")
+    if carried:
+        return [str(x) for x in carried]
+    p = Path(row["selection"]) / "scores.parquet" if row.get("selection") else None
+    if not ids or p is None or not p.exists():
+        return None
+    import pandas as pd
+
+    sc = pd.read_parquet(p, columns=["id", "source"])
+    of = dict(zip(sc["id"].astype(str), sc["source"].fillna("").astype(str)))
+    return [of.get(i, "") for i in ids]
 
 
 def _digest(rec: dict[str, Any]) -> str:
@@ -165,8 +183,9 @@ def import_cells(registry: Registry, src: str | Path) -> ArchiveReport:
                         (out.unchanged if _same(old, row) else out.kept).append(key)
                         continue
                 info = dict(row.get("info") or {})
-                if rec.get("selected_ids"):
-                    info["selected_ids"] = rec["selected_ids"]
+                for k in ("selected_ids", "selected_sources"):
+                    if rec.get(k):
+                        info[k] = rec[k]
                 info["archived"] = {"from": str(src), "imported": time.time()}
                 c.execute("INSERT OR REPLACE INTO runs (config_hash, experiment, target, method, ratio, seed, status,"
                           " owner, config, metrics, timings, selection, train_dir, error, created, finished, info)"

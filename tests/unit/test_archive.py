@@ -4,7 +4,10 @@ or misnamed file stops with a sentence naming it."""
 import gzip
 import json
 import shutil
+import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from g2is_core.loop.archive import export_cells, import_cells, read_cell
@@ -33,6 +36,10 @@ def _finish(reg, ws_root, spec, method, seed, values, picked):
         sel = ws_root / "selections" / f"sel-{method}-{seed}"
         sel.mkdir(parents=True)
         (sel / "selected_ids.json").write_text(json.dumps(picked))
+        # the selection's scores table: every pool record, its source, and whether it was picked
+        pool = ["a", "b", "c", "d", "x", "y"]
+        pd.DataFrame({"id": pool, "source": ["t0", "t0", "dolly", "dolly", "oasst", "oasst"],
+                      "selected": [i in picked for i in pool]}).to_parquet(sel / "scores.parquet")
     save_scores(reg, key, spec.name, {"ids": IDS, "values": {"accuracy": values}, "weights": {}})
     reg.finish(key, metrics={"accuracy": sum(values) / len(values), "n_train": len(picked)},
                timings={"select_s": 1.0, "train_s": 10.0, "eval_s": 5.0}, selection=str(sel) if sel else None,
@@ -85,6 +92,14 @@ def test_round_trip_gives_the_same_rows_scores_intervals_and_overlaps(finished):
     ov = overlap_by_cell(b.values())
     assert ov.jaccard.tolist() == pytest.approx([1 / 3]) and ov.n_seeds.tolist() == [2]
     assert overlap_by_cell(a.values()).equals(ov)
+    # the report's picks per source file read the carried sources: bm25 seed 0 picked a (t0) and x (oasst)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from report_experiment import composition_section, overlap_section
+
+    text = composition_section(list(b.values()), seed=0)
+    assert text == composition_section(list(a.values()), seed=0)
+    assert "| oasst | 1 | 0 |" in text and "| t0 | 1 | 2 |" in text   # random seed 0 picked a and b
+    assert overlap_section(list(b.values()), seed=0) == overlap_section(list(a.values()), seed=0)
     # `bench run` skips them: a finished row cannot be claimed again, and the plan counts them done
     for k in keys:
         row = b[k]
