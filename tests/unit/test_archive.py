@@ -190,3 +190,23 @@ def test_the_cli_archives_and_restores_between_workspaces(finished, monkeypatch,
     assert "bm25" in shown and "random" in shown
     assert main(["bench", "restore", str(tmp / "nowhere")]) == 2
     assert "nowhere: no cell files under" in capsys.readouterr().err
+
+
+def test_compare_results_pairs_lines_by_table_and_cell(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import compare_results
+
+    head = "| target | metric | method | ratio | seeds | mean ± std | vs random |\n|---|---|---|---|---|---|---|\n"
+    old = ("## Results\n\n" + head + "| t | nll | base |  | 1 | 2.734 ± 0.000 |  |\n"
+           "| t | nll | g2is | 1% | 3 | 1.500 ± 0.010 | -0.1 |\n| t | nll | less | 1% | 3 | 1.400 ± 0.010 | |\n"
+           "## Other\n\n" + head + "| t | nll | base |  | 1 | 9.000 ± 0.000 |  |\n")
+    new = ("## Results\n\n" + head + "| t | nll | base |  | 1 | 2.734 ± 0.000 |  |\n"
+           "| t | nll | g2is | 1% | 2 | 1.520 ± 0.010 | -0.1 |\n")
+    (tmp_path / "old.md").write_text(old)
+    (tmp_path / "new.md").write_text(new)
+    assert compare_results.main([str(tmp_path / "old.md"), str(tmp_path / "new.md")]) == 0
+    out = capsys.readouterr().out
+    assert "| Results | t | nll | base |  | 1 | 2.734 ± 0.000 | 2.734 ± 0.000 | yes | +0.000 |" in out
+    assert "| Results | t | nll | g2is | 1% | 3 / 2 (other seeds) | 1.500 ± 0.010 | 1.520 ± 0.010 | no | +0.020 |" in out
+    # "Other"'s base line is another table's: not paired with Results' base
+    assert "1 of 2 lines equal as printed (1 over the same number of seeds); 2 lines only in old.md, 0 only in new.md" in out
