@@ -101,8 +101,9 @@ def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, pro
     write_json(exp_dir / "spec.json", spec.to_dict())
     # This spec becomes the experiment's current version: its tables show only the cells listed here (every
     # cell of the spec, also those another `--methods` subset runs), never rows of an earlier edit of it.
-    reg.record_version(spec.name, spec_hash, spec.to_dict(),
-                       [hash_config(cell_config(spec, t, m, r, s, pool_hash)) for t, m, r, s in all_cells(spec)])
+    all_keys = [hash_config(cell_config(spec, t, m, r, s, pool_hash)) for t, m, r, s in all_cells(spec)]
+    check_precision(spec, reg.rows(spec.name), set(all_keys))
+    reg.record_version(spec.name, spec_hash, spec.to_dict(), all_keys)
     for i, (t, m, r, s) in enumerate(cells):
         cfg = cell_config(spec, t, m, r, s, pool_hash)
         key = hash_config(cfg)
@@ -124,6 +125,42 @@ def run_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, pro
         log(f"[{i + 1}/{len(cells)}] {label}: {json.dumps(metrics)}")
     progress(1.0, "experiment finished")
     return reg.current_rows(spec.name)
+
+
+# the bf16 switches of a spec, as a cell's info["precision"] names them, and where the spec sets each
+_SWITCHES = {"train": ("training", lambda sp: sp.train.bf16, "train.bf16"),
+             "features": ("feature extraction", lambda sp: sp.selection.features.bf16, "selection.features.bf16"),
+             "eval": ("evaluation", lambda sp: sp.eval.dtype, "eval.dtype")}
+
+
+def check_precision(spec: ExperimentSpec, rows: list[dict[str, Any]], keys: set[str]) -> None:
+    """Refuse to add cells to an experiment whose finished cells (those of ``keys``: this spec's) ran a bf16 switch
+    at another precision than it resolves to here. A cell's key holds the switch as written (``auto``), not what it
+    resolved to, so without this a study run over machines with and without native bf16 (AVX512-BF16/AMX) would
+    pair fp32 and bf16 cells in one table, silently (rows restored from an archive carry their precision too)."""
+    here, other = {}, {}
+    for name, (what, get, _) in _SWITCHES.items():
+        here[name] = resolve_precision(get(spec), what=what).name
+    for r in rows:
+        if r.get("status") != "done" or r["config_hash"] not in keys:
+            continue
+        ran = (r.get("info") or {}).get("precision") or {}
+        for name in _SWITCHES:
+            p = (ran.get(name) or {}).get("precision")
+            if p and p != here[name]:
+                other.setdefault((name, p), []).append(r["config_hash"])
+    if not other:
+        return
+    (name, p), hit = sorted(other.items())[0]
+    from ..runtime import cpu_model
+
+    what, get, field = _SWITCHES[name]
+    raise ValueError(f"{spec.source or spec.name}: {field}: {get(spec)} runs {what} in {here[name]} on this machine "
+                     f"({cpu_model()}), but {len(hit)} finished cell(s) of experiment {spec.name!r} ran it in {p} "
+                     f"(e.g. {hit[0]}); one table must not mix precisions. Run it where {get(spec)} gives {p}, or "
+                     f"pin {field} in the spec ({'false' if p == 'fp32' else 'true'} runs {p} everywhere; the "
+                     "finished cells, keyed by the switch as written, are then not part of it), or run it under "
+                     "another name")
 
 
 def remeasure_experiment(spec: ExperimentSpec, workspace: Workspace | None = None, progress: Progress = no_progress,
@@ -148,6 +185,8 @@ def remeasure_experiment(spec: ExperimentSpec, workspace: Workspace | None = Non
     reg = Registry.open(ws)
     pool_hash = data_hash(load_pool(spec.pool))
     rows = {r["config_hash"]: r for r in reg.rows(spec.name)}
+    check_precision(spec, list(rows.values()),   # a measurement made here must not mix precisions with the rest
+                    {hash_config(cell_config(spec, t, m, r, s, pool_hash)) for t, m, r, s in all_cells(spec)})
     cells = chosen_cells(spec, methods, targets, ratios, seeds)
     ev_precision = resolve_precision(spec.eval.dtype, what="evaluation")
     model_key = load_model(spec.model, workspace=ws).key   # for the eval keys; a measured cell loads its own copy

@@ -210,3 +210,25 @@ def test_compare_results_pairs_lines_by_table_and_cell(tmp_path, capsys):
     assert "| Results | t | nll | g2is | 1% | 3 / 2 (other seeds) | 1.500 ± 0.010 | 1.520 ± 0.010 | no | +0.020 |" in out
     # "Other"'s base line is another table's: not paired with Results' base
     assert "1 of 2 lines equal as printed (1 over the same number of seeds); 2 lines only in old.md, 0 only in new.md" in out
+
+
+def test_a_machine_resolving_auto_otherwise_cannot_add_cells_to_an_experiment(monkeypatch):
+    """A cell's key holds `bf16: auto` as written: on a CPU with native bf16 the finished fp32 cells would be paired
+    with bf16 ones in one table. The runner refuses with a sentence; matching or foreign rows pass."""
+    import g2is_core.runtime as runtime
+    from g2is_core.loop.runner import check_precision
+
+    spec = spec_from_dict({**RAW, "train": {"bf16": "auto"}}, "study.yaml")
+    fp32_row = {"status": "done", "config_hash": "k1",
+                "info": {"precision": {"train": {"precision": "fp32"}, "eval": {"precision": "fp32"}}}}
+    monkeypatch.setattr(runtime, "bf16_is_fast", lambda device=None: False)
+    check_precision(spec, [fp32_row], {"k1"})   # fp32 here too: nothing to say
+    monkeypatch.setattr(runtime, "bf16_is_fast", lambda device=None: True)
+    with pytest.raises(ValueError, match=r"study\.yaml: train\.bf16: auto runs training in bf16 on this machine .*"
+                                         r"1 finished cell\(s\) of experiment 'arch' ran it in fp32 \(e\.g\. k1\); one "
+                                         r"table must not mix precisions.*pin train\.bf16 in the spec \(false runs fp32"):
+        check_precision(spec, [fp32_row], {"k1"})
+    check_precision(spec, [fp32_row], {"other"})   # a row of another spec version is no part of this one
+    check_precision(spec, [{**fp32_row, "status": "failed"}], {"k1"})
+    pinned = spec_from_dict({**RAW, "train": {"bf16": False}}, "study.yaml")
+    check_precision(pinned, [fp32_row], {"k1"})   # pinned to fp32: it runs fp32 on every machine
