@@ -26,7 +26,7 @@ from ..models.training import TrainConfig, epoch_lr_weights, lr_at, steps_per_ep
 from ..models.lora import LESS_LORA, SMALL_LORA, LoraSettings, attach_lora
 from ..progress import Progress, no_progress
 from ..settings import FRACTION, POSITIVE_INT, check_choice, check_rules
-from ..workspace import Workspace, hash_config, read_sidecar, verify_artefact, write_sidecar
+from ..workspace import Workspace, exclusive_lock, hash_config, read_sidecar, verify_artefact, write_sidecar
 
 if TYPE_CHECKING:  # annotations only: loading pulls in the download machinery
     from ..models.loading import LoadedModel
@@ -118,10 +118,8 @@ def warmup(loaded: LoadedModel, records: Sequence[Record], cfg: WarmupConfig = W
 
     Writes ``<workspace>/warmup/<key>/epoch-<i>/{adapter,optimizer}.safetensors`` via
     :func:`g2is_core.models.training.train` (Adam moments keyed by parameter name) and a sidecar with the
-    checkpoint weights computed from the schedule. Leaves LoRA attached to ``loaded.model``.
+    checkpoint weights computed from the schedule. Leaves LoRA attached to ``loaded.model`` when it trained here.
     """
-    from ..data.encoding import encode_all
-
     ws = workspace or Workspace()
     # Keyed by the precision that RUNS (a bf16 request that falls back keys the fp32 warmup); the request is
     # recorded in the sidecar.
@@ -132,6 +130,20 @@ def warmup(loaded: LoadedModel, records: Sequence[Record], cfg: WarmupConfig = W
     if ws.is_complete(d):
         progress(1.0, f"warmup {d.name} already done")
         return load_warmup(d)
+    # Several `bench features` / `bench run` processes start together: one trains, the others wait for it and read
+    # its checkpoints (without the lock each trained the same warmup into the same folder)
+    with exclusive_lock(d.with_name(d.name + ".lock"),
+                        on_wait=lambda: progress(0.0, f"warmup {d.name}: another process is training it; waiting")):
+        if ws.is_complete(d):
+            progress(1.0, f"warmup {d.name} done by another process")
+            return load_warmup(d)
+        return _train_warmup(loaded, records, cfg, precision, data_hash, d, progress)
+
+
+def _train_warmup(loaded, records, cfg, precision, data_hash, d: Path, progress) -> Warmup:
+    """The warmup's training and sidecar (:func:`warmup`, under its lock)."""
+    from ..data.encoding import encode_all
+
     idx = warmup_subset(len(records), cfg.fraction, cfg.seed)
     subset = [records[i] for i in idx]
     enc, rep = encode_all(loaded.tokenizer, subset, max_length=cfg.max_length, template=cfg.template)
