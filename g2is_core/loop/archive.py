@@ -9,6 +9,7 @@ registry again, so ``g2is bench run`` skips those cells and the report regenerat
 The folder::
 
     versions.json                 the experiment's recorded spec versions (spec text and cell keys), oldest first
+                                  (the cells are the latest version's: those its tables show)
     cells/<config_hash>.json.gz   one finished cell: its registry row, per-question scores and selected ids
 
 A cell file holds ``{"format", "row", "scores", "selected_ids", "selected_sources", "digest"}``:
@@ -106,9 +107,10 @@ def _digest(rec: dict[str, Any]) -> str:
 
 
 def export_cells(registry: Registry, experiment: str, dest: str | Path) -> ArchiveReport:
-    """Write every finished cell of ``experiment`` (all its versions) into ``dest``; see the module docstring."""
+    """Write every finished cell of ``experiment``'s current version (the cells its tables show; rows of an earlier
+    edit of the spec stay in the registry only) into ``dest``; see the module docstring."""
     dest = Path(dest)
-    rows = [r for r in registry.rows(experiment) if r["status"] == "done"]
+    rows = [r for r in registry.current_rows(experiment) if r["status"] == "done"]
     if not rows:
         known = registry.experiments()
         raise ValueError(f"{registry.path}: no finished cell of experiment {experiment!r} to archive"

@@ -60,8 +60,12 @@ def finished(tmp_path):
             _finish(reg, ws.root, spec, "random", 1, [1.0, 0.0, 0.0, 0.0], ["c", "d"]),
             _finish(reg, ws.root, spec, "bm25", 0, [1.0, 1.0, 1.0, 0.0], ["a", "x"]),
             _finish(reg, ws.root, spec, "bm25", 1, [1.0, 1.0, 0.0, 1.0], ["c", "y"])]
-    # a cell still running and one that failed are not results: they stay out of the archive
+    # a cell still running is no result, and a finished one of an earlier edit of the spec is not in its tables:
+    # both stay out of the archive
     t = spec.targets[0]
+    old = {**cell_config(spec, t, "bm25", 0.1, 0, POOL_HASH), "train": {"lr": 1.0}}
+    assert reg.claim(hash_config(old), spec.name, t.name, "bm25", 0.1, 0, old)
+    reg.finish(hash_config(old), metrics={"accuracy": 0.5}, timings={})
     cfg = {**cell_config(spec, t, "bm25", 0.1, 0, POOL_HASH), "note": "running"}
     assert reg.claim(hash_config(cfg), spec.name, t.name, "bm25", 0.1, 7, cfg)
     return spec, reg, keys, tmp_path
