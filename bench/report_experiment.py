@@ -27,7 +27,7 @@ from g2is_core.loop.plan import HOUR_COLUMNS, plan, plan_table
 from g2is_core.loop.scores import load_scores
 from g2is_core.loop.study import (ABSOLUTE, POOLED, anchors_table, diagnostics_table, overlap_by_cell, paired_ci_table,
                                   power_table, study_grid)
-from g2is_core.loop.tables import LOWER_IS_BETTER, overlap_matrix, paired_vs_random, selection_ids, summary_table
+from g2is_core.loop.tables import LOWER_IS_BETTER, overlap_matrix, paired_vs_random, selected_records, summary_table
 from g2is_core.loop.spec import load_spec
 from g2is_core.loop.registry import Registry
 
@@ -117,19 +117,14 @@ def mean_overlap_section(rows) -> str:
 
 
 def _picks(rows, seed: int):
-    """{(target, ratio): {method: DataFrame of the chosen rows (id, source, ...)}} for one seed."""
+    """{(target, ratio): {method: DataFrame of the chosen records (id, source)}} for one seed."""
     out: dict = {}
     for r in rows:
         if r.get("status") != "done" or r["seed"] != seed:
             continue
-        p = Path(r["selection"]) / "scores.parquet" if r.get("selection") else None
-        carried = (r.get("info") or {}).get("selected_sources")   # a row restored from an archive (loop/archive.py)
-        if p is not None and p.exists():
-            sc = pd.read_parquet(p)
-            out.setdefault((r["target"], r["ratio"]), {})[r["method"]] = sc[sc["selected"]]
-        elif carried:
-            out.setdefault((r["target"], r["ratio"]), {})[r["method"]] = pd.DataFrame(
-                {"id": selection_ids(r), "source": carried})
+        picked = selected_records(r)   # from the selection folder, or what an archived row carried
+        if picked is not None:
+            out.setdefault((r["target"], r["ratio"]), {})[r["method"]] = picked
     return out
 
 

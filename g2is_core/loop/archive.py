@@ -38,7 +38,7 @@ from typing import Any
 from ..workspace import canonical_json, hash_config
 from .registry import Registry
 from .scores import TABLE as SCORES_TABLE, load_scores
-from .tables import selection_ids
+from .tables import selected_records, selection_ids
 
 FORMAT = "g2is-cell/1"
 CELLS = "cells"
@@ -70,8 +70,8 @@ def _gz_bytes(obj: Any) -> bytes:
 
 def cell_record(row: dict[str, Any], scores: dict[str, Any] | None) -> dict[str, Any]:
     """The file content of one finished registry row."""
+    picked = selected_records(row)
     ids = selection_ids(row)
-    sources = _selected_sources(row, ids)
     info = dict(row.get("info") or {})
     # the trained weights' folder name is their content key (the same on every machine): the plan prices shared
     # trainings by it; the folder itself stays behind
@@ -81,24 +81,9 @@ def cell_record(row: dict[str, Any], scores: dict[str, Any] | None) -> dict[str,
     for k in ("archived", "selected_ids", "selected_sources"):   # carried beside the row, not in it
         info.pop(k, None)
     rec = {"format": FORMAT, "row": {**{k: row.get(k) for k in ROW_KEYS}, "info": info}, "scores": scores,
-           "selected_ids": ids or None, "selected_sources": sources}
+           "selected_ids": ids or None,
+           "selected_sources": picked["source"].tolist() if picked is not None else None}
     return {**rec, "digest": _digest(rec)}
-
-
-def _selected_sources(row: dict[str, Any], ids: list[str]) -> list[str] | None:
-    """Each selected record's pool source, in the order of ``ids`` (the report counts picks per source file):
-    from the selection folder's scores table, or what an imported row carried; None when neither has them."""
-    carried = (row.get("info") or {}).get("selected_sources")
-    if carried:
-        return [str(x) for x in carried]
-    p = Path(row["selection"]) / "scores.parquet" if row.get("selection") else None
-    if not ids or p is None or not p.exists():
-        return None
-    import pandas as pd
-
-    sc = pd.read_parquet(p, columns=["id", "source"])
-    of = dict(zip(sc["id"].astype(str), sc["source"].fillna("").astype(str)))
-    return [of.get(i, "") for i in ids]
 
 
 def _digest(rec: dict[str, Any]) -> str:

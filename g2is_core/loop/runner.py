@@ -18,7 +18,7 @@ from typing import Any
 
 from ..data.records import Record
 from ..progress import Progress, no_progress
-from ..runtime import machine_info, resolve_bf16, resolve_precision
+from ..runtime import cpu_model, machine_info, resolve_bf16, resolve_precision
 from ..workspace import LockBusy, Workspace, hash_config, provenance, read_json, write_json
 from . import bridge
 from .experiment import load_pool, load_target
@@ -152,8 +152,6 @@ def check_precision(spec: ExperimentSpec, rows: list[dict[str, Any]], keys: set[
     if not other:
         return
     (name, p), hit = sorted(other.items())[0]
-    from ..runtime import cpu_model
-
     what, get, field = _SWITCHES[name]
     raise ValueError(f"{spec.source or spec.name}: {field}: {get(spec)} runs {what} in {here[name]} on this machine "
                      f"({cpu_model()}), but {len(hit)} finished cell(s) of experiment {spec.name!r} ran it in {p} "

@@ -215,6 +215,22 @@ def selection_ids(row: dict[str, Any]) -> list[str]:
     return ids or [str(i) for i in ((row.get("info") or {}).get("selected_ids") or [])]
 
 
+def selected_records(row: dict[str, Any]) -> pd.DataFrame | None:
+    """``id`` and pool ``source`` of a registry row's selected records, in selection order: the sources from its
+    selection folder's scores table, or those an archived row carried (``info["selected_sources"]``); None when
+    neither is there (no selection, or a folder without its scores)."""
+    ids = selection_ids(row)
+    carried = (row.get("info") or {}).get("selected_sources")
+    if ids and carried and len(carried) == len(ids):
+        return pd.DataFrame({"id": ids, "source": [str(x) for x in carried]})
+    p = Path(row["selection"]) / "scores.parquet" if row.get("selection") else None
+    if not ids or p is None or not p.exists():
+        return None
+    sc = pd.read_parquet(p, columns=["id", "source"])
+    of = dict(zip(sc["id"].astype(str), sc["source"].fillna("").astype(str)))
+    return pd.DataFrame({"id": ids, "source": [of.get(i, "") for i in ids]})
+
+
 def overlap_matrix(selections: dict[str, Sequence[str]]) -> pd.DataFrame:
     """Jaccard overlap between named selections (1 on the diagonal; 0 when either is empty)."""
     names = list(selections)
