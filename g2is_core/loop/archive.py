@@ -70,8 +70,8 @@ def _gz_bytes(obj: Any) -> bytes:
 
 def cell_record(row: dict[str, Any], scores: dict[str, Any] | None) -> dict[str, Any]:
     """The file content of one finished registry row."""
-    picked = selected_records(row)
-    ids = selection_ids(row)
+    picked = selected_records(row)   # ids with their sources; the ids alone when the sources are not at hand
+    ids = picked["id"].tolist() if picked is not None else selection_ids(row)
     info = dict(row.get("info") or {})
     # the trained weights' folder name is their content key (the same on every machine): the plan prices shared
     # trainings by it; the folder itself stays behind
