@@ -221,6 +221,20 @@ def test_compare_results_pairs_lines_by_table_and_cell(tmp_path, capsys):
     assert compare_results.main([str(tmp_path / "gone.md"), str(tmp_path / "new.md")]) == 2
 
 
+def test_compare_results_implies_the_seed_a_rerun_lacks():
+    """Three seeds 1.742, 1.234, 1.443 (mean 1.473, std 0.255); the rerun holds the first two (1.488 ± 0.359): the
+    old line implies 1.443 for the third, and its std fits. Another old std, or a rerun not one seed short, does not."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from compare_results import left_out_seed
+
+    assert left_out_seed("3", "1.473 ± 0.255", "2", "1.488 ± 0.359") == "1.443 (fits)"
+    assert left_out_seed("3", "1.473 ± 0.200", "2", "1.488 ± 0.359") == "1.443 (misfit)"
+    assert left_out_seed("2", "0.500 ± 0.071", "1", "0.450 ± 0.000") == "0.550 (fits)"   # 0.45, 0.55
+    assert left_out_seed("3", "1.473 ± 0.255", "1", "1.742 ± 0.000") == ""
+    assert left_out_seed("3", "1.473 ± 0.255", "3", "1.473 ± 0.255") == ""
+    assert left_out_seed("3", "n/a", "2", "1.488 ± 0.359") == ""
+
+
 def test_a_machine_resolving_auto_otherwise_cannot_add_cells_to_an_experiment(monkeypatch):
     """A cell's key holds `bf16: auto` as written: on a CPU with native bf16 the finished fp32 cells would be paired
     with bf16 ones in one table. The runner refuses with a sentence; matching or foreign rows pass."""
