@@ -42,15 +42,13 @@ def results_lines(text: str) -> dict[tuple[str, str, str, str, str], tuple[str, 
     return out
 
 
-def _mean(cell: str) -> float | None:
-    m = re.match(r"\s*([-+]?\d+(?:\.\d+)?)", cell)
-    return float(m.group(1)) if m else None
-
-
-def _mean_std(cell: str) -> tuple[float, float, float] | None:
-    """(mean, std, half a unit of the last printed decimal) of a ``mean ± std`` cell."""
-    m = re.match(r"\s*([-+]?\d+(?:\.(\d+))?)\s*±\s*(\d+(?:\.\d+)?)", cell)
-    return (float(m.group(1)), float(m.group(3)), 0.5 * 10.0 ** -len(m.group(2) or "")) if m else None
+def _mean_std(cell: str) -> tuple[float, float | None, float] | None:
+    """(mean, std or None where the cell prints none, half a unit of the mean's last printed decimal) of a
+    ``mean ± std`` cell; None where it opens with no number."""
+    m = re.match(r"\s*([-+]?\d+(?:\.(\d+))?)(?:\s*±\s*(\d+(?:\.\d+)?))?", cell)
+    if not m:
+        return None
+    return float(m.group(1)), float(m.group(3)) if m.group(3) else None, 0.5 * 10.0 ** -len(m.group(2) or "")
 
 
 def left_out_seed(s_old: str, v_old: str, s_new: str, v_new: str) -> str:
@@ -65,7 +63,7 @@ def left_out_seed(s_old: str, v_old: str, s_new: str, v_new: str) -> str:
     except ValueError:
         return ""
     a, b = _mean_std(v_old), _mean_std(v_new)
-    if k != n - 1 or k < 1 or a is None or b is None:
+    if k != n - 1 or k < 1 or a is None or b is None or a[1] is None or b[1] is None:
         return ""
     (ma, sa, ha), (mb, sb, hb) = a, b
     stds = []
@@ -112,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         same_seeds = s_old == s_new
         n_eq += eq
         n_eq_seeds += same_seeds
-        a, b = _mean(v_old), _mean(v_new)
-        diff = f"{b - a:+.3f}" if a is not None and b is not None else ""
+        a, b = _mean_std(v_old), _mean_std(v_new)
+        diff = f"{b[0] - a[0]:+.3f}" if a is not None and b is not None else ""
         seeds = s_new if same_seeds else f"{s_old} / {s_new} (other seeds)"
         short = left_out_seed(s_old, v_old, s_new, v_new)
         n_short += bool(short)
